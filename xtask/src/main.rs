@@ -1,0 +1,139 @@
+//! Project automation, run as `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
+//!
+//! - `cargo xtask ci`: format check, clippy, tests and docs, exactly as CI runs them.
+//! - `cargo xtask train [ARGS]`: builds the `vit` binary in release mode and runs `vit train ARGS`.
+//! - `cargo xtask bench [ARGS]`: runs the project's benchmarks in release mode.
+//!
+//! Plain `std` only, so that the xtask itself builds in seconds.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  ci               cargo fmt --check, clippy -D warnings, cargo test, cargo doc (warnings denied)
+  train [ARGS]     build `vit` in release mode and run `vit train ARGS`
+                   (no ARGS: the embedded default data set)
+  bench [ARGS]     run the benchmarks in release mode (ARGS go to the bench runner)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "ci" => ci(),
+        "train" => train(rest),
+        "bench" => bench(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs one named step, printing it first; a failure names the step.
+fn step(name: &str, mut command: Command) -> Result<(), String> {
+    println!("==> {name}");
+    let status = command
+        .status()
+        .map_err(|e| format!("step `{name}` could not start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("step `{name}` failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    step("cargo fmt --check", fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step(
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        clippy,
+    )?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    step("cargo test --workspace", test)?;
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    step("cargo doc --workspace --no-deps (warnings denied)", doc)?;
+
+    println!("==> ci: all steps passed");
+    Ok(())
+}
+
+/// The package that holds the `vit` binary; until it exists, `train` says so.
+fn vit_package_exists() -> bool {
+    workspace_root()
+        .join("crates/vit-train/Cargo.toml")
+        .exists()
+}
+
+fn train(args: &[String]) -> Result<(), String> {
+    if !vit_package_exists() {
+        return Err("the `vit` command (crates/vit-train) is not built yet".into());
+    }
+    let mut command = cargo();
+    command.args([
+        "run",
+        "--release",
+        "--package",
+        "vit-train",
+        "--bin",
+        "vit",
+        "--",
+        "train",
+    ]);
+    command.args(args);
+    step("vit train", command)
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let mut command = cargo();
+    command.args(["bench", "--workspace"]);
+    if !args.is_empty() {
+        command.arg("--").args(args);
+    }
+    step("cargo bench", command)
+}
