@@ -1,0 +1,146 @@
+//! The pre-norm transformer block.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::rng::{block_u64, unit_f32};
+use crate::{AttentionConfig, LayerNorm, Mlp, MlpConfig, MultiHeadAttention, SharedRng};
+
+/// Everything a [`TransformerBlock`] needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockConfig {
+    /// The attention half.
+    pub attention: AttentionConfig,
+    /// The MLP half; `mlp.dim` must equal `attention.dim`.
+    pub mlp: MlpConfig,
+    /// LayerNorm epsilon (Keras example: 1e-6).
+    pub layer_norm_eps: f64,
+    /// Stochastic depth: probability of dropping each residual branch per sample in training.
+    pub drop_path: f32,
+    /// Layer scale: a learned per-channel scale on each branch, initialised to this value.
+    pub layer_scale: Option<f64>,
+}
+
+/// `x2 = x + Attention(LayerNorm(x)); out = Mlp(LayerNorm(x2)) + x2`, the MLP adding its own
+/// residual. With stochastic depth or layer scale the branches are scaled or dropped before
+/// their residual is added.
+///
+/// Parameters: `norm1`, `attention`, `norm2`, `mlp`, and `layer_scale1`, `layer_scale2` when
+/// layer scale is on.
+#[derive(Debug, Clone)]
+pub struct TransformerBlock {
+    norm1: LayerNorm,
+    attention: MultiHeadAttention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    layer_scale: Option<(Tensor, Tensor)>,
+    drop_path: f32,
+    rng: SharedRng,
+}
+
+impl TransformerBlock {
+    /// Builds the block; dropout and stochastic-depth masks are drawn from `rng`.
+    pub fn new(cfg: &BlockConfig, rng: SharedRng, vb: VarBuilder) -> Result<Self> {
+        let dim = cfg.attention.dim;
+        if cfg.mlp.dim != dim {
+            candle_core::bail!(
+                "block: mlp.dim {} differs from attention.dim {dim}",
+                cfg.mlp.dim
+            );
+        }
+        if !(0.0..1.0).contains(&cfg.drop_path) {
+            candle_core::bail!("block: drop_path must be in [0, 1), got {}", cfg.drop_path);
+        }
+        let layer_scale = match cfg.layer_scale {
+            Some(init) => Some((
+                vb.get_with_hints(dim, "layer_scale1", Init::Const(init))?,
+                vb.get_with_hints(dim, "layer_scale2", Init::Const(init))?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            norm1: LayerNorm::new(dim, cfg.layer_norm_eps, vb.pp("norm1"))?,
+            attention: MultiHeadAttention::new(&cfg.attention, rng.clone(), vb.pp("attention"))?,
+            norm2: LayerNorm::new(dim, cfg.layer_norm_eps, vb.pp("norm2"))?,
+            mlp: Mlp::new(&cfg.mlp, rng.clone(), vb.pp("mlp"))?,
+            layer_scale,
+            drop_path: cfg.drop_path,
+            rng,
+        })
+    }
+
+    /// The attention layer, e.g. to read attention maps.
+    pub fn attention(&self) -> &MultiHeadAttention {
+        &self.attention
+    }
+
+    /// One block; dropout and stochastic depth only when `train`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, dim]`; returns `[B, N, dim]`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.run(x, train, false)?.0)
+    }
+
+    /// Like [`forward_t`](Self::forward_t), also returning the attention weights
+    /// `[B, num_heads, N, N]`.
+    pub fn forward_with_attention(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let (out, weights) = self.run(x, train, true)?;
+        Ok((out, weights.expect("weights were asked for")))
+    }
+
+    fn run(&self, x: &Tensor, train: bool, want_weights: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let normed = self.norm1.forward(x)?;
+        let (attended, weights) = if want_weights {
+            let (a, w) = self.attention.forward_with_weights(&normed, train)?;
+            (a, Some(w))
+        } else {
+            (self.attention.forward_t(&normed, train)?, None)
+        };
+        let plain = self.layer_scale.is_none() && (self.drop_path == 0.0 || !train);
+        if plain {
+            let x2 = (x + attended)?;
+            let out = self
+                .mlp
+                .forward_residual_t(&self.norm2.forward(&x2)?, &x2, train)?;
+            return Ok((out, weights));
+        }
+        let x2 = (x + self.scale_and_drop(attended, 0, train)?)?;
+        let branch = self.mlp.branch_t(&self.norm2.forward(&x2)?, train)?;
+        let out = (&x2 + self.scale_and_drop(branch, 1, train)?)?;
+        Ok((out, weights))
+    }
+
+    fn scale_and_drop(&self, branch: Tensor, which: usize, train: bool) -> Result<Tensor> {
+        let branch = match &self.layer_scale {
+            Some(scales) => branch.broadcast_mul(if which == 0 { &scales.0 } else { &scales.1 })?,
+            None => branch,
+        };
+        if !train || self.drop_path == 0.0 {
+            return Ok(branch);
+        }
+        let b = branch.dim(0)?;
+        let (seed, first) = self.rng.reserve(b as u64);
+        let keep = 1.0 - self.drop_path;
+        let mask: Vec<f32> = (0..b as u64)
+            .map(|i| {
+                if unit_f32(block_u64(seed, first, i)) < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut shape = vec![1usize; branch.rank()];
+        shape[0] = b;
+        let mask = Tensor::from_vec(mask, shape, branch.device())?.to_dtype(branch.dtype())?;
+        branch.broadcast_mul(&mask)
+    }
+}
+
+impl Module for TransformerBlock {
+    /// Inference: [`forward_t`](Self::forward_t) with `train = false`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+}

@@ -1,0 +1,129 @@
+//! A parameter store whose initial values depend only on a seed and each parameter's name.
+//!
+//! `candle_nn::VarMap` draws initial values from candle's unseeded generator, so two runs never
+//! start from the same weights. [`SeededVarMap`] is a drop-in backend for `VarBuilder` that
+//! draws them from a seed and the parameter's path instead: the same model built twice, or in
+//! another order, gets the same weights.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
+
+use crate::rng::{splitmix64, unit_f32};
+
+/// A `VarMap` whose new variables are initialised from `seed` and their name.
+#[derive(Clone)]
+pub struct SeededVarMap {
+    varmap: VarMap,
+    seed: u64,
+}
+
+impl SeededVarMap {
+    /// An empty store.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            varmap: VarMap::new(),
+            seed,
+        }
+    }
+
+    /// The underlying `VarMap` (trainable variables by name).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// A `VarBuilder` that creates variables in this store.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    }
+
+    fn draw(&self, shape: &Shape, name: &str, init: Init) -> Result<Vec<f32>> {
+        let mut hasher = DefaultHasher::new();
+        name.hash(&mut hasher);
+        let stream = splitmix64(self.seed ^ hasher.finish());
+        let n = shape.elem_count();
+        let uniform = |i: usize| unit_f32(splitmix64(stream ^ splitmix64(i as u64)));
+        let values = match init {
+            Init::Const(v) => vec![v as f32; n],
+            Init::Uniform { lo, up } => (0..n)
+                .map(|i| lo as f32 + (up - lo) as f32 * uniform(i))
+                .collect(),
+            Init::Randn { mean, stdev } => normal(n, stream, mean as f32, stdev as f32),
+            Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
+                let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
+                match dist {
+                    candle_nn::init::NormalOrUniform::Uniform => {
+                        let bound = (3f64.sqrt() * std) as f32;
+                        (0..n).map(|i| -bound + 2.0 * bound * uniform(i)).collect()
+                    }
+                    candle_nn::init::NormalOrUniform::Normal => normal(n, stream, 0.0, std as f32),
+                }
+            }
+        };
+        Ok(values)
+    }
+}
+
+/// `n` normal numbers by Box-Muller from the stream.
+fn normal(n: usize, stream: u64, mean: f32, stdev: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let a = splitmix64(stream ^ splitmix64(2 * i as u64));
+            let b = splitmix64(stream ^ splitmix64(2 * i as u64 + 1));
+            let u1 = unit_f32(a).max(f32::MIN_POSITIVE);
+            let u2 = unit_f32(b);
+            mean + stdev * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        })
+        .collect()
+}
+
+impl SimpleBackend for SeededVarMap {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let mut data = self.varmap.data().lock().expect("varmap lock poisoned");
+        if let Some(var) = data.get(name) {
+            if var.shape() != &shape {
+                candle_core::bail!(
+                    "parameter `{name}` already exists with shape {:?}, asked for {:?}",
+                    var.dims(),
+                    shape.dims()
+                );
+            }
+            return Ok(var.as_tensor().clone());
+        }
+        let values = self.draw(&shape, name, init)?;
+        let var = Var::from_tensor(&Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)?;
+        let tensor = var.as_tensor().clone();
+        data.insert(name.to_string(), var);
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _device: &Device) -> Result<Tensor> {
+        let data = self.varmap.data().lock().expect("varmap lock poisoned");
+        match data.get(name) {
+            Some(var) => Ok(var.as_tensor().clone()),
+            None => candle_core::bail!("parameter `{name}` does not exist and no shape was given"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap
+            .data()
+            .lock()
+            .expect("varmap lock poisoned")
+            .contains_key(name)
+    }
+}

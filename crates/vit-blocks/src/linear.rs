@@ -1,0 +1,72 @@
+//! A dense layer that is correct on any input layout.
+
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// `y = x W^T + b` over the last dimension, with `weight: [out, in]` and `bias: [out]`
+/// (PyTorch's layout). Initialised as Keras' `Dense`: Glorot-uniform weight, zero bias.
+///
+/// candle's CPU batched matmul gives wrong results for some non-contiguous 3-D inputs (see
+/// the crate docs); this layer flattens its input to a contiguous 2-D matrix first, which is
+/// also the fastest shape for the matmul.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer from `in_dim` to `out_dim` features, with parameters `vb/weight` and `vb/bias`.
+    pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let bound = (6.0 / (in_dim + out_dim) as f64).sqrt();
+        let weight = vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// A layer from existing tensors.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// The weight, `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, `[out]`.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Linear {
+    /// # Shapes
+    /// - `x`: `[.., in]`; returns `[.., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let in_dim = x.dim(D::Minus1)?;
+        let mut out_dims = x.dims().to_vec();
+        *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x
+            .contiguous()?
+            .reshape((rows, in_dim))?
+            .matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        y.reshape(out_dims)
+    }
+}

@@ -1,0 +1,34 @@
+//! LayerNorm that carries gradients.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::ops;
+
+/// LayerNorm over the last dimension with a learned scale (`weight`) and shift (`bias`).
+///
+/// Unlike `candle_nn::LayerNorm`, whose fused path records no backward pass, this one always
+/// carries gradients to its input and both parameters (see [`crate::ops`]).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// A LayerNorm over `dim` features, parameters `vb/weight` (ones) and `vb/bias` (zeros).
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+}
+
+impl Module for LayerNorm {
+    /// # Shapes
+    /// - `x`: `[.., dim]`; returns the same shape.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}

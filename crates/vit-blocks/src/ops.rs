@@ -1,0 +1,277 @@
+//! Softmax and LayerNorm that carry gradients.
+//!
+//! candle's fused `candle_nn::ops::softmax_last_dim` and `layer_norm` (and `candle_nn::LayerNorm`
+//! on its fused path) record no backward pass, so gradients silently stop there. The functions
+//! here always carry gradients:
+//!
+//! - on the CPU with contiguous `f32` input they run fused kernels (one pass over each row,
+//!   parallel over rows) whose backward is a fused kernel too;
+//! - elsewhere (GPU, other dtypes) they fall back to the [`composed`] versions, built from
+//!   candle ops that have a backward.
+//!
+//! The tests prove the fused kernels equal the composed versions in forward and backward.
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+/// Rows shorter than this are batched into one rayon task so that tiny rows do not drown in
+/// scheduling overhead.
+const ROWS_PER_TASK_MIN_ELEMS: usize = 1 << 14;
+
+/// Softmax over the last dimension, with gradients.
+///
+/// # Shapes
+/// - `x`: `[.., N]`; returns the same shape.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if fused_eligible(x) {
+        x.contiguous()?.apply_op1(Softmax)
+    } else {
+        composed::softmax_last_dim(x)
+    }
+}
+
+/// LayerNorm over the last dimension, `(x - mean) / sqrt(var + eps) * weight + bias`, with
+/// gradients for `x`, `weight` and `bias`.
+///
+/// # Shapes
+/// - `x`: `[.., D]`; `weight`, `bias`: `[D]`; returns the shape of `x`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused_eligible(x) && fused_eligible(weight) && fused_eligible(bias) {
+        let d = x.dim(D::Minus1)?;
+        if weight.dims() != [d] || bias.dims() != [d] {
+            candle_core::bail!(
+                "layer_norm: weight {:?} and bias {:?} must be [{d}] for input {:?}",
+                weight.dims(),
+                bias.dims(),
+                x.dims()
+            );
+        }
+        x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            LayerNorm { eps: eps as f32 },
+        )
+    } else {
+        composed::layer_norm(x, weight, bias, eps)
+    }
+}
+
+fn fused_eligible(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The reference versions, from candle ops that have a backward. They run on every device and
+/// dtype; the fused kernels are tested against them.
+pub mod composed {
+    use candle_core::{D, Result, Tensor};
+
+    /// Softmax over the last dimension: `exp(x - max) / sum(exp(x - max))`.
+    pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    }
+
+    /// LayerNorm over the last dimension.
+    pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed.broadcast_mul(weight)?.broadcast_add(bias)
+    }
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what}: fused kernel needs a contiguous input"),
+    }
+}
+
+/// Splits `rows` of `width` elements into chunks of whole rows large enough to be worth a task.
+fn chunk_rows(width: usize) -> usize {
+    (ROWS_PER_TASK_MIN_ELEMS / width.max(1)).max(1) * width.max(1)
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "vit-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout, self.name())?;
+        let n = layout.dims().last().copied().unwrap_or(1);
+        let mut out = vec![0f32; x.len()];
+        let chunk = chunk_rows(n);
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(out, x)| {
+                for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o = (v - max).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    out.iter_mut().for_each(|o| *o *= inv);
+                }
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &SoftmaxBackward,
+        )?))
+    }
+}
+
+/// `dx = y * (dy - sum(dy * y))`, one pass per row.
+struct SoftmaxBackward;
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "vit-softmax-last-dim-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = f32_slice(s1, l1, self.name())?;
+        let dy = f32_slice(s2, l2, self.name())?;
+        let n = l1.dims().last().copied().unwrap_or(1);
+        let mut dx = vec![0f32; y.len()];
+        let chunk = chunk_rows(n);
+        dx.par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .for_each(|(dx, (y, dy))| {
+                for ((dx, y), dy) in dx
+                    .chunks_exact_mut(n)
+                    .zip(y.chunks_exact(n))
+                    .zip(dy.chunks_exact(n))
+                {
+                    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+                    for ((d, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
+                        *d = yv * (g - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+
+/// Mean and reciprocal standard deviation of one row.
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "vit-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        let b = f32_slice(s3, l3, self.name())?;
+        let d = w.len();
+        let mut out = vec![0f32; x.len()];
+        let chunk = chunk_rows(d);
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(out, x)| {
+                for (out, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                    let (mean, rstd) = moments(x, self.eps);
+                    for i in 0..d {
+                        out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = weight.dim(0)?;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let ws = weight.to_vec1::<f32>()?;
+        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; xs.len()];
+        let chunk = chunk_rows(d);
+        // Each task returns its partial sums for dweight and dbias; they are added afterwards.
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(chunk)
+            .zip(xs.par_chunks(chunk).zip(gs.par_chunks(chunk)))
+            .map(|(dx, (x, g))| {
+                let mut dw = vec![0f32; d];
+                let mut db = vec![0f32; d];
+                for ((dx, x), g) in dx
+                    .chunks_exact_mut(d)
+                    .zip(x.chunks_exact(d))
+                    .zip(g.chunks_exact(d))
+                {
+                    let (mean, rstd) = moments(x, self.eps);
+                    let (mut sum_gw, mut sum_gw_xhat) = (0f32, 0f32);
+                    for i in 0..d {
+                        let xhat = (x[i] - mean) * rstd;
+                        let gw = g[i] * ws[i];
+                        sum_gw += gw;
+                        sum_gw_xhat += gw * xhat;
+                        dw[i] += g[i] * xhat;
+                        db[i] += g[i];
+                    }
+                    let (mean_gw, mean_gw_xhat) = (sum_gw / d as f32, sum_gw_xhat / d as f32);
+                    for i in 0..d {
+                        let xhat = (x[i] - mean) * rstd;
+                        dx[i] = rstd * (g[i] * ws[i] - mean_gw - xhat * mean_gw_xhat);
+                    }
+                }
+                (dw, db)
+            })
+            .collect();
+        let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+        for (pw, pb) in partials {
+            dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+        }
+        let device = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), device)?),
+            Some(Tensor::from_vec(dw, d, device)?),
+            Some(Tensor::from_vec(db, d, device)?),
+        ))
+    }
+}
