@@ -21,6 +21,13 @@ pub struct SeededVarMap {
     seed: u64,
 }
 
+impl std::fmt::Debug for SeededVarMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.varmap.data().lock().map(|d| d.len()).unwrap_or(0);
+        f.debug_struct("SeededVarMap").field("seed", &self.seed).field("variables", &count).finish()
+    }
+}
+
 impl SeededVarMap {
     /// An empty store.
     pub fn new(seed: u64) -> Self {

@@ -1,0 +1,246 @@
+//! Self-describing safetensors checkpoints: the weights, the config and the class names in one
+//! file, written atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::Load;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use vit_blocks::{SeededVarMap, SharedRng};
+
+use crate::{ModelError, Vit, VitConfig};
+
+/// Metadata key holding the config as JSON.
+pub const CONFIG_KEY: &str = "vit.config";
+/// Metadata key holding the class names as a JSON array.
+pub const CLASS_NAMES_KEY: &str = "vit.class_names";
+/// Metadata key holding the format tag.
+pub const FORMAT_KEY: &str = "vit.format";
+/// The current format tag.
+pub const FORMAT: &str = "vit-rs/1";
+
+/// What a checkpoint says about itself besides the weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointMeta {
+    /// The model's configuration.
+    pub config: VitConfig,
+    /// One name per class, in logit order.
+    pub class_names: Vec<String>,
+    /// Any other string entries (e.g. training state), kept as they are.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// A checkpoint read from disk.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Config, class names, extra metadata.
+    pub meta: CheckpointMeta,
+    /// The tensors by name.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Writes the variables of `varmap` and `meta` to `path` atomically: to a temporary file in
+/// the same directory, flushed to disk, then renamed over `path`. A crash leaves either the
+/// old file or the new one, never half of one.
+pub fn save(
+    path: impl AsRef<Path>,
+    varmap: &VarMap,
+    meta: &CheckpointMeta,
+) -> Result<(), ModelError> {
+    let path = path.as_ref();
+    let tensors: BTreeMap<String, Tensor> = {
+        let data = varmap.data().lock().expect("varmap lock poisoned");
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    };
+    save_tensors(path, &tensors, meta)
+}
+
+/// [`save`] for plain tensors.
+pub fn save_tensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    meta: &CheckpointMeta,
+) -> Result<(), ModelError> {
+    if meta.class_names.len() != meta.config.num_classes {
+        return Err(ModelError::invalid(
+            "num_classes",
+            format!(
+                "is {} but {} class names were given",
+                meta.config.num_classes,
+                meta.class_names.len()
+            ),
+        ));
+    }
+    let mut metadata: HashMap<String, String> = meta.extra.clone().into_iter().collect();
+    metadata.insert(FORMAT_KEY.into(), FORMAT.into());
+    metadata.insert(
+        CONFIG_KEY.into(),
+        serde_json::to_string(&meta.config).expect("config serialises"),
+    );
+    metadata.insert(
+        CLASS_NAMES_KEY.into(),
+        serde_json::to_string(&meta.class_names).expect("names serialise"),
+    );
+    let bytes = safetensors::serialize(tensors.iter(), Some(metadata)).map_err(|e| {
+        ModelError::Safetensors {
+            path: path.into(),
+            message: e.to_string(),
+        }
+    })?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ModelError::io(&tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
+    // Make the rename itself durable; not every platform lets a directory be opened.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint: tensors onto `device`, and its metadata.
+pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Checkpoint, ModelError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let mut metadata = header.metadata().clone().unwrap_or_default();
+    let mut take = |key: &str| {
+        metadata.remove(key).ok_or_else(|| ModelError::Metadata {
+            path: path.into(),
+            key: key.into(),
+            message: "missing: this is not a vit-rs checkpoint (use the Hugging Face import for other files)".into(),
+        })
+    };
+    let format = take(FORMAT_KEY)?;
+    if format != FORMAT {
+        return Err(ModelError::Metadata {
+            path: path.into(),
+            key: FORMAT_KEY.into(),
+            message: format!("expected `{FORMAT}`, found `{format}`"),
+        });
+    }
+    let config: VitConfig =
+        serde_json::from_str(&take(CONFIG_KEY)?).map_err(|e| ModelError::Metadata {
+            path: path.into(),
+            key: CONFIG_KEY.into(),
+            message: e.to_string(),
+        })?;
+    let class_names: Vec<String> =
+        serde_json::from_str(&take(CLASS_NAMES_KEY)?).map_err(|e| ModelError::Metadata {
+            path: path.into(),
+            key: CLASS_NAMES_KEY.into(),
+            message: e.to_string(),
+        })?;
+    config.validate().map_err(|e| ModelError::Metadata {
+        path: path.into(),
+        key: CONFIG_KEY.into(),
+        message: e.to_string(),
+    })?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        tensors.insert(name, view.load(device)?);
+    }
+    let meta = CheckpointMeta {
+        config,
+        class_names,
+        extra: metadata.into_iter().collect(),
+    };
+    Ok(Checkpoint {
+        path: path.into(),
+        meta,
+        tensors,
+    })
+}
+
+/// Copies `tensors` into the variables of `varmap`, checking that the names and shapes match
+/// exactly: a missing, unexpected or misshapen tensor is an error naming it and both shapes.
+pub fn assign(
+    varmap: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let data = varmap.data().lock().expect("varmap lock poisoned");
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        if !data.contains_key(name) {
+            return Err(ModelError::UnexpectedTensor {
+                path: path.into(),
+                name: name.clone(),
+                found: tensors[name].dims().to_vec(),
+            });
+        }
+    }
+    let mut params: Vec<(&String, &candle_core::Var)> = data.iter().collect();
+    params.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, var) in params {
+        let Some(t) = tensors.get(name) else {
+            return Err(ModelError::MissingTensor {
+                path: path.into(),
+                name: name.clone(),
+                expected: var.dims().to_vec(),
+            });
+        };
+        if t.dims() != var.dims() {
+            return Err(ModelError::ShapeMismatch {
+                path: path.into(),
+                name: name.clone(),
+                expected: var.dims().to_vec(),
+                found: t.dims().to_vec(),
+            });
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
+impl Vit {
+    /// Loads a trainable model from a checkpoint written by [`save`]: the model, the store
+    /// holding its parameters (to train or save again) and the checkpoint's metadata.
+    pub fn load(
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
+        let checkpoint = load(path, device)?;
+        let store = SeededVarMap::new(0);
+        let model = Vit::new(
+            &checkpoint.meta.config,
+            store.var_builder(DType::F32, device),
+            SharedRng::new(0),
+        )?;
+        assign(store.varmap(), &checkpoint.tensors, &checkpoint.path)?;
+        Ok((model, store, checkpoint.meta))
+    }
+}

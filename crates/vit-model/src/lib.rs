@@ -1,0 +1,52 @@
+//! # vit-model
+//!
+//! A Vision Transformer image classifier on [candle]: [`VitConfig`] with named presets,
+//! [`Vit`] (patches, patch encoder, pre-norm blocks, LayerNorm, head), self-describing
+//! safetensors [`checkpoint`]s, and import of Hugging Face ViT weights ([`hf`]).
+//!
+//! Presets: [`VitConfig::keras_cifar100`] (the Keras example exactly, 21.8M parameters),
+//! [`VitConfig::mnist`], and the standard [`VitConfig::vit_tiny_16`], [`VitConfig::vit_small_16`],
+//! [`VitConfig::vit_base_16`] at 224. Heads: flatten + MLP (Keras), class token, mean pool.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use vit_model::{checkpoint, Vit, VitConfig};
+//!
+//! let cfg = VitConfig { num_layers: 2, ..VitConfig::mnist() };
+//! let (model, store) = Vit::init(&cfg, 42, &Device::Cpu)?;
+//! println!("{}", model.summary());
+//!
+//! let images = Tensor::rand(0f32, 1., (4, 28, 28, 1), &Device::Cpu)?; // NHWC
+//! let logits = model.forward(&images, false)?;
+//! assert_eq!(logits.dims(), [4, 10]);
+//!
+//! // A checkpoint carries its config and class names.
+//! let dir = std::env::temp_dir().join(format!("vit-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("model.safetensors");
+//! let meta = checkpoint::CheckpointMeta {
+//!     config: cfg.clone(),
+//!     class_names: (0..10).map(|d| d.to_string()).collect(),
+//!     extra: Default::default(),
+//! };
+//! checkpoint::save(&path, store.varmap(), &meta)?;
+//! let (reloaded, _, meta) = Vit::load(&path, &Device::Cpu)?;
+//! assert_eq!(meta.config, cfg);
+//! let again = reloaded.forward(&images, false)?;
+//! assert_eq!(again.to_vec2::<f32>()?, logits.to_vec2::<f32>()?);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [candle]: https://github.com/huggingface/candle
+
+pub mod checkpoint;
+mod config;
+mod error;
+pub mod hf;
+mod vit;
+
+pub use checkpoint::{Checkpoint, CheckpointMeta};
+pub use config::{HeadKind, PositionKind, VitConfig};
+pub use error::ModelError;
+pub use vit::{Summary, Vit, group_thousands};

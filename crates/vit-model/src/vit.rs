@@ -1,0 +1,304 @@
+//! The Vision Transformer classifier.
+
+use std::fmt;
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use vit_blocks::{Dropout, LayerNorm, Linear, SeededVarMap, SharedRng, TransformerBlock};
+use vit_encoder::PatchEncoder;
+use vit_patches::extract_patch_tokens;
+
+use crate::{HeadKind, ModelError, VitConfig};
+
+/// A ViT image classifier: patches, [`PatchEncoder`], [`TransformerBlock`]s, LayerNorm and a
+/// head (flatten + MLP as in Keras, class token, or mean pool).
+///
+/// Parameter names follow the module tree: `patch_encoder.*`, `blocks.{i}.*`, `norm.*`,
+/// `head.layers.{j}.*`, `head.classifier.*`.
+#[derive(Debug, Clone)]
+pub struct Vit {
+    cfg: VitConfig,
+    encoder: PatchEncoder,
+    blocks: Vec<TransformerBlock>,
+    norm: LayerNorm,
+    head_input_dropout: Dropout,
+    head_layers: Vec<Linear>,
+    head_dropout: Dropout,
+    classifier: Linear,
+    rng: SharedRng,
+}
+
+impl Vit {
+    /// Builds the model from `vb` (fresh parameters from a [`SeededVarMap`], or loaded ones from
+    /// any `VarBuilder`); dropout and stochastic depth draw from `rng`.
+    pub fn new(
+        cfg: &VitConfig,
+        vb: VarBuilder,
+        rng: SharedRng,
+    ) -> std::result::Result<Self, ModelError> {
+        cfg.validate()?;
+        let encoder = PatchEncoder::new(&cfg.encoder(), vb.pp("patch_encoder"))?;
+        let block_cfg = cfg.block();
+        let blocks = (0..cfg.num_layers)
+            .map(|i| TransformerBlock::new(&block_cfg, rng.clone(), vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = LayerNorm::new(cfg.projection_dim, cfg.layer_norm_eps, vb.pp("norm"))?;
+        let head = vb.pp("head");
+        let mut head_layers = Vec::with_capacity(cfg.head_units.len());
+        let mut prev = cfg.head_input_dim();
+        for (j, &units) in cfg.head_units.iter().enumerate() {
+            head_layers.push(Linear::new(
+                prev,
+                units,
+                true,
+                head.pp(format!("layers.{j}")),
+            )?);
+            prev = units;
+        }
+        let classifier = Linear::new(prev, cfg.num_classes, true, head.pp("classifier"))?;
+        let input_dropout = if cfg.head == HeadKind::Flatten {
+            cfg.head_dropout
+        } else {
+            0.0
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            encoder,
+            blocks,
+            norm,
+            head_input_dropout: Dropout::new(input_dropout, rng.clone())?,
+            head_layers,
+            head_dropout: Dropout::new(cfg.head_dropout, rng.clone())?,
+            classifier,
+            rng,
+        })
+    }
+
+    /// A freshly initialised, trainable model: parameters from `seed` (reproducible) in the
+    /// returned store, dropout from a stream derived from the same seed.
+    pub fn init(
+        cfg: &VitConfig,
+        seed: u64,
+        device: &Device,
+    ) -> std::result::Result<(Self, SeededVarMap), ModelError> {
+        let store = SeededVarMap::new(seed);
+        let model = Self::new(
+            cfg,
+            store.var_builder(DType::F32, device),
+            SharedRng::new(seed ^ 0xD50F_u64),
+        )?;
+        Ok((model, store))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VitConfig {
+        &self.cfg
+    }
+
+    /// The random stream of dropout and stochastic depth (save and restore it to resume).
+    pub fn rng(&self) -> &SharedRng {
+        &self.rng
+    }
+
+    /// The patch encoder.
+    pub fn encoder(&self) -> &PatchEncoder {
+        &self.encoder
+    }
+
+    /// Images to logits; dropout only when `train`.
+    ///
+    /// # Shapes
+    /// - `images`: `[B, H, W, C]` float (NHWC), `(H, W, C)` as in the config
+    /// - returns: `[B, num_classes]` logits
+    pub fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.run(images, train, false)?.0)
+    }
+
+    /// Like [`forward`](Self::forward), also returning each block's attention weights
+    /// `[B, num_heads, T, T]`.
+    pub fn forward_with_attention(
+        &self,
+        images: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.run(images, train, true)
+    }
+
+    fn run(
+        &self,
+        images: &Tensor,
+        train: bool,
+        want_attention: bool,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let expected = [
+            self.cfg.image_size[0],
+            self.cfg.image_size[1],
+            self.cfg.channels,
+        ];
+        if images.rank() != 4 || images.dims()[1..] != expected {
+            candle_core::bail!(
+                "vit: images must be [B, {}, {}, {}] (NHWC), got {:?}",
+                expected[0],
+                expected[1],
+                expected[2],
+                images.dims()
+            );
+        }
+        let tokens = extract_patch_tokens(images, &self.cfg.patch_spec())
+            .map_err(candle_core::Error::wrap)?;
+        let mut x = self.encoder.forward(&tokens)?;
+        let mut attention = Vec::new();
+        for block in &self.blocks {
+            if want_attention {
+                let (next, weights) = block.forward_with_attention(&x, train)?;
+                attention.push(weights);
+                x = next;
+            } else {
+                x = block.forward_t(&x, train)?;
+            }
+        }
+        let x = self.norm.forward(&x)?;
+        let pooled = match self.cfg.head {
+            HeadKind::Flatten => self
+                .head_input_dropout
+                .forward_t(&x.flatten_from(1)?, train)?,
+            HeadKind::ClassToken => x.narrow(1, 0, 1)?.squeeze(1)?,
+            HeadKind::MeanPool => x.mean(1)?,
+        };
+        let mut h = pooled;
+        for layer in &self.head_layers {
+            h = self
+                .head_dropout
+                .forward_t(&layer.forward(&h)?.gelu_erf()?, train)?;
+        }
+        Ok((self.classifier.forward(&h)?, attention))
+    }
+
+    /// Class probabilities (softmax of the logits), inference mode.
+    ///
+    /// # Shapes
+    /// - `images`: `[B, H, W, C]`; returns `[B, num_classes]`.
+    pub fn predict_proba(&self, images: &Tensor) -> Result<Tensor> {
+        vit_blocks::ops::softmax_last_dim(&self.forward(images, false)?.contiguous()?)
+    }
+
+    /// A one-screen summary, like Keras' `model.summary()`.
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.cfg)
+    }
+}
+
+/// Layer-by-layer output shapes and parameter counts of a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// `(layer, output shape without the batch, parameters)`.
+    pub rows: Vec<(String, Vec<usize>, usize)>,
+}
+
+impl Summary {
+    /// The summary of `cfg`, computed from the config alone.
+    pub fn of(cfg: &VitConfig) -> Self {
+        let d = cfg.projection_dim;
+        let (t, n, p) = (cfg.num_tokens(), cfg.num_patches(), cfg.patch_dim());
+        let dense = |i: usize, o: usize| i * o + o;
+        let (h, dk, dv) = (
+            cfg.num_heads,
+            cfg.key_dim,
+            cfg.value_dim.unwrap_or(cfg.key_dim),
+        );
+        let mut block = 2 * dense(d, h * dk) + dense(d, h * dv) + dense(h * dv, d) + 4 * d;
+        let mut prev = d;
+        for &u in &cfg.mlp_units {
+            block += dense(prev, u);
+            prev = u;
+        }
+        if cfg.layer_scale.is_some() {
+            block += 2 * d;
+        }
+        let class_token = usize::from(cfg.head == HeadKind::ClassToken) * d;
+        let positions = if cfg.position == crate::PositionKind::Learned {
+            t * d
+        } else {
+            0
+        };
+        let [ih, iw] = cfg.image_size;
+        let mut rows = vec![
+            ("input".to_string(), vec![ih, iw, cfg.channels], 0),
+            ("patches".to_string(), vec![n, p], 0),
+            (
+                "patch_encoder".to_string(),
+                vec![t, d],
+                dense(p, d) + positions + class_token,
+            ),
+        ];
+        for i in 0..cfg.num_layers {
+            rows.push((format!("blocks.{i}"), vec![t, d], block));
+        }
+        rows.push(("norm".to_string(), vec![t, d], 2 * d));
+        let pool = match cfg.head {
+            HeadKind::Flatten => "flatten",
+            HeadKind::ClassToken => "class_token",
+            HeadKind::MeanPool => "mean_pool",
+        };
+        rows.push((pool.to_string(), vec![cfg.head_input_dim()], 0));
+        let mut prev = cfg.head_input_dim();
+        for (j, &u) in cfg.head_units.iter().enumerate() {
+            rows.push((format!("head.layers.{j}"), vec![u], dense(prev, u)));
+            prev = u;
+        }
+        rows.push((
+            "head.classifier".to_string(),
+            vec![cfg.num_classes],
+            dense(prev, cfg.num_classes),
+        ));
+        Self { rows }
+    }
+
+    /// Total number of parameters.
+    pub fn total_parameters(&self) -> usize {
+        self.rows.iter().map(|r| r.2).sum()
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = |s: &[usize]| {
+            let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+            format!("(B, {})", dims.join(", "))
+        };
+        writeln!(
+            f,
+            "{:<18} {:<20} {:>12}",
+            "layer", "output shape", "parameters"
+        )?;
+        writeln!(f, "{}", "-".repeat(52))?;
+        for (name, dims, params) in &self.rows {
+            writeln!(
+                f,
+                "{:<18} {:<20} {:>12}",
+                name,
+                shape(dims),
+                group_thousands(*params)
+            )?;
+        }
+        writeln!(f, "{}", "-".repeat(52))?;
+        write!(
+            f,
+            "total parameters: {}",
+            group_thousands(self.total_parameters())
+        )
+    }
+}
+
+/// `21759012` -> `21,759,012`.
+pub fn group_thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}

@@ -1,0 +1,363 @@
+//! Presets, shapes, gradients, checkpoints and their errors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use vit_model::checkpoint::{self, CheckpointMeta};
+use vit_model::{HeadKind, ModelError, PositionKind, Summary, Vit, VitConfig, group_thousands};
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vit-model-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny(head: HeadKind) -> VitConfig {
+    VitConfig {
+        image_size: [8, 8],
+        channels: 3,
+        patch_size: 2,
+        projection_dim: 16,
+        num_heads: 2,
+        key_dim: 12,
+        num_layers: 2,
+        mlp_units: vec![32, 16],
+        head,
+        head_units: vec![24],
+        head_dropout: 0.2,
+        num_classes: 5,
+        ..VitConfig::keras_cifar100()
+    }
+}
+
+fn meta(config: &VitConfig) -> CheckpointMeta {
+    CheckpointMeta {
+        config: config.clone(),
+        class_names: (0..config.num_classes).map(|i| format!("c{i}")).collect(),
+        extra: BTreeMap::from([("note".to_string(), "kept".to_string())]),
+    }
+}
+
+fn param_count(store: &vit_blocks::SeededVarMap) -> usize {
+    store
+        .varmap()
+        .all_vars()
+        .iter()
+        .map(|v| v.elem_count())
+        .sum()
+}
+
+#[test]
+fn presets_have_the_published_parameter_counts() {
+    // Keras' model.summary() of the example: 21,759,012; timm's ViT-Ti/S/B-16 at 224 with 1000 classes.
+    assert_eq!(
+        Summary::of(&VitConfig::keras_cifar100()).total_parameters(),
+        21_759_012
+    );
+    assert_eq!(
+        Summary::of(&VitConfig::vit_tiny_16()).total_parameters(),
+        5_717_416
+    );
+    assert_eq!(
+        Summary::of(&VitConfig::vit_small_16()).total_parameters(),
+        22_050_664
+    );
+    assert_eq!(
+        Summary::of(&VitConfig::vit_base_16()).total_parameters(),
+        86_567_656
+    );
+    for name in VitConfig::PRESETS {
+        let cfg = VitConfig::preset(name).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(VitConfig::preset(&name.replace('_', "-")), Some(cfg));
+    }
+    assert_eq!(VitConfig::preset("nope"), None);
+    assert_eq!(VitConfig::mnist().num_patches(), 49);
+    assert_eq!(VitConfig::keras_cifar100().num_patches(), 144);
+    // The anchors' analytic count: 0.403 GFLOP per forward image for the Keras example.
+    let gflop = VitConfig::keras_cifar100().forward_flops() as f64 / 1e9;
+    assert!((gflop - 0.403).abs() < 0.001, "{gflop}");
+}
+
+#[test]
+fn summary_matches_the_built_model() {
+    for cfg in [
+        VitConfig::keras_cifar100(),
+        VitConfig::mnist(),
+        tiny(HeadKind::ClassToken),
+        VitConfig {
+            layer_scale: Some(0.1),
+            position: PositionKind::Sincos2d,
+            ..tiny(HeadKind::MeanPool)
+        },
+    ] {
+        let (model, store) = Vit::init(&cfg, 0, &Device::Cpu).unwrap();
+        assert_eq!(
+            model.summary().total_parameters(),
+            param_count(&store),
+            "{cfg:?}"
+        );
+    }
+    let text = Summary::of(&VitConfig::keras_cifar100()).to_string();
+    assert!(
+        text.contains("blocks.7") && text.contains("(B, 144, 64)") && text.contains("21,759,012"),
+        "{text}"
+    );
+    assert_eq!(group_thousands(1234567), "1,234,567");
+    assert_eq!(group_thousands(12), "12");
+}
+
+#[test]
+fn forward_shapes_and_input_checks() {
+    for head in [HeadKind::Flatten, HeadKind::ClassToken, HeadKind::MeanPool] {
+        let cfg = tiny(head);
+        let (model, _) = Vit::init(&cfg, 1, &Device::Cpu).unwrap();
+        let x = Tensor::rand(0f32, 1., (3, 8, 8, 3), &Device::Cpu).unwrap();
+        let (logits, attention) = model.forward_with_attention(&x, false).unwrap();
+        assert_eq!(logits.dims(), [3, 5]);
+        assert_eq!(attention.len(), 2);
+        assert_eq!(
+            attention[0].dims(),
+            [3, 2, cfg.num_tokens(), cfg.num_tokens()]
+        );
+        let p = model
+            .predict_proba(&x)
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(p.iter().all(|s| (s - 1.0).abs() < 1e-5));
+        // Dropout changes training outputs but inference is deterministic.
+        let a = model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(
+            a,
+            model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()
+        );
+        assert_ne!(
+            a,
+            model.forward(&x, true).unwrap().to_vec2::<f32>().unwrap()
+        );
+        let err = model
+            .forward(
+                &Tensor::zeros((3, 3, 8, 8), DType::F32, &Device::Cpu).unwrap(),
+                false,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be [B, 8, 8, 3] (NHWC), got [3, 3, 8, 8]"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn every_trainable_parameter_gets_a_nonzero_gradient() {
+    for head in [HeadKind::Flatten, HeadKind::ClassToken, HeadKind::MeanPool] {
+        let cfg = VitConfig {
+            drop_path: 0.1,
+            ..tiny(head)
+        };
+        let (model, store) = Vit::init(&cfg, 2, &Device::Cpu).unwrap();
+        let x = Tensor::rand(0f32, 1., (4, 8, 8, 3), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap();
+        let loss =
+            candle_nn::loss::cross_entropy(&model.forward(&x, true).unwrap(), &labels).unwrap();
+        let grads = loss.backward().unwrap();
+        let vars = store.varmap().data().lock().unwrap();
+        assert!(vars.len() > 30);
+        for (name, var) in vars.iter() {
+            let g = grads
+                .get(var)
+                .unwrap_or_else(|| panic!("{head:?}: {name} has no gradient"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{head:?}: {name} gradient norm {norm}"
+            );
+        }
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_identical() {
+    let dir = tmp_dir("roundtrip");
+    let cfg = tiny(HeadKind::ClassToken);
+    let (model, store) = Vit::init(&cfg, 3, &Device::Cpu).unwrap();
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, store.varmap(), &meta(&cfg)).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        ["m.safetensors"],
+        "no temporary file is left behind"
+    );
+    let (reloaded, _, m) = Vit::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(m, meta(&cfg));
+    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    let a = model
+        .forward(&x, false)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = reloaded
+        .forward(&x, false)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(
+        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_give_named_errors() {
+    let dir = tmp_dir("bad");
+    let cfg = tiny(HeadKind::Flatten);
+    let (_, store) = Vit::init(&cfg, 4, &Device::Cpu).unwrap();
+    let tensors: BTreeMap<String, Tensor> = store
+        .varmap()
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let write = |name: &str, t: &BTreeMap<String, Tensor>| {
+        let path = dir.join(name);
+        checkpoint::save_tensors(&path, t, &meta(&cfg)).unwrap();
+        path
+    };
+
+    let mut missing = tensors.clone();
+    missing.remove("blocks.1.attention.key.bias");
+    let err = Vit::load(write("missing.safetensors", &missing), &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::MissingTensor { name, expected, .. } if name == "blocks.1.attention.key.bias" && expected == &[24]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("missing.safetensors"), "{err}");
+
+    let mut misshapen = tensors.clone();
+    misshapen.insert(
+        "head.classifier.weight".into(),
+        Tensor::zeros((7, 24), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = Vit::load(write("shape.safetensors", &misshapen), &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::ShapeMismatch { name, expected, found, .. }
+            if name == "head.classifier.weight" && expected == &[5, 24] && found == &[7, 24]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("expected [5, 24]"), "{err}");
+
+    let mut extra = tensors.clone();
+    extra.insert(
+        "blocks.9.norm1.weight".into(),
+        Tensor::zeros(16, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = Vit::load(write("extra.safetensors", &extra), &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::UnexpectedTensor { name, .. } if name == "blocks.9.norm1.weight"),
+        "{err}"
+    );
+
+    // A safetensors file without our metadata, a truncated file, a missing file.
+    let plain = dir.join("plain.safetensors");
+    candle_core::safetensors::save(
+        &HashMap::from([(
+            "w".to_string(),
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        )]),
+        &plain,
+    )
+    .unwrap();
+    let err = Vit::load(&plain, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Metadata { key, .. } if key == "vit.format"),
+        "{err}"
+    );
+    let good = write("good.safetensors", &tensors);
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Vit::load(&truncated, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, ModelError::Safetensors { .. }), "{err}");
+    assert!(err.to_string().contains("truncated.safetensors"), "{err}");
+    let err = Vit::load(dir.join("absent.safetensors"), &Device::Cpu).unwrap_err();
+    assert!(matches!(err, ModelError::Io { .. }), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn config_files_round_trip_and_errors_name_the_field() {
+    let dir = tmp_dir("config");
+    let cfg = VitConfig::keras_cifar100();
+    let toml_path = dir.join("k.toml");
+    std::fs::write(&toml_path, cfg.to_toml()).unwrap();
+    assert_eq!(VitConfig::from_file(&toml_path).unwrap(), cfg);
+    let json_path = dir.join("k.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    assert_eq!(VitConfig::from_file(&json_path).unwrap(), cfg);
+
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, cfg.to_toml().replace("num_heads", "num_head")).unwrap();
+    let err = VitConfig::from_file(&typo).unwrap_err().to_string();
+    assert!(
+        err.contains("typo.toml") && err.contains("num_head"),
+        "{err}"
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        cfg.to_toml()
+            .replace("mlp_units = [128, 64]", "mlp_units = [128, 32]"),
+    )
+    .unwrap();
+    let err = VitConfig::from_file(&bad).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::InvalidConfig {
+                field: "mlp_units",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = VitConfig {
+        head_dropout: 1.0,
+        ..cfg
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::InvalidConfig {
+                field: "head_dropout",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
