@@ -61,14 +61,8 @@ fn cargo() -> Command {
 /// Runs one named step, printing it first; a failure names the step.
 fn step(name: &str, mut command: Command) -> Result<(), String> {
     println!("==> {name}");
-    let status = command
-        .status()
-        .map_err(|e| format!("step `{name}` could not start: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("step `{name}` failed ({status})"))
-    }
+    let status = command.status().map_err(|e| format!("step `{name}` could not start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("step `{name}` failed ({status})")) }
 }
 
 fn ci() -> Result<(), String> {
@@ -77,18 +71,8 @@ fn ci() -> Result<(), String> {
     step("cargo fmt --check", fmt)?;
 
     let mut clippy = cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    step(
-        "cargo clippy --workspace --all-targets -- -D warnings",
-        clippy,
-    )?;
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    step("cargo clippy --workspace --all-targets -- -D warnings", clippy)?;
 
     let mut test = cargo();
     test.args(["test", "--workspace"]);
@@ -105,9 +89,7 @@ fn ci() -> Result<(), String> {
 
 /// The package that holds the `vit` binary; until it exists, `train` says so.
 fn vit_package_exists() -> bool {
-    workspace_root()
-        .join("crates/vit-train/Cargo.toml")
-        .exists()
+    workspace_root().join("crates/vit-train/Cargo.toml").exists()
 }
 
 fn train(args: &[String]) -> Result<(), String> {
@@ -115,16 +97,7 @@ fn train(args: &[String]) -> Result<(), String> {
         return Err("the `vit` command (crates/vit-train) is not built yet".into());
     }
     let mut command = cargo();
-    command.args([
-        "run",
-        "--release",
-        "--package",
-        "vit-train",
-        "--bin",
-        "vit",
-        "--",
-        "train",
-    ]);
+    command.args(["run", "--release", "--package", "vit-train", "--bin", "vit", "--", "train"]);
     command.args(args);
     step("vit train", command)
 }

@@ -25,14 +25,7 @@ pub struct AttentionConfig {
 impl AttentionConfig {
     /// `num_heads` heads of `key_dim` over a `dim`-wide stream, with biases and no dropout.
     pub fn new(dim: usize, num_heads: usize, key_dim: usize) -> Self {
-        Self {
-            dim,
-            num_heads,
-            key_dim,
-            value_dim: None,
-            bias: true,
-            dropout: 0.0,
-        }
+        Self { dim, num_heads, key_dim, value_dim: None, bias: true, dropout: 0.0 }
     }
 
     /// The per-head value size.
@@ -63,9 +56,7 @@ impl MultiHeadAttention {
     pub fn new(cfg: &AttentionConfig, rng: SharedRng, vb: VarBuilder) -> Result<Self> {
         let (h, dk, dv) = (cfg.num_heads, cfg.key_dim, cfg.value_dim());
         if h == 0 || dk == 0 || dv == 0 || cfg.dim == 0 {
-            candle_core::bail!(
-                "attention: dim, num_heads, key_dim and value_dim must be positive, got {cfg:?}"
-            );
+            candle_core::bail!("attention: dim, num_heads, key_dim and value_dim must be positive, got {cfg:?}");
         }
         Ok(Self {
             query: Linear::new(cfg.dim, h * dk, cfg.bias, vb.pp("query"))?,
@@ -98,21 +89,14 @@ impl MultiHeadAttention {
 
     fn attend(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let (b, n, _) = x.dims3()?;
-        let heads = |t: Tensor, d: usize| {
-            t.reshape((b, n, self.num_heads, d))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
+        let heads = |t: Tensor, d: usize| t.reshape((b, n, self.num_heads, d))?.transpose(1, 2)?.contiguous();
         // Scaling the query (as Keras does) touches N*dk values instead of N*N scores.
-        let q =
-            (heads(self.query.forward(x)?, self.key_dim)? * (1.0 / (self.key_dim as f64).sqrt()))?;
+        let q = (heads(self.query.forward(x)?, self.key_dim)? * (1.0 / (self.key_dim as f64).sqrt()))?;
         let k = heads(self.key.forward(x)?, self.key_dim)?;
         let v = heads(self.value.forward(x)?, self.value_dim)?;
         let weights = ops::softmax_last_dim(&q.matmul(&k.t()?)?)?; // [B, H, N, N]
         let mixed = self.dropout.forward_t(&weights, train)?.matmul(&v)?; // [B, H, N, dv]
-        let merged = mixed
-            .transpose(1, 2)?
-            .reshape((b, n, self.num_heads * self.value_dim))?;
+        let merged = mixed.transpose(1, 2)?.reshape((b, n, self.num_heads * self.value_dim))?;
         Ok((self.output.forward(&merged)?, weights))
     }
 }

@@ -43,10 +43,7 @@ impl TransformerBlock {
     pub fn new(cfg: &BlockConfig, rng: SharedRng, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.attention.dim;
         if cfg.mlp.dim != dim {
-            candle_core::bail!(
-                "block: mlp.dim {} differs from attention.dim {dim}",
-                cfg.mlp.dim
-            );
+            candle_core::bail!("block: mlp.dim {} differs from attention.dim {dim}", cfg.mlp.dim);
         }
         if !(0.0..1.0).contains(&cfg.drop_path) {
             candle_core::bail!("block: drop_path must be in [0, 1), got {}", cfg.drop_path);
@@ -100,9 +97,7 @@ impl TransformerBlock {
         let plain = self.layer_scale.is_none() && (self.drop_path == 0.0 || !train);
         if plain {
             let x2 = (x + attended)?;
-            let out = self
-                .mlp
-                .forward_residual_t(&self.norm2.forward(&x2)?, &x2, train)?;
+            let out = self.mlp.forward_residual_t(&self.norm2.forward(&x2)?, &x2, train)?;
             return Ok((out, weights));
         }
         let x2 = (x + self.scale_and_drop(attended, 0, train)?)?;
@@ -122,15 +117,8 @@ impl TransformerBlock {
         let b = branch.dim(0)?;
         let (seed, first) = self.rng.reserve(b as u64);
         let keep = 1.0 - self.drop_path;
-        let mask: Vec<f32> = (0..b as u64)
-            .map(|i| {
-                if unit_f32(block_u64(seed, first, i)) < keep {
-                    1.0 / keep
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let mask: Vec<f32> =
+            (0..b as u64).map(|i| if unit_f32(block_u64(seed, first, i)) < keep { 1.0 / keep } else { 0.0 }).collect();
         let mut shape = vec![1usize; branch.rank()];
         shape[0] = b;
         let mask = Tensor::from_vec(mask, shape, branch.device())?.to_dtype(branch.dtype())?;

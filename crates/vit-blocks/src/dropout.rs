@@ -48,15 +48,13 @@ impl Dropout {
         let (seed, first) = self.rng.reserve(n as u64);
         let scale = 1.0 / (1.0 - self.p);
         let mut mask = vec![0f32; n];
-        mask.par_chunks_mut(1 << 14)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                let base = (c << 14) as u64;
-                for (i, m) in chunk.iter_mut().enumerate() {
-                    let u = unit_f32(block_u64(seed, first, base + i as u64));
-                    *m = if u >= self.p { scale } else { 0.0 };
-                }
-            });
+        mask.par_chunks_mut(1 << 14).enumerate().for_each(|(c, chunk)| {
+            let base = (c << 14) as u64;
+            for (i, m) in chunk.iter_mut().enumerate() {
+                let u = unit_f32(block_u64(seed, first, base + i as u64));
+                *m = if u >= self.p { scale } else { 0.0 };
+            }
+        });
         Ok(mask)
     }
 }

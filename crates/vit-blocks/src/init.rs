@@ -31,10 +31,7 @@ impl std::fmt::Debug for SeededVarMap {
 impl SeededVarMap {
     /// An empty store.
     pub fn new(seed: u64) -> Self {
-        Self {
-            varmap: VarMap::new(),
-            seed,
-        }
+        Self { varmap: VarMap::new(), seed }
     }
 
     /// The underlying `VarMap` (trainable variables by name).
@@ -55,15 +52,9 @@ impl SeededVarMap {
         let uniform = |i: usize| unit_f32(splitmix64(stream ^ splitmix64(i as u64)));
         let values = match init {
             Init::Const(v) => vec![v as f32; n],
-            Init::Uniform { lo, up } => (0..n)
-                .map(|i| lo as f32 + (up - lo) as f32 * uniform(i))
-                .collect(),
+            Init::Uniform { lo, up } => (0..n).map(|i| lo as f32 + (up - lo) as f32 * uniform(i)).collect(),
             Init::Randn { mean, stdev } => normal(n, stream, mean as f32, stdev as f32),
-            Init::Kaiming {
-                dist,
-                fan,
-                non_linearity,
-            } => {
+            Init::Kaiming { dist, fan, non_linearity } => {
                 let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
                 match dist {
                     candle_nn::init::NormalOrUniform::Uniform => {
@@ -92,14 +83,7 @@ fn normal(n: usize, stream: u64, mean: f32, stdev: f32) -> Vec<f32> {
 }
 
 impl SimpleBackend for SeededVarMap {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        init: Init,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
         let mut data = self.varmap.data().lock().expect("varmap lock poisoned");
         if let Some(var) = data.get(name) {
             if var.shape() != &shape {
@@ -127,10 +111,6 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap
-            .data()
-            .lock()
-            .expect("varmap lock poisoned")
-            .contains_key(name)
+        self.varmap.data().lock().expect("varmap lock poisoned").contains_key(name)
     }
 }

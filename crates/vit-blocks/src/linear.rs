@@ -19,19 +19,8 @@ impl Linear {
     /// A layer from `in_dim` to `out_dim` features, with parameters `vb/weight` and `vb/bias`.
     pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         let bound = (6.0 / (in_dim + out_dim) as f64).sqrt();
-        let weight = vb.get_with_hints(
-            (out_dim, in_dim),
-            "weight",
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        )?;
-        let bias = if bias {
-            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
-        } else {
-            None
-        };
+        let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Uniform { lo: -bound, up: bound })?;
+        let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?) } else { None };
         Ok(Self { weight, bias })
     }
 
@@ -59,10 +48,7 @@ impl Module for Linear {
         let mut out_dims = x.dims().to_vec();
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x
-            .contiguous()?
-            .reshape((rows, in_dim))?
-            .matmul(&self.weight.t()?)?;
+        let y = x.contiguous()?.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

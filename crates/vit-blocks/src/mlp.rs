@@ -47,19 +47,10 @@ impl Mlp {
         let mut layers = Vec::with_capacity(cfg.hidden_units.len());
         let mut prev = cfg.dim;
         for (i, &units) in cfg.hidden_units.iter().enumerate() {
-            layers.push(Linear::new(
-                prev,
-                units,
-                true,
-                vb.pp(format!("layers.{i}")),
-            )?);
+            layers.push(Linear::new(prev, units, true, vb.pp(format!("layers.{i}")))?);
             prev = units;
         }
-        Ok(Self {
-            layers,
-            dropout: Dropout::new(cfg.dropout, rng)?,
-            activation_on_last: cfg.activation_on_last,
-        })
+        Ok(Self { layers, dropout: Dropout::new(cfg.dropout, rng)?, activation_on_last: cfg.activation_on_last })
     }
 
     /// The dense stack alone, without the residual: what a block scales or drops (layer

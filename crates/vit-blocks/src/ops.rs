@@ -11,9 +11,7 @@
 //!
 //! The tests prove the fused kernels equal the composed versions in forward and backward.
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Rows shorter than this are batched into one rayon task so that tiny rows do not drown in
@@ -25,11 +23,7 @@ const ROWS_PER_TASK_MIN_ELEMS: usize = 1 << 14;
 /// # Shapes
 /// - `x`: `[.., N]`; returns the same shape.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if fused_eligible(x) {
-        x.contiguous()?.apply_op1(Softmax)
-    } else {
-        composed::softmax_last_dim(x)
-    }
+    if fused_eligible(x) { x.contiguous()?.apply_op1(Softmax) } else { composed::softmax_last_dim(x) }
 }
 
 /// LayerNorm over the last dimension, `(x - mean) / sqrt(var + eps) * weight + bias`, with
@@ -48,11 +42,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
                 x.dims()
             );
         }
-        x.contiguous()?.apply_op3(
-            &weight.contiguous()?,
-            &bias.contiguous()?,
-            LayerNorm { eps: eps as f32 },
-        )
+        x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNorm { eps: eps as f32 })
     } else {
         composed::layer_norm(x, weight, bias, eps)
     }
@@ -109,28 +99,23 @@ impl CustomOp1 for Softmax {
         let n = layout.dims().last().copied().unwrap_or(1);
         let mut out = vec![0f32; x.len()];
         let chunk = chunk_rows(n);
-        out.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(out, x)| {
-                for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        *o = (v - max).exp();
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    out.iter_mut().for_each(|o| *o *= inv);
+        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| {
+            for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (v - max).exp();
+                    sum += *o;
                 }
-            });
+                let inv = 1.0 / sum;
+                out.iter_mut().for_each(|o| *o *= inv);
+            }
+        });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &SoftmaxBackward,
-        )?))
+        Ok(Some(res.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxBackward)?))
     }
 }
 
@@ -142,32 +127,20 @@ impl CustomOp2 for SoftmaxBackward {
         "vit-softmax-last-dim-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let y = f32_slice(s1, l1, self.name())?;
         let dy = f32_slice(s2, l2, self.name())?;
         let n = l1.dims().last().copied().unwrap_or(1);
         let mut dx = vec![0f32; y.len()];
         let chunk = chunk_rows(n);
-        dx.par_chunks_mut(chunk)
-            .zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-            .for_each(|(dx, (y, dy))| {
-                for ((dx, y), dy) in dx
-                    .chunks_exact_mut(n)
-                    .zip(y.chunks_exact(n))
-                    .zip(dy.chunks_exact(n))
-                {
-                    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
-                    for ((d, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
-                        *d = yv * (g - dot);
-                    }
+        dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dx, (y, dy))| {
+            for ((dx, y), dy) in dx.chunks_exact_mut(n).zip(y.chunks_exact(n)).zip(dy.chunks_exact(n)) {
+                let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+                for ((d, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
+                    *d = yv * (g - dot);
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -204,16 +177,14 @@ impl CustomOp3 for LayerNorm {
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         let chunk = chunk_rows(d);
-        out.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(out, x)| {
-                for (out, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let (mean, rstd) = moments(x, self.eps);
-                    for i in 0..d {
-                        out[i] = (x[i] - mean) * rstd * w[i] + b[i];
-                    }
+        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| {
+            for (out, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                let (mean, rstd) = moments(x, self.eps);
+                for i in 0..d {
+                    out[i] = (x[i] - mean) * rstd * w[i] + b[i];
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -238,11 +209,7 @@ impl CustomOp3 for LayerNorm {
             .map(|(dx, (x, g))| {
                 let mut dw = vec![0f32; d];
                 let mut db = vec![0f32; d];
-                for ((dx, x), g) in dx
-                    .chunks_exact_mut(d)
-                    .zip(x.chunks_exact(d))
-                    .zip(g.chunks_exact(d))
-                {
+                for ((dx, x), g) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(g.chunks_exact(d)) {
                     let (mean, rstd) = moments(x, self.eps);
                     let (mut sum_gw, mut sum_gw_xhat) = (0f32, 0f32);
                     for i in 0..d {

@@ -4,27 +4,13 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
 use vit_blocks::ops::{self, composed};
 use vit_blocks::{
-    AttentionConfig, BlockConfig, Dropout, Linear, Mlp, MlpConfig, MultiHeadAttention,
-    SeededVarMap, SharedRng, TransformerBlock,
+    AttentionConfig, BlockConfig, Dropout, Linear, Mlp, MlpConfig, MultiHeadAttention, SeededVarMap, SharedRng,
+    TransformerBlock,
 };
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-6);
+    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
     diff / scale
 }
 
@@ -32,14 +18,7 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     let store = SeededVarMap::new(seed);
     store
         .var_builder(DType::F32, &Device::Cpu)
-        .get_with_hints(
-            shape,
-            "x",
-            candle_nn::Init::Randn {
-                mean: 0.0,
-                stdev: 2.0,
-            },
-        )
+        .get_with_hints(shape, "x", candle_nn::Init::Randn { mean: 0.0, stdev: 2.0 })
         .unwrap()
 }
 
@@ -51,24 +30,10 @@ fn fused_softmax_matches_composed_forward_and_backward() {
         let fused = ops::softmax_last_dim(&x).unwrap();
         let reference = composed::softmax_last_dim(&x).unwrap();
         assert!(max_rel_diff(&fused, &reference) < 1e-6);
-        let g_fused = (fused * &upstream)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ref = (reference * &upstream)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let g_fused = (fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (reference * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
         let (a, b) = (g_fused.get(&x).unwrap(), g_ref.get(&x).unwrap());
-        assert!(
-            max_rel_diff(a, b) < 1e-5,
-            "softmax grad {shape:?}: {}",
-            max_rel_diff(a, b)
-        );
+        assert!(max_rel_diff(a, b) < 1e-5, "softmax grad {shape:?}: {}", max_rel_diff(a, b));
     }
 }
 
@@ -83,25 +48,11 @@ fn fused_layer_norm_matches_composed_forward_and_backward() {
         let fused = ops::layer_norm(&x, &w, &b, 1e-6).unwrap();
         let reference = composed::layer_norm(&x, &w, &b, 1e-6).unwrap();
         assert!(max_rel_diff(&fused, &reference) < 1e-5);
-        let g_fused = (fused * &upstream)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ref = (reference * &upstream)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let g_fused = (fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (reference * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
         for (name, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
             let (a, r) = (g_fused.get(var).unwrap(), g_ref.get(var).unwrap());
-            assert!(
-                max_rel_diff(a, r) < 1e-4,
-                "layer_norm d{name} {shape:?}: {}",
-                max_rel_diff(a, r)
-            );
+            assert!(max_rel_diff(a, r) < 1e-4, "layer_norm d{name} {shape:?}: {}", max_rel_diff(a, r));
         }
     }
 }
@@ -127,11 +78,7 @@ fn linear_is_correct_on_transposed_input() {
     let layer = Linear::new(5, 3, true, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let x = randn(&[2, 5, 4], 10).transpose(1, 2).unwrap(); // [2, 4, 5], non-contiguous
     let got = layer.forward(&x).unwrap();
-    let want = x
-        .contiguous()
-        .unwrap()
-        .broadcast_matmul(&layer.weight().t().unwrap())
-        .unwrap();
+    let want = x.contiguous().unwrap().broadcast_matmul(&layer.weight().t().unwrap()).unwrap();
     let want = want.broadcast_add(layer.bias().unwrap()).unwrap();
     assert!(max_rel_diff(&got, &want) < 1e-6);
 }
@@ -143,14 +90,7 @@ fn seeded_store_is_reproducible_and_name_dependent() {
     assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
     let c = randn(&[100], 12);
     assert_ne!(a.to_vec1::<f32>().unwrap(), c.to_vec1::<f32>().unwrap());
-    let std = a
-        .sqr()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt();
+    let std = a.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
     assert!((1.5..2.5).contains(&std), "stdev 2 asked, got {std}");
 }
 
@@ -159,58 +99,23 @@ fn dropout_is_seeded_resumable_and_inverted() {
     let rng = SharedRng::new(13);
     let dropout = Dropout::new(0.25, rng.clone()).unwrap();
     let x = Tensor::ones((1000,), DType::F32, &Device::Cpu).unwrap();
-    assert_eq!(
-        dropout
-            .forward_t(&x, false)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap(),
-        vec![1.0; 1000]
-    );
+    assert_eq!(dropout.forward_t(&x, false).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; 1000]);
     let saved = rng.state();
-    let first = dropout
-        .forward_t(&x, true)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let first = dropout.forward_t(&x, true).unwrap().to_vec1::<f32>().unwrap();
     let kept = first.iter().filter(|&&v| v > 0.0).count();
     assert!((700..800).contains(&kept), "kept {kept} of 1000 at p=0.25");
-    assert!(
-        first
-            .iter()
-            .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6)
-    );
-    let second = dropout
-        .forward_t(&x, true)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    assert!(first.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    let second = dropout.forward_t(&x, true).unwrap().to_vec1::<f32>().unwrap();
     assert_ne!(first, second);
     rng.set_state(saved);
-    assert_eq!(
-        dropout
-            .forward_t(&x, true)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap(),
-        first
-    );
+    assert_eq!(dropout.forward_t(&x, true).unwrap().to_vec1::<f32>().unwrap(), first);
     assert!(Dropout::new(1.0, rng).is_err());
 }
 
 fn keras_block(drop_path: f32, layer_scale: Option<f64>) -> BlockConfig {
     BlockConfig {
-        attention: AttentionConfig {
-            dropout: 0.1,
-            value_dim: Some(8),
-            ..AttentionConfig::new(16, 2, 12)
-        },
-        mlp: MlpConfig {
-            dim: 16,
-            hidden_units: vec![32, 16],
-            dropout: 0.1,
-            activation_on_last: true,
-        },
+        attention: AttentionConfig { dropout: 0.1, value_dim: Some(8), ..AttentionConfig::new(16, 2, 12) },
+        mlp: MlpConfig { dim: 16, hidden_units: vec![32, 16], dropout: 0.1, activation_on_last: true },
         layer_norm_eps: 1e-6,
         drop_path,
         layer_scale,
@@ -222,41 +127,24 @@ fn every_block_parameter_receives_a_nonzero_gradient() {
     for (drop_path, layer_scale) in [(0.0, None), (0.2, Some(0.1))] {
         let store = SeededVarMap::new(14);
         let cfg = keras_block(drop_path, layer_scale);
-        let block = TransformerBlock::new(
-            &cfg,
-            SharedRng::new(1),
-            store.var_builder(DType::F32, &Device::Cpu),
-        )
-        .unwrap();
+        let block =
+            TransformerBlock::new(&cfg, SharedRng::new(1), store.var_builder(DType::F32, &Device::Cpu)).unwrap();
         let x = randn(&[4, 9, 16], 15);
-        let loss = block
-            .forward_t(&x, true)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap();
+        let loss = block.forward_t(&x, true).unwrap().sqr().unwrap().mean_all().unwrap();
         let grads = loss.backward().unwrap();
         let vars = store.varmap().data().lock().unwrap().clone();
         let expected = if layer_scale.is_some() { 18 } else { 16 };
-        assert_eq!(
-            vars.len(),
-            expected,
-            "{:?}",
-            vars.keys().collect::<Vec<_>>()
-        );
+        assert_eq!(vars.len(), expected, "{:?}", vars.keys().collect::<Vec<_>>());
         for (name, var) in vars {
-            let g = grads
-                .get(&var)
-                .unwrap_or_else(|| panic!("{name} has no gradient"));
-            let norm = g
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(norm > 0.0, "{name} has an all-zero gradient");
+            let g = grads.get(&var).unwrap_or_else(|| panic!("{name} has no gradient"));
+            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            if name == "attention.key.bias" {
+                // Analytically zero: softmax ignores a shift shared by all keys, so only
+                // rounding noise reaches it (in PyTorch and Keras alike).
+                assert!(norm < 1e-10, "{name} gradient norm {norm}, expected ~0");
+            } else {
+                assert!(norm > 0.0, "{name} has an all-zero gradient");
+            }
         }
     }
 }
@@ -265,18 +153,10 @@ fn every_block_parameter_receives_a_nonzero_gradient() {
 fn attention_weights_are_distributions_and_shapes_follow_keras() {
     let store = SeededVarMap::new(16);
     let cfg = keras_block(0.0, None).attention;
-    let mha = MultiHeadAttention::new(
-        &cfg,
-        SharedRng::new(2),
-        store.var_builder(DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let mha = MultiHeadAttention::new(&cfg, SharedRng::new(2), store.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let shapes: Vec<_> = {
         let data = store.varmap().data().lock().unwrap();
-        let mut s: Vec<_> = data
-            .iter()
-            .map(|(k, v)| (k.clone(), v.dims().to_vec()))
-            .collect();
+        let mut s: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
         s.sort();
         s
     };
@@ -287,13 +167,7 @@ fn attention_weights_are_distributions_and_shapes_follow_keras() {
     let (y, w) = mha.forward_with_weights(&x, false).unwrap();
     assert_eq!(y.dims(), [2, 5, 16]);
     assert_eq!(w.dims(), [2, 2, 5, 5]);
-    let sums = w
-        .sum(3)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let sums = w.sum(3).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
 }
 
@@ -301,32 +175,15 @@ fn attention_weights_are_distributions_and_shapes_follow_keras() {
 fn mlp_adds_its_own_residual() {
     let store = SeededVarMap::new(18);
     let cfg = keras_block(0.0, None).mlp;
-    let mlp = Mlp::new(
-        &cfg,
-        SharedRng::new(3),
-        store.var_builder(DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let mlp = Mlp::new(&cfg, SharedRng::new(3), store.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let x = randn(&[3, 16], 19);
     let residual = randn(&[3, 16], 20);
     let with = mlp.forward_residual(&x, &residual).unwrap();
     let branch = mlp.branch_t(&x, false).unwrap();
     assert!(max_rel_diff(&with, &(branch + &residual).unwrap()) < 1e-7);
-    assert!(
-        max_rel_diff(
-            &mlp.forward(&x).unwrap(),
-            &(mlp.branch_t(&x, false).unwrap() + &x).unwrap()
-        ) < 1e-7
-    );
-    let bad = MlpConfig {
-        hidden_units: vec![32, 8],
-        ..cfg
-    };
-    let err = Mlp::new(
-        &bad,
-        SharedRng::new(3),
-        SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu),
-    )
-    .unwrap_err();
+    assert!(max_rel_diff(&mlp.forward(&x).unwrap(), &(mlp.branch_t(&x, false).unwrap() + &x).unwrap()) < 1e-7);
+    let bad = MlpConfig { hidden_units: vec![32, 8], ..cfg };
+    let err =
+        Mlp::new(&bad, SharedRng::new(3), SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu)).unwrap_err();
     assert!(err.to_string().contains("must equal dim 16"), "{err}");
 }

@@ -25,13 +25,7 @@ pub struct PatchEncoderConfig {
 impl PatchEncoderConfig {
     /// The Keras example's encoder: learned positions, no class token.
     pub fn new(grid: (usize, usize), patch_dim: usize, projection_dim: usize) -> Self {
-        Self {
-            grid,
-            patch_dim,
-            projection_dim,
-            class_token: false,
-            position: PositionEmbedding::Learned,
-        }
+        Self { grid, patch_dim, projection_dim, class_token: false, position: PositionEmbedding::Learned }
     }
 
     /// Number of patches, `rows * cols`.
@@ -65,14 +59,7 @@ impl PatchEncoder {
         let d = cfg.projection_dim;
         let projection = Linear::new(cfg.patch_dim, d, true, vb.pp("projection"))?;
         let class_token = if cfg.class_token {
-            Some(vb.get_with_hints(
-                (1, 1, d),
-                "class_token",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )?)
+            Some(vb.get_with_hints((1, 1, d), "class_token", Init::Randn { mean: 0.0, stdev: 0.02 })?)
         } else {
             None
         };
@@ -81,27 +68,14 @@ impl PatchEncoder {
             PositionEmbedding::Learned => vb.pp("position_embedding").get_with_hints(
                 (cfg.num_tokens(), d),
                 "weight",
-                Init::Uniform {
-                    lo: -0.05,
-                    up: 0.05,
-                },
+                Init::Uniform { lo: -0.05, up: 0.05 },
             )?,
             PositionEmbedding::SinCos2d => {
-                let table =
-                    sincos_2d(cfg.grid.0, cfg.grid.1, d, vb.device())?.to_dtype(vb.dtype())?;
-                if cfg.class_token {
-                    table.pad_with_zeros(0, 1, 0)?
-                } else {
-                    table
-                }
+                let table = sincos_2d(cfg.grid.0, cfg.grid.1, d, vb.device())?.to_dtype(vb.dtype())?;
+                if cfg.class_token { table.pad_with_zeros(0, 1, 0)? } else { table }
             }
         };
-        Ok(Self {
-            projection,
-            position,
-            class_token,
-            cfg: cfg.clone(),
-        })
+        Ok(Self { projection, position, class_token, cfg: cfg.clone() })
     }
 
     /// The configuration.
@@ -119,34 +93,18 @@ impl PatchEncoder {
     /// The new table is a function of the trained one, so fine-tuning through it still trains
     /// the original parameters.
     pub fn with_grid(&self, grid: (usize, usize), interpolation: Interpolation) -> Result<Self> {
-        let cfg = PatchEncoderConfig {
-            grid,
-            ..self.cfg.clone()
-        };
+        let cfg = PatchEncoderConfig { grid, ..self.cfg.clone() };
         let position = match self.cfg.position {
-            PositionEmbedding::Learned => resize_grid(
-                &self.position,
-                self.cfg.grid,
-                grid,
-                self.cfg.class_token,
-                interpolation,
-            )?,
+            PositionEmbedding::Learned => {
+                resize_grid(&self.position, self.cfg.grid, grid, self.cfg.class_token, interpolation)?
+            }
             PositionEmbedding::SinCos2d => {
                 let table = sincos_2d(grid.0, grid.1, cfg.projection_dim, self.position.device())?
                     .to_dtype(self.position.dtype())?;
-                if cfg.class_token {
-                    table.pad_with_zeros(0, 1, 0)?
-                } else {
-                    table
-                }
+                if cfg.class_token { table.pad_with_zeros(0, 1, 0)? } else { table }
             }
         };
-        Ok(Self {
-            projection: self.projection.clone(),
-            position,
-            class_token: self.class_token.clone(),
-            cfg,
-        })
+        Ok(Self { projection: self.projection.clone(), position, class_token: self.class_token.clone(), cfg })
     }
 
     /// Cuts NHWC images into patches with `spec` and encodes them.
@@ -175,10 +133,7 @@ impl Module for PatchEncoder {
         }
         let x = self.projection.forward(patches)?;
         let x = match &self.class_token {
-            Some(token) => Tensor::cat(
-                &[&token.broadcast_as((b, 1, self.cfg.projection_dim))?, &x],
-                1,
-            )?,
+            Some(token) => Tensor::cat(&[&token.broadcast_as((b, 1, self.cfg.projection_dim))?, &x], 1)?,
             None => x,
         };
         x.broadcast_add(&self.position)

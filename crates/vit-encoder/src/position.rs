@@ -18,14 +18,10 @@ pub enum PositionEmbedding {
 /// `sin` then `cos` at frequencies `1 / 10000^(i / (dim / 4))`. `dim` must be a multiple of 4.
 pub fn sincos_2d(rows: usize, cols: usize, dim: usize, device: &Device) -> Result<Tensor> {
     if dim % 4 != 0 || dim == 0 {
-        candle_core::bail!(
-            "2-D sin-cos position embedding needs a dim that is a multiple of 4, got {dim}"
-        );
+        candle_core::bail!("2-D sin-cos position embedding needs a dim that is a multiple of 4, got {dim}");
     }
     let quarter = dim / 4;
-    let omega: Vec<f64> = (0..quarter)
-        .map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64))
-        .collect();
+    let omega: Vec<f64> = (0..quarter).map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64)).collect();
     let mut table = Vec::with_capacity(rows * cols * dim);
     for r in 0..rows {
         for c in 0..cols {
@@ -70,49 +66,26 @@ pub fn resize_grid(
             prefix + from.0 * from.1,
             from.0,
             from.1,
-            if class_token {
-                " plus the class token"
-            } else {
-                ""
-            }
+            if class_token { " plus the class token" } else { "" }
         );
     }
     if to.0 == 0 || to.1 == 0 {
         candle_core::bail!("cannot resize a position grid to {}x{}", to.0, to.1);
     }
-    let grid = table
-        .narrow(0, prefix, from.0 * from.1)?
-        .reshape((from.0, from.1, d))?;
+    let grid = table.narrow(0, prefix, from.0 * from.1)?.reshape((from.0, from.1, d))?;
     let rows = resize_matrix(from.0, to.0, interpolation, table.device())?; // [to.0, from.0]
     let cols = resize_matrix(from.1, to.1, interpolation, table.device())?; // [to.1, from.1]
     let dtype = table.dtype();
     // [D, from.0, from.1] -> [D, to.0, from.1] -> [D, to.0, to.1]
-    let channels_first = grid
-        .permute((2, 0, 1))?
-        .to_dtype(DType::F32)?
-        .contiguous()?;
-    let resized = rows
-        .broadcast_left(d)?
-        .matmul(&channels_first)?
-        .matmul(&cols.t()?.broadcast_left(d)?.contiguous()?)?;
-    let resized = resized
-        .permute((1, 2, 0))?
-        .reshape((to.0 * to.1, d))?
-        .to_dtype(dtype)?;
-    if class_token {
-        Tensor::cat(&[&table.narrow(0, 0, 1)?, &resized], 0)
-    } else {
-        Ok(resized)
-    }
+    let channels_first = grid.permute((2, 0, 1))?.to_dtype(DType::F32)?.contiguous()?;
+    let resized =
+        rows.broadcast_left(d)?.matmul(&channels_first)?.matmul(&cols.t()?.broadcast_left(d)?.contiguous()?)?;
+    let resized = resized.permute((1, 2, 0))?.reshape((to.0 * to.1, d))?.to_dtype(dtype)?;
+    if class_token { Tensor::cat(&[&table.narrow(0, 0, 1)?, &resized], 0) } else { Ok(resized) }
 }
 
 /// The `[out, in]` matrix that resamples one axis.
-fn resize_matrix(
-    input: usize,
-    output: usize,
-    interpolation: Interpolation,
-    device: &Device,
-) -> Result<Tensor> {
+fn resize_matrix(input: usize, output: usize, interpolation: Interpolation, device: &Device) -> Result<Tensor> {
     let mut m = vec![0f32; output * input];
     let scale = input as f64 / output as f64;
     let clamp = |i: isize| i.clamp(0, input as isize - 1) as usize;

@@ -46,66 +46,36 @@ pub struct Checkpoint {
 /// Writes the variables of `varmap` and `meta` to `path` atomically: to a temporary file in
 /// the same directory, flushed to disk, then renamed over `path`. A crash leaves either the
 /// old file or the new one, never half of one.
-pub fn save(
-    path: impl AsRef<Path>,
-    varmap: &VarMap,
-    meta: &CheckpointMeta,
-) -> Result<(), ModelError> {
+pub fn save(path: impl AsRef<Path>, varmap: &VarMap, meta: &CheckpointMeta) -> Result<(), ModelError> {
     let path = path.as_ref();
     let tensors: BTreeMap<String, Tensor> = {
         let data = varmap.data().lock().expect("varmap lock poisoned");
-        data.iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect()
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
     };
     save_tensors(path, &tensors, meta)
 }
 
 /// [`save`] for plain tensors.
-pub fn save_tensors(
-    path: &Path,
-    tensors: &BTreeMap<String, Tensor>,
-    meta: &CheckpointMeta,
-) -> Result<(), ModelError> {
+pub fn save_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, meta: &CheckpointMeta) -> Result<(), ModelError> {
     if meta.class_names.len() != meta.config.num_classes {
         return Err(ModelError::invalid(
             "num_classes",
-            format!(
-                "is {} but {} class names were given",
-                meta.config.num_classes,
-                meta.class_names.len()
-            ),
+            format!("is {} but {} class names were given", meta.config.num_classes, meta.class_names.len()),
         ));
     }
     let mut metadata: HashMap<String, String> = meta.extra.clone().into_iter().collect();
     metadata.insert(FORMAT_KEY.into(), FORMAT.into());
-    metadata.insert(
-        CONFIG_KEY.into(),
-        serde_json::to_string(&meta.config).expect("config serialises"),
-    );
-    metadata.insert(
-        CLASS_NAMES_KEY.into(),
-        serde_json::to_string(&meta.class_names).expect("names serialise"),
-    );
-    let bytes = safetensors::serialize(tensors.iter(), Some(metadata)).map_err(|e| {
-        ModelError::Safetensors {
-            path: path.into(),
-            message: e.to_string(),
-        }
-    })?;
+    metadata.insert(CONFIG_KEY.into(), serde_json::to_string(&meta.config).expect("config serialises"));
+    metadata.insert(CLASS_NAMES_KEY.into(), serde_json::to_string(&meta.class_names).expect("names serialise"));
+    let bytes = safetensors::serialize(tensors.iter(), Some(metadata))
+        .map_err(|e| ModelError::Safetensors { path: path.into(), message: e.to_string() })?;
     write_atomically(path, &bytes)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
@@ -129,10 +99,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Checkpoint, ModelError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors {
-        path: path.into(),
-        message: e.to_string(),
-    };
+    let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors { path: path.into(), message: e.to_string() };
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(bad)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(bad)?;
     let mut metadata = header.metadata().clone().unwrap_or_default();
@@ -151,18 +118,16 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Checkpoint, Model
             message: format!("expected `{FORMAT}`, found `{format}`"),
         });
     }
-    let config: VitConfig =
-        serde_json::from_str(&take(CONFIG_KEY)?).map_err(|e| ModelError::Metadata {
-            path: path.into(),
-            key: CONFIG_KEY.into(),
-            message: e.to_string(),
-        })?;
-    let class_names: Vec<String> =
-        serde_json::from_str(&take(CLASS_NAMES_KEY)?).map_err(|e| ModelError::Metadata {
-            path: path.into(),
-            key: CLASS_NAMES_KEY.into(),
-            message: e.to_string(),
-        })?;
+    let config: VitConfig = serde_json::from_str(&take(CONFIG_KEY)?).map_err(|e| ModelError::Metadata {
+        path: path.into(),
+        key: CONFIG_KEY.into(),
+        message: e.to_string(),
+    })?;
+    let class_names: Vec<String> = serde_json::from_str(&take(CLASS_NAMES_KEY)?).map_err(|e| ModelError::Metadata {
+        path: path.into(),
+        key: CLASS_NAMES_KEY.into(),
+        message: e.to_string(),
+    })?;
     config.validate().map_err(|e| ModelError::Metadata {
         path: path.into(),
         key: CONFIG_KEY.into(),
@@ -172,25 +137,13 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Checkpoint, Model
     for (name, view) in st.tensors() {
         tensors.insert(name, view.load(device)?);
     }
-    let meta = CheckpointMeta {
-        config,
-        class_names,
-        extra: metadata.into_iter().collect(),
-    };
-    Ok(Checkpoint {
-        path: path.into(),
-        meta,
-        tensors,
-    })
+    let meta = CheckpointMeta { config, class_names, extra: metadata.into_iter().collect() };
+    Ok(Checkpoint { path: path.into(), meta, tensors })
 }
 
 /// Copies `tensors` into the variables of `varmap`, checking that the names and shapes match
 /// exactly: a missing, unexpected or misshapen tensor is an error naming it and both shapes.
-pub fn assign(
-    varmap: &VarMap,
-    tensors: &HashMap<String, Tensor>,
-    path: &Path,
-) -> Result<(), ModelError> {
+pub fn assign(varmap: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
     let data = varmap.data().lock().expect("varmap lock poisoned");
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
@@ -229,17 +182,10 @@ pub fn assign(
 impl Vit {
     /// Loads a trainable model from a checkpoint written by [`save`]: the model, the store
     /// holding its parameters (to train or save again) and the checkpoint's metadata.
-    pub fn load(
-        path: impl AsRef<Path>,
-        device: &Device,
-    ) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
         let checkpoint = load(path, device)?;
         let store = SeededVarMap::new(0);
-        let model = Vit::new(
-            &checkpoint.meta.config,
-            store.var_builder(DType::F32, device),
-            SharedRng::new(0),
-        )?;
+        let model = Vit::new(&checkpoint.meta.config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
         assign(store.varmap(), &checkpoint.tensors, &checkpoint.path)?;
         Ok((model, store, checkpoint.meta))
     }

@@ -193,13 +193,7 @@ impl VitConfig {
     }
 
     /// Names accepted by [`preset`](Self::preset).
-    pub const PRESETS: [&'static str; 5] = [
-        "keras_cifar100",
-        "mnist",
-        "vit_tiny_16",
-        "vit_small_16",
-        "vit_base_16",
-    ];
+    pub const PRESETS: [&'static str; 5] = ["keras_cifar100", "mnist", "vit_tiny_16", "vit_small_16", "vit_base_16"];
 
     /// Reads a config from a `.toml` or `.json` file (by extension; otherwise TOML) and
     /// validates it. Errors name the file and the field.
@@ -211,10 +205,7 @@ impl VitConfig {
         } else {
             toml::from_str(&text).map_err(|e| e.to_string())
         };
-        let cfg: Self = parsed.map_err(|message| ModelError::ConfigParse {
-            path: path.into(),
-            message,
-        })?;
+        let cfg: Self = parsed.map_err(|message| ModelError::ConfigParse { path: path.into(), message })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -243,10 +234,7 @@ impl VitConfig {
         if h < self.patch_size || w < self.patch_size {
             return Err(ModelError::invalid(
                 "image_size",
-                format!(
-                    "{:?} must be at least patch_size {} on both axes",
-                    self.image_size, self.patch_size
-                ),
+                format!("{:?} must be at least patch_size {} on both axes", self.image_size, self.patch_size),
             ));
         }
         if self.mlp_units.last() != Some(&self.projection_dim) {
@@ -258,23 +246,15 @@ impl VitConfig {
                 ),
             ));
         }
-        for (field, p) in [
-            ("dropout", self.dropout),
-            ("head_dropout", self.head_dropout),
-            ("drop_path", self.drop_path),
-        ] {
+        for (field, p) in
+            [("dropout", self.dropout), ("head_dropout", self.head_dropout), ("drop_path", self.drop_path)]
+        {
             if !(0.0..1.0).contains(&p) {
-                return Err(ModelError::invalid(
-                    field,
-                    format!("must be in [0, 1), got {p}"),
-                ));
+                return Err(ModelError::invalid(field, format!("must be in [0, 1), got {p}")));
             }
         }
         if self.position == PositionKind::Sincos2d && self.projection_dim % 4 != 0 {
-            return Err(ModelError::invalid(
-                "projection_dim",
-                "must be a multiple of 4 for sincos2d positions",
-            ));
+            return Err(ModelError::invalid("projection_dim", "must be a multiple of 4 for sincos2d positions"));
         }
         if self.layer_norm_eps <= 0.0 {
             return Err(ModelError::invalid("layer_norm_eps", "must be positive"));
@@ -289,10 +269,7 @@ impl VitConfig {
 
     /// The patch grid `(rows, cols)`.
     pub fn grid(&self) -> (usize, usize) {
-        (
-            self.image_size[0] / self.patch_size,
-            self.image_size[1] / self.patch_size,
-        )
+        (self.image_size[0] / self.patch_size, self.image_size[1] / self.patch_size)
     }
 
     /// Number of patches.
@@ -362,11 +339,7 @@ impl VitConfig {
     pub fn forward_flops(&self) -> u64 {
         let mm = |m: usize, k: usize, n: usize| 2 * (m * k * n) as u64;
         let (n, d) = (self.num_tokens(), self.projection_dim);
-        let (h, dk, dv) = (
-            self.num_heads,
-            self.key_dim,
-            self.value_dim.unwrap_or(self.key_dim),
-        );
+        let (h, dk, dv) = (self.num_heads, self.key_dim, self.value_dim.unwrap_or(self.key_dim));
         let mut block = 2 * mm(n, d, h * dk) + mm(n, d, h * dv) + mm(n, h * dv, d);
         block += h as u64 * (mm(n, dk, n) + mm(n, n, dv));
         let mut prev = d;

@@ -87,16 +87,10 @@ pub enum ModelError {
 
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::InvalidConfig {
-            field,
-            message: message.into(),
-        }
+        Self::InvalidConfig { field, message: message.into() }
     }
 }

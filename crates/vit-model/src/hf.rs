@@ -51,10 +51,8 @@ fn default_eps() -> f64 {
 pub fn config_from_hf(path: impl AsRef<Path>) -> Result<(VitConfig, Vec<String>), ModelError> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| ModelError::ConfigParse {
-        path: path.into(),
-        message: e.to_string(),
-    })?;
+    let hf: HfConfig = serde_json::from_str(&text)
+        .map_err(|e| ModelError::ConfigParse { path: path.into(), message: e.to_string() })?;
     if hf.num_attention_heads == 0 || hf.hidden_size % hf.num_attention_heads != 0 {
         return Err(ModelError::ConfigParse {
             path: path.into(),
@@ -120,22 +118,16 @@ pub fn import_tensors(
         let key = name.strip_prefix("vit.").unwrap_or(name);
         let mapped = match key {
             "embeddings.cls_token" => Some(("patch_encoder.class_token".to_string(), t.clone())),
-            "embeddings.position_embeddings" => Some((
-                "patch_encoder.position_embedding.weight".to_string(),
-                t.squeeze(0)?,
-            )),
+            "embeddings.position_embeddings" => {
+                Some(("patch_encoder.position_embedding.weight".to_string(), t.squeeze(0)?))
+            }
             "embeddings.patch_embeddings.projection.weight" => {
                 let (d, c, kh, kw) = t.dims4()?;
                 if c != cfg.channels || kh != cfg.patch_size || kw != cfg.patch_size {
                     return Err(ModelError::ShapeMismatch {
                         path: path.into(),
                         name: name.clone(),
-                        expected: vec![
-                            cfg.projection_dim,
-                            cfg.channels,
-                            cfg.patch_size,
-                            cfg.patch_size,
-                        ],
+                        expected: vec![cfg.projection_dim, cfg.channels, cfg.patch_size, cfg.patch_size],
                         found: t.dims().to_vec(),
                     });
                 }
@@ -189,26 +181,11 @@ pub fn load(
 ) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
     let (config, class_names) = config_from_hf(config_json)?;
     let weights = weights.as_ref();
-    let hf =
-        candle_core::safetensors::load(weights, device).map_err(|e| ModelError::Safetensors {
-            path: weights.into(),
-            message: e.to_string(),
-        })?;
+    let hf = candle_core::safetensors::load(weights, device)
+        .map_err(|e| ModelError::Safetensors { path: weights.into(), message: e.to_string() })?;
     let tensors = import_tensors(&hf, &config, weights)?;
     let store = SeededVarMap::new(0);
-    let model = Vit::new(
-        &config,
-        store.var_builder(DType::F32, device),
-        SharedRng::new(0),
-    )?;
+    let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
     assign(store.varmap(), &tensors, weights)?;
-    Ok((
-        model,
-        store,
-        CheckpointMeta {
-            config,
-            class_names,
-            extra: BTreeMap::new(),
-        },
-    ))
+    Ok((model, store, CheckpointMeta { config, class_names, extra: BTreeMap::new() }))
 }

@@ -31,11 +31,7 @@ pub struct Vit {
 impl Vit {
     /// Builds the model from `vb` (fresh parameters from a [`SeededVarMap`], or loaded ones from
     /// any `VarBuilder`); dropout and stochastic depth draw from `rng`.
-    pub fn new(
-        cfg: &VitConfig,
-        vb: VarBuilder,
-        rng: SharedRng,
-    ) -> std::result::Result<Self, ModelError> {
+    pub fn new(cfg: &VitConfig, vb: VarBuilder, rng: SharedRng) -> std::result::Result<Self, ModelError> {
         cfg.validate()?;
         let encoder = PatchEncoder::new(&cfg.encoder(), vb.pp("patch_encoder"))?;
         let block_cfg = cfg.block();
@@ -47,20 +43,11 @@ impl Vit {
         let mut head_layers = Vec::with_capacity(cfg.head_units.len());
         let mut prev = cfg.head_input_dim();
         for (j, &units) in cfg.head_units.iter().enumerate() {
-            head_layers.push(Linear::new(
-                prev,
-                units,
-                true,
-                head.pp(format!("layers.{j}")),
-            )?);
+            head_layers.push(Linear::new(prev, units, true, head.pp(format!("layers.{j}")))?);
             prev = units;
         }
         let classifier = Linear::new(prev, cfg.num_classes, true, head.pp("classifier"))?;
-        let input_dropout = if cfg.head == HeadKind::Flatten {
-            cfg.head_dropout
-        } else {
-            0.0
-        };
+        let input_dropout = if cfg.head == HeadKind::Flatten { cfg.head_dropout } else { 0.0 };
         Ok(Self {
             cfg: cfg.clone(),
             encoder,
@@ -76,17 +63,9 @@ impl Vit {
 
     /// A freshly initialised, trainable model: parameters from `seed` (reproducible) in the
     /// returned store, dropout from a stream derived from the same seed.
-    pub fn init(
-        cfg: &VitConfig,
-        seed: u64,
-        device: &Device,
-    ) -> std::result::Result<(Self, SeededVarMap), ModelError> {
+    pub fn init(cfg: &VitConfig, seed: u64, device: &Device) -> std::result::Result<(Self, SeededVarMap), ModelError> {
         let store = SeededVarMap::new(seed);
-        let model = Self::new(
-            cfg,
-            store.var_builder(DType::F32, device),
-            SharedRng::new(seed ^ 0xD50F_u64),
-        )?;
+        let model = Self::new(cfg, store.var_builder(DType::F32, device), SharedRng::new(seed ^ 0xD50F_u64))?;
         Ok((model, store))
     }
 
@@ -116,25 +95,12 @@ impl Vit {
 
     /// Like [`forward`](Self::forward), also returning each block's attention weights
     /// `[B, num_heads, T, T]`.
-    pub fn forward_with_attention(
-        &self,
-        images: &Tensor,
-        train: bool,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
+    pub fn forward_with_attention(&self, images: &Tensor, train: bool) -> Result<(Tensor, Vec<Tensor>)> {
         self.run(images, train, true)
     }
 
-    fn run(
-        &self,
-        images: &Tensor,
-        train: bool,
-        want_attention: bool,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
-        let expected = [
-            self.cfg.image_size[0],
-            self.cfg.image_size[1],
-            self.cfg.channels,
-        ];
+    fn run(&self, images: &Tensor, train: bool, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
+        let expected = [self.cfg.image_size[0], self.cfg.image_size[1], self.cfg.channels];
         if images.rank() != 4 || images.dims()[1..] != expected {
             candle_core::bail!(
                 "vit: images must be [B, {}, {}, {}] (NHWC), got {:?}",
@@ -144,8 +110,7 @@ impl Vit {
                 images.dims()
             );
         }
-        let tokens = extract_patch_tokens(images, &self.cfg.patch_spec())
-            .map_err(candle_core::Error::wrap)?;
+        let tokens = extract_patch_tokens(images, &self.cfg.patch_spec()).map_err(candle_core::Error::wrap)?;
         let mut x = self.encoder.forward(&tokens)?;
         let mut attention = Vec::new();
         for block in &self.blocks {
@@ -159,17 +124,13 @@ impl Vit {
         }
         let x = self.norm.forward(&x)?;
         let pooled = match self.cfg.head {
-            HeadKind::Flatten => self
-                .head_input_dropout
-                .forward_t(&x.flatten_from(1)?, train)?,
+            HeadKind::Flatten => self.head_input_dropout.forward_t(&x.flatten_from(1)?, train)?,
             HeadKind::ClassToken => x.narrow(1, 0, 1)?.squeeze(1)?,
             HeadKind::MeanPool => x.mean(1)?,
         };
         let mut h = pooled;
         for layer in &self.head_layers {
-            h = self
-                .head_dropout
-                .forward_t(&layer.forward(&h)?.gelu_erf()?, train)?;
+            h = self.head_dropout.forward_t(&layer.forward(&h)?.gelu_erf()?, train)?;
         }
         Ok((self.classifier.forward(&h)?, attention))
     }
@@ -201,11 +162,7 @@ impl Summary {
         let d = cfg.projection_dim;
         let (t, n, p) = (cfg.num_tokens(), cfg.num_patches(), cfg.patch_dim());
         let dense = |i: usize, o: usize| i * o + o;
-        let (h, dk, dv) = (
-            cfg.num_heads,
-            cfg.key_dim,
-            cfg.value_dim.unwrap_or(cfg.key_dim),
-        );
+        let (h, dk, dv) = (cfg.num_heads, cfg.key_dim, cfg.value_dim.unwrap_or(cfg.key_dim));
         let mut block = 2 * dense(d, h * dk) + dense(d, h * dv) + dense(h * dv, d) + 4 * d;
         let mut prev = d;
         for &u in &cfg.mlp_units {
@@ -216,20 +173,12 @@ impl Summary {
             block += 2 * d;
         }
         let class_token = usize::from(cfg.head == HeadKind::ClassToken) * d;
-        let positions = if cfg.position == crate::PositionKind::Learned {
-            t * d
-        } else {
-            0
-        };
+        let positions = if cfg.position == crate::PositionKind::Learned { t * d } else { 0 };
         let [ih, iw] = cfg.image_size;
         let mut rows = vec![
             ("input".to_string(), vec![ih, iw, cfg.channels], 0),
             ("patches".to_string(), vec![n, p], 0),
-            (
-                "patch_encoder".to_string(),
-                vec![t, d],
-                dense(p, d) + positions + class_token,
-            ),
+            ("patch_encoder".to_string(), vec![t, d], dense(p, d) + positions + class_token),
         ];
         for i in 0..cfg.num_layers {
             rows.push((format!("blocks.{i}"), vec![t, d], block));
@@ -246,11 +195,7 @@ impl Summary {
             rows.push((format!("head.layers.{j}"), vec![u], dense(prev, u)));
             prev = u;
         }
-        rows.push((
-            "head.classifier".to_string(),
-            vec![cfg.num_classes],
-            dense(prev, cfg.num_classes),
-        ));
+        rows.push(("head.classifier".to_string(), vec![cfg.num_classes], dense(prev, cfg.num_classes)));
         Self { rows }
     }
 
@@ -266,27 +211,13 @@ impl fmt::Display for Summary {
             let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
             format!("(B, {})", dims.join(", "))
         };
-        writeln!(
-            f,
-            "{:<18} {:<20} {:>12}",
-            "layer", "output shape", "parameters"
-        )?;
+        writeln!(f, "{:<18} {:<20} {:>12}", "layer", "output shape", "parameters")?;
         writeln!(f, "{}", "-".repeat(52))?;
         for (name, dims, params) in &self.rows {
-            writeln!(
-                f,
-                "{:<18} {:<20} {:>12}",
-                name,
-                shape(dims),
-                group_thousands(*params)
-            )?;
+            writeln!(f, "{:<18} {:<20} {:>12}", name, shape(dims), group_thousands(*params))?;
         }
         writeln!(f, "{}", "-".repeat(52))?;
-        write!(
-            f,
-            "total parameters: {}",
-            group_thousands(self.total_parameters())
-        )
+        write!(f, "total parameters: {}", group_thousands(self.total_parameters()))
     }
 }
 

@@ -13,12 +13,7 @@ pub(crate) fn dims4(
 ) -> Result<(usize, usize, usize, usize), PatchError> {
     match *t.dims() {
         [a, b, c, d] => Ok((a, b, c, d)),
-        _ => Err(PatchError::WrongRank {
-            argument,
-            expected: 4,
-            layout,
-            shape: t.dims().to_vec(),
-        }),
+        _ => Err(PatchError::WrongRank { argument, expected: 4, layout, shape: t.dims().to_vec() }),
     }
 }
 
@@ -65,14 +60,13 @@ pub fn extract_patches_gather(images: &Tensor, spec: &PatchSpec) -> Result<Tenso
     let rows = Tensor::from_vec(rows, out_rows * kh, device)?;
     let cols = Tensor::from_vec(cols, out_cols * kw, device)?;
     // [B, out_rows*kh, Wp, C] then [B, out_rows*kh, out_cols*kw, C]
-    let gathered = padded
-        .contiguous()?
-        .index_select(&rows, 1)?
-        .index_select(&cols, 2)?;
-    Ok(gathered
-        .reshape((b, out_rows, kh, out_cols, kw, c))?
-        .permute((0, 1, 3, 2, 4, 5))?
-        .reshape((b, out_rows, out_cols, kh * kw * c))?)
+    let gathered = padded.contiguous()?.index_select(&rows, 1)?.index_select(&cols, 2)?;
+    Ok(gathered.reshape((b, out_rows, kh, out_cols, kw, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((
+        b,
+        out_rows,
+        out_cols,
+        kh * kw * c,
+    ))?)
 }
 
 /// [`extract_patches`] flattened to a token sequence, row-major over the patch grid.
@@ -132,9 +126,12 @@ fn tile(padded: &Tensor, spec: &PatchSpec, geometry: &PatchGeometry) -> Result<T
     if out_cols * kw != wp {
         x = x.narrow(2, 0, out_cols * kw)?;
     }
-    Ok(x.reshape((b, out_rows, kh, out_cols, kw, c))?
-        .permute((0, 1, 3, 2, 4, 5))?
-        .reshape((b, out_rows, out_cols, kh * kw * c))?)
+    Ok(x.reshape((b, out_rows, kh, out_cols, kw, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((
+        b,
+        out_rows,
+        out_cols,
+        kh * kw * c,
+    ))?)
 }
 
 /// Number of channels implied by a patch tensor's last dim.
@@ -142,10 +139,7 @@ pub(crate) fn channels_of(patches: &Tensor, spec: &PatchSpec) -> Result<usize, P
     let patch_dim = patches.dim(D::Minus1)?;
     let kernel_area = spec.size.0 * spec.size.1;
     if kernel_area == 0 || patch_dim % kernel_area != 0 || patch_dim == 0 {
-        return Err(PatchError::ChannelsUnknown {
-            patch_dim,
-            kernel_area,
-        });
+        return Err(PatchError::ChannelsUnknown { patch_dim, kernel_area });
     }
     Ok(patch_dim / kernel_area)
 }

@@ -62,8 +62,7 @@ mod spec;
 
 pub use error::PatchError;
 pub use extract::{
-    extract_patch_tokens, extract_patch_tokens_nchw, extract_patches, extract_patches_gather,
-    extract_patches_nchw,
+    extract_patch_tokens, extract_patch_tokens_nchw, extract_patches, extract_patches_gather, extract_patches_nchw,
 };
 pub use reconstruct::{Coverage, reconstruct, reconstruct_with_coverage};
 pub use spec::{Padding, PatchGeometry, PatchSpec};

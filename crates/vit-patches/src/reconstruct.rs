@@ -27,28 +27,9 @@ impl Coverage {
 
     fn from_geometry(spec: &PatchSpec, g: &PatchGeometry) -> Self {
         let (height, width) = g.image;
-        let rows = axis_coverage(
-            height,
-            g.out.0,
-            spec.size.0,
-            spec.stride.0,
-            spec.rate.0,
-            g.pad_before.0,
-        );
-        let cols = axis_coverage(
-            width,
-            g.out.1,
-            spec.size.1,
-            spec.stride.1,
-            spec.rate.1,
-            g.pad_before.1,
-        );
-        Self {
-            height,
-            width,
-            rows,
-            cols,
-        }
+        let rows = axis_coverage(height, g.out.0, spec.size.0, spec.stride.0, spec.rate.0, g.pad_before.0);
+        let cols = axis_coverage(width, g.out.1, spec.size.1, spec.stride.1, spec.rate.1, g.pad_before.1);
+        Self { height, width, rows, cols }
     }
 
     /// How many patch elements read pixel `(row, col)`.
@@ -81,21 +62,9 @@ impl Coverage {
     }
 
     /// The counts as a `[H, W]` tensor of `dtype`.
-    pub fn to_tensor(
-        &self,
-        dtype: DType,
-        device: &candle_core::Device,
-    ) -> candle_core::Result<Tensor> {
-        let rows = Tensor::from_vec(
-            self.rows.iter().map(|&n| n as f32).collect(),
-            (self.height, 1),
-            device,
-        )?;
-        let cols = Tensor::from_vec(
-            self.cols.iter().map(|&n| n as f32).collect(),
-            (1, self.width),
-            device,
-        )?;
+    pub fn to_tensor(&self, dtype: DType, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+        let rows = Tensor::from_vec(self.rows.iter().map(|&n| n as f32).collect(), (self.height, 1), device)?;
+        let cols = Tensor::from_vec(self.cols.iter().map(|&n| n as f32).collect(), (1, self.width), device)?;
         rows.broadcast_mul(&cols)?.to_dtype(dtype)
     }
 }
@@ -110,11 +79,7 @@ impl Coverage {
 /// # Shapes
 /// - `patches`: `[B, out_rows, out_cols, kh * kw * C]` or the token form `[B, N, kh * kw * C]`
 /// - returns: `[B, H, W, C]` with `(H, W) = image_size`
-pub fn reconstruct(
-    patches: &Tensor,
-    image_size: (usize, usize),
-    spec: &PatchSpec,
-) -> Result<Tensor, PatchError> {
+pub fn reconstruct(patches: &Tensor, image_size: (usize, usize), spec: &PatchSpec) -> Result<Tensor, PatchError> {
     let (image, coverage) = fold(patches, image_size, spec)?;
     if let Some((row, col)) = coverage.first_uncovered() {
         return Err(PatchError::UncoveredPixel {
@@ -142,11 +107,7 @@ pub fn reconstruct_with_coverage(
     fold(patches, image_size, spec)
 }
 
-fn fold(
-    patches: &Tensor,
-    (height, width): (usize, usize),
-    spec: &PatchSpec,
-) -> Result<(Tensor, Coverage), PatchError> {
+fn fold(patches: &Tensor, (height, width): (usize, usize), spec: &PatchSpec) -> Result<(Tensor, Coverage), PatchError> {
     let g = spec.geometry(height, width)?;
     let c = channels_of(patches, spec)?;
     let b = patches.dim(0)?;
@@ -156,46 +117,31 @@ fn fold(
     let grid_form = patches.dims() == expected;
     let token_form = patches.dims() == [b, out_rows * out_cols, kh * kw * c];
     if !grid_form && !token_form {
-        return Err(PatchError::PatchShapeMismatch {
-            expected: expected.to_vec(),
-            shape: patches.dims().to_vec(),
-        });
+        return Err(PatchError::PatchShapeMismatch { expected: expected.to_vec(), shape: patches.dims().to_vec() });
     }
     let coverage = Coverage::from_geometry(spec, &g);
     // [B, out_rows*kh, out_cols*kw, C]: each patch's pixels back in a grid, patches side by side.
-    let unfolded = patches
-        .reshape((b, out_rows, out_cols, kh, kw, c))?
-        .permute((0, 1, 3, 2, 4, 5))?
-        .reshape((b, out_rows * kh, out_cols * kw, c))?;
+    let unfolded = patches.reshape((b, out_rows, out_cols, kh, kw, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((
+        b,
+        out_rows * kh,
+        out_cols * kw,
+        c,
+    ))?;
     let (hp, wp) = g.padded();
     let summed = if spec.is_tiling() {
         // Every padded pixel is read once, except the remainder VALID leaves at the far edge.
-        unfolded
-            .pad_with_zeros(1, 0, hp - out_rows * kh)?
-            .pad_with_zeros(2, 0, wp - out_cols * kw)?
+        unfolded.pad_with_zeros(1, 0, hp - out_rows * kh)?.pad_with_zeros(2, 0, wp - out_cols * kw)?
     } else {
         let device = patches.device();
-        let rows = Tensor::from_vec(
-            axis_indices(out_rows, kh, spec.stride.0, spec.rate.0),
-            out_rows * kh,
-            device,
-        )?;
-        let cols = Tensor::from_vec(
-            axis_indices(out_cols, kw, spec.stride.1, spec.rate.1),
-            out_cols * kw,
-            device,
-        )?;
-        let by_cols = Tensor::zeros((b, out_rows * kh, wp, c), patches.dtype(), device)?
-            .index_add(&cols, &unfolded, 2)?;
+        let rows = Tensor::from_vec(axis_indices(out_rows, kh, spec.stride.0, spec.rate.0), out_rows * kh, device)?;
+        let cols = Tensor::from_vec(axis_indices(out_cols, kw, spec.stride.1, spec.rate.1), out_cols * kw, device)?;
+        let by_cols =
+            Tensor::zeros((b, out_rows * kh, wp, c), patches.dtype(), device)?.index_add(&cols, &unfolded, 2)?;
         Tensor::zeros((b, hp, wp, c), patches.dtype(), device)?.index_add(&rows, &by_cols, 1)?
     };
-    let image = summed
-        .narrow(1, g.pad_before.0, height)?
-        .narrow(2, g.pad_before.1, width)?;
+    let image = summed.narrow(1, g.pad_before.0, height)?.narrow(2, g.pad_before.1, width)?;
     let image = if coverage.overlaps() {
-        let divisor = coverage
-            .to_tensor(patches.dtype(), patches.device())?
-            .maximum(1f64)?;
+        let divisor = coverage.to_tensor(patches.dtype(), patches.device())?.maximum(1f64)?;
         image.broadcast_div(&divisor.unsqueeze(0)?.unsqueeze(3)?)?
     } else {
         image

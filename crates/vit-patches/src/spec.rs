@@ -58,22 +58,14 @@ impl PatchGeometry {
 
     /// Image size after padding.
     pub fn padded(&self) -> (usize, usize) {
-        (
-            self.image.0 + self.pad_before.0 + self.pad_after.0,
-            self.image.1 + self.pad_before.1 + self.pad_after.1,
-        )
+        (self.image.0 + self.pad_before.0 + self.pad_after.0, self.image.1 + self.pad_before.1 + self.pad_after.1)
     }
 }
 
 impl PatchSpec {
     /// Patches of `rows x cols`, stride equal to the size (non-overlapping), rate 1, VALID.
     pub fn new(rows: usize, cols: usize) -> Self {
-        Self {
-            size: (rows, cols),
-            stride: (rows, cols),
-            rate: (1, 1),
-            padding: Padding::Valid,
-        }
+        Self { size: (rows, cols), stride: (rows, cols), rate: (1, 1), padding: Padding::Valid }
     }
 
     /// Non-overlapping `p x p` patches with VALID padding: what every ViT uses.
@@ -101,10 +93,7 @@ impl PatchSpec {
 
     /// The extent a dilated patch spans: `k + (k - 1)(r - 1)` per axis.
     pub fn effective_size(&self) -> (usize, usize) {
-        (
-            effective(self.size.0, self.rate.0),
-            effective(self.size.1, self.rate.1),
-        )
+        (effective(self.size.0, self.rate.0), effective(self.size.1, self.rate.1))
     }
 
     /// Length of one flattened patch for `channels` channels: `kh * kw * C`.
@@ -114,11 +103,7 @@ impl PatchSpec {
 
     /// Checks that size, stride and rate are all at least 1.
     pub fn validate(&self) -> Result<(), PatchError> {
-        for (argument, value) in [
-            ("size", self.size),
-            ("stride", self.stride),
-            ("rate", self.rate),
-        ] {
+        for (argument, value) in [("size", self.size), ("stride", self.stride), ("rate", self.rate)] {
             if value.0 == 0 || value.1 == 0 {
                 return Err(PatchError::ZeroArgument { argument, value });
             }
@@ -165,39 +150,21 @@ struct Axis {
     after: usize,
 }
 
-fn axis(
-    padding: Padding,
-    name: &'static str,
-    extent: usize,
-    k_eff: usize,
-    stride: usize,
-) -> Result<Axis, PatchError> {
+fn axis(padding: Padding, name: &'static str, extent: usize, k_eff: usize, stride: usize) -> Result<Axis, PatchError> {
     if extent == 0 {
         return Err(PatchError::EmptyImage { axis: name });
     }
     match padding {
         Padding::Valid => {
             if k_eff > extent {
-                return Err(PatchError::PatchLargerThanImage {
-                    axis: name,
-                    effective_size: k_eff,
-                    extent,
-                });
+                return Err(PatchError::PatchLargerThanImage { axis: name, effective_size: k_eff, extent });
             }
-            Ok(Axis {
-                out: (extent - k_eff + stride) / stride,
-                before: 0,
-                after: 0,
-            })
+            Ok(Axis { out: (extent - k_eff + stride) / stride, before: 0, after: 0 })
         }
         Padding::Same => {
             let out = extent.div_ceil(stride);
             let total = ((out - 1) * stride + k_eff).saturating_sub(extent);
-            Ok(Axis {
-                out,
-                before: total / 2,
-                after: total - total / 2,
-            })
+            Ok(Axis { out, before: total / 2, after: total - total / 2 })
         }
     }
 }

@@ -1,0 +1,90 @@
+//! Hugging Face ViT import: the conv patch embedding becomes the linear projection over
+//! TF-ordered patches, and every tensor finds its place.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
+use vit_model::{HeadKind, hf};
+use vit_patches::extract_patch_tokens;
+
+#[test]
+fn hugging_face_vit_imports_with_the_conv_kernel_permuted() {
+    let dir = std::env::temp_dir().join(format!("vit-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = r#"{
+        "architectures": ["ViTForImageClassification"], "hidden_size": 8, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "intermediate_size": 16, "image_size": 12, "patch_size": 4,
+        "num_channels": 3, "layer_norm_eps": 1e-12, "id2label": {"0": "cat", "1": "dog", "2": "owl"}
+    }"#;
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let dev = Device::Cpu;
+    let r = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+    let mut t: HashMap<String, Tensor> = HashMap::from([
+        ("vit.embeddings.cls_token".into(), r(&[1, 1, 8])),
+        ("vit.embeddings.position_embeddings".into(), r(&[1, 10, 8])),
+        ("vit.embeddings.patch_embeddings.projection.weight".into(), r(&[8, 3, 4, 4])),
+        ("vit.embeddings.patch_embeddings.projection.bias".into(), r(&[8])),
+        ("vit.layernorm.weight".into(), r(&[8])),
+        ("vit.layernorm.bias".into(), r(&[8])),
+        ("vit.pooler.dense.weight".into(), r(&[8, 8])),
+        ("classifier.weight".into(), r(&[3, 8])),
+        ("classifier.bias".into(), r(&[3])),
+    ]);
+    for i in 0..2 {
+        let p = format!("vit.encoder.layer.{i}");
+        for (m, shape) in [
+            ("layernorm_before", vec![8]),
+            ("layernorm_after", vec![8]),
+            ("attention.attention.query", vec![8, 8]),
+            ("attention.attention.key", vec![8, 8]),
+            ("attention.attention.value", vec![8, 8]),
+            ("attention.output.dense", vec![8, 8]),
+            ("intermediate.dense", vec![16, 8]),
+            ("output.dense", vec![8, 16]),
+        ] {
+            let bias = vec![shape[0]];
+            let weight = if m.starts_with("layernorm") { bias.clone() } else { shape };
+            t.insert(format!("{p}.{m}.weight"), r(&weight));
+            t.insert(format!("{p}.{m}.bias"), r(&bias));
+        }
+    }
+    let weights = dir.join("model.safetensors");
+    candle_core::safetensors::save(&t, &weights).unwrap();
+
+    let (model, store, meta) = hf::load(dir.join("config.json"), &weights, &dev).unwrap();
+    assert_eq!(meta.class_names, ["cat", "dog", "owl"]);
+    assert_eq!(meta.config.head, HeadKind::ClassToken);
+    assert_eq!(meta.config.layer_norm_eps, 1e-12);
+    assert!(!meta.config.mlp_activation_on_last);
+    // Every parameter came from the file (the pooler is not used by the classifier).
+    let ours: usize = store.varmap().all_vars().iter().map(|v| v.elem_count()).sum();
+    let theirs: usize = t.iter().filter(|(k, _)| !k.contains("pooler")).map(|(_, v)| v.elem_count()).sum();
+    assert_eq!(ours, theirs);
+
+    // The imported projection over TF-ordered patches equals the conv over NCHW images.
+    let images = Tensor::rand(0f32, 1., (2, 12, 12, 3), &dev).unwrap();
+    let conv = images
+        .permute((0, 3, 1, 2))
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .conv2d(&t["vit.embeddings.patch_embeddings.projection.weight"], 0, 4, 1, 1)
+        .unwrap() // [B, D, 3, 3]
+        .flatten_from(2)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .broadcast_add(&t["vit.embeddings.patch_embeddings.projection.bias"])
+        .unwrap();
+    let tokens = extract_patch_tokens(&images, &meta.config.patch_spec()).unwrap();
+    let encoded = model.encoder().forward(&tokens).unwrap(); // [B, 1 + 9, D]
+    let positions = model.encoder().position_table().narrow(0, 1, 9).unwrap();
+    let projected = encoded.narrow(1, 1, 9).unwrap().broadcast_sub(&positions).unwrap();
+    let err = (projected - conv).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(err < 1e-5, "projection differs from the conv by {err}");
+
+    let logits = model.forward(&images, false).unwrap();
+    assert_eq!(logits.dims(), [2, 3]);
+    assert_eq!(logits.dtype(), DType::F32);
+    std::fs::remove_dir_all(dir).unwrap();
+}
