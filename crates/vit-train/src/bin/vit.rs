@@ -1,0 +1,305 @@
+//! `vit`: train, evaluate and run Vision Transformers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::{Parser, Subcommand};
+use vit_model::{Vit, VitConfig};
+use vit_train::data::{DatasetKind, load_splits};
+use vit_train::loader::Pipeline;
+use vit_train::metadata::pipeline_of;
+use vit_train::predict::{draw_patches, predict_files};
+use vit_train::{Recipe, TrainOptions, TrainOutcome, evaluate, train};
+
+// candle allocates and frees large tensors at every op; glibc's malloc hands those back to the
+// kernel each time, so every op page-faults afresh. mimalloc keeps them (2-2.7x on a step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "vit", version, about = "Train, evaluate and run Vision Transformers (candle)")]
+struct Cli {
+    /// Where to compute: auto (CUDA, then Metal, then CPU), cpu, cuda[:N] or metal.
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
+    /// Worker threads for the CPU (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a recipe (default: the embedded MNIST subset).
+    Train {
+        /// A built-in recipe (default, mnist, fashion-mnist, cifar10, keras-cifar100) or a TOML file.
+        #[arg(long, default_value = "default")]
+        recipe: String,
+        /// Data directory (else the recipe's, else $VIT_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run directory (default: runs/<recipe name>).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override the recipe's number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Override the recipe's batch size.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Override the recipe's peak learning rate.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Override the recipe's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Use only the first N training images.
+        #[arg(long)]
+        limit_train: Option<usize>,
+        /// No progress bars or per-epoch lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate a checkpoint: top-1, top-5, per-class accuracy and the confusion matrix.
+    Eval {
+        /// The checkpoint (.safetensors).
+        checkpoint: PathBuf,
+        /// The data set: embedded-mnist, mnist, fashion-mnist, cifar10, cifar100, folder.
+        #[arg(long)]
+        data: String,
+        /// Data directory (else $VIT_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Batch size.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+    },
+    /// Print the five most probable classes of each image.
+    Predict {
+        /// The checkpoint (.safetensors).
+        checkpoint: PathBuf,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to show.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+    },
+    /// Draw an image and its patches, as the Keras example does.
+    Patches {
+        /// The image file.
+        image: PathBuf,
+        /// Patch side in pixels.
+        #[arg(long, default_value_t = 6)]
+        size: usize,
+        /// Resize the image to this side first.
+        #[arg(long, default_value_t = 72)]
+        resize: usize,
+        /// Output PNG.
+        #[arg(long, short, default_value = "patches.png")]
+        output: PathBuf,
+    },
+    /// Download a public data set (needs curl; tar for CIFAR) and check it.
+    Download {
+        /// mnist, fashion-mnist, cifar10 or cifar100.
+        dataset: String,
+        /// Cache directory (pass it as --data-dir afterwards).
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
+    /// Print a model preset's (or a config file's) layers, shapes and parameter counts.
+    Summary {
+        /// A preset name or a config file (.toml/.json).
+        #[arg(default_value = "keras_cifar100")]
+        model: String,
+    },
+}
+
+fn device(spec: &str) -> Result<Device> {
+    Ok(match spec {
+        "cpu" => Device::Cpu,
+        "metal" => Device::new_metal(0).context("--device metal: this build has no Metal support or no GPU")?,
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                Device::new_cuda(0)?
+            } else if candle_core::utils::metal_is_available() {
+                Device::new_metal(0)?
+            } else {
+                Device::Cpu
+            }
+        }
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let n = s.strip_prefix("cuda:").map(str::parse).transpose().context("--device cuda:N needs a number")?;
+            Device::new_cuda(n.unwrap_or(0)).with_context(|| {
+                format!("--device {s}: this build has no CUDA support (build with --features cuda) or no such GPU")
+            })?
+        }
+        other => bail!("--device must be auto, cpu, cuda[:N] or metal, not `{other}`"),
+    })
+}
+
+fn describe(device: &Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Both of candle's CPU pools read this: rayon (matmul) and its own elementwise pool.
+        // SAFETY: nothing else runs yet; no other thread reads the environment.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
+    }
+    let device = device(&cli.device)?;
+    match cli.command {
+        Command::Train { recipe, data_dir, out, resume, epochs, batch_size, lr, seed, limit_train, quiet } => {
+            let origin = PathBuf::from(&recipe);
+            let mut recipe = Recipe::load(&recipe)?;
+            if let Some(e) = epochs {
+                recipe.train.epochs = e;
+            }
+            if let Some(b) = batch_size {
+                recipe.train.batch_size = b;
+            }
+            if let Some(lr) = lr {
+                recipe.train.learning_rate = lr;
+            }
+            if let Some(s) = seed {
+                recipe.train.seed = s;
+            }
+            if limit_train.is_some() {
+                recipe.data.limit_train = limit_train;
+            }
+            let run_dir = out.unwrap_or_else(|| Path::new("runs").join(&recipe.name));
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    eprintln!("\nsecond Ctrl-C: exiting without saving");
+                    std::process::exit(130);
+                }
+                eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to quit at once)");
+            })
+            .context("installing the Ctrl-C handler")?;
+            if !quiet {
+                println!("device: {}", describe(&device));
+            }
+            let opts = TrainOptions {
+                recipe,
+                recipe_origin: origin,
+                data_dir,
+                run_dir,
+                device,
+                resume,
+                verbose: !quiet,
+                stop,
+                stop_after_steps: None,
+            };
+            match train(opts)? {
+                TrainOutcome::Finished(r) => {
+                    println!(
+                        "done: best epoch {} (val top-1 {:.4}); test top-1 {:.4}, top-5 {:.4} on {} images; {:.1} s, {:.0} img/s; run dir {}",
+                        r.best_epoch,
+                        r.best_val_top1,
+                        r.test_top1,
+                        r.test_top5,
+                        r.test_images,
+                        r.wall_seconds,
+                        r.images_per_second,
+                        r.run_dir.display()
+                    );
+                }
+                TrainOutcome::Interrupted { checkpoint, step } => {
+                    println!(
+                        "interrupted at step {step}; saved {}; continue with `vit train --resume --out {}`",
+                        checkpoint.display(),
+                        checkpoint.parent().unwrap_or(Path::new(".")).display()
+                    );
+                    std::process::exit(130);
+                }
+            }
+        }
+        Command::Eval { checkpoint, data, data_dir, batch_size } => {
+            let (model, _, meta) = Vit::load(&checkpoint, &device)?;
+            let kind = DatasetKind::parse(&data).with_context(|| {
+                format!("--data `{data}`: expected embedded-mnist, mnist, fashion-mnist, cifar10, cifar100 or folder")
+            })?;
+            let cfg = &meta.config;
+            let (normalizer, data_size) = pipeline_of(&meta);
+            let (_, test) = load_splits(&kind, data_dir.as_deref(), data_size, cfg.channels)?;
+            if test.num_classes() != cfg.num_classes || test.channels != cfg.channels {
+                bail!(
+                    "{}: the model takes {} channels and has {} classes; {} has {} and {}",
+                    checkpoint.display(),
+                    cfg.channels,
+                    cfg.num_classes,
+                    test.name,
+                    test.channels,
+                    test.num_classes()
+                );
+            }
+            let pipeline = Pipeline { size: (cfg.image_size[0], cfg.image_size[1]), normalizer };
+            let tally = evaluate(&model, &test, &pipeline, batch_size, &device)?;
+            println!("{}: {} images", test.name, tally.count);
+            println!("loss {:.4}  top-1 {:.4}  top-5 {:.4}", tally.loss(), tally.top1(), tally.top5());
+            println!("\nper class:");
+            for (name, acc) in meta.class_names.iter().zip(tally.per_class()) {
+                println!("  {name:<20} {acc:.4}");
+            }
+            if cfg.num_classes <= 20 {
+                println!("\nconfusion matrix (rows: true class, columns: predicted):");
+                for (name, row) in meta.class_names.iter().zip(&tally.confusion) {
+                    let cells: Vec<String> = row.iter().map(|n| format!("{n:>5}")).collect();
+                    println!("  {name:<12} {}", cells.join(""));
+                }
+            }
+        }
+        Command::Predict { checkpoint, images, top } => {
+            let (model, _, meta) = Vit::load(&checkpoint, &device)?;
+            let results = predict_files(&model, &meta, &images, top, &device)?;
+            for (file, best) in images.iter().zip(results) {
+                println!("{}", file.display());
+                for (name, p) in best {
+                    println!("  {:>6.2}%  {name}", p * 100.0);
+                }
+            }
+        }
+        Command::Patches { image, size, resize, output } => {
+            let n = draw_patches(&image, &output, size, resize)?;
+            println!(
+                "{}: {resize}x{resize} image, {size}x{size} patches: {n} patches of {} values; wrote {}",
+                image.display(),
+                size * size * 3,
+                output.display()
+            );
+        }
+        Command::Download { dataset, dir } => {
+            let kind = DatasetKind::parse(&dataset)
+                .with_context(|| format!("`{dataset}`: expected mnist, fashion-mnist, cifar10 or cifar100"))?;
+            let dir = vit_train::download::download(&kind, &dir)?;
+            println!("{dataset} is ready: pass --data-dir {}", dir.display());
+        }
+        Command::Summary { model } => {
+            let cfg = match VitConfig::preset(&model) {
+                Some(c) => c,
+                None => VitConfig::from_file(&model).with_context(|| {
+                    format!("`{model}` is neither a preset ({}) nor a config file", VitConfig::PRESETS.join(", "))
+                })?,
+            };
+            println!("{}", vit_model::Summary::of(&cfg));
+            println!("forward: {:.3} GFLOP per image (matrix products)", cfg.forward_flops() as f64 / 1e9);
+        }
+    }
+    Ok(())
+}

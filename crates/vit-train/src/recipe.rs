@@ -1,0 +1,177 @@
+//! Training recipes: model, data, augmentation and optimisation in one TOML file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vit_model::VitConfig;
+
+use crate::TrainError;
+use crate::augment::AugmentConfig;
+use crate::data::DatasetKind;
+
+/// Which data and how to split it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// The data set.
+    pub dataset: DatasetKind,
+    /// Its directory; otherwise `--data-dir` or `VIT_DATA_DIR` (plus the data set's sub-folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Fraction of the training split held out for validation (Keras' `validation_split`); 0
+    /// validates on the test split.
+    #[serde(default)]
+    pub validation_split: f64,
+    /// Use only the first N training images (a quick run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_train: Option<usize>,
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Learning rate at the end of the cosine decay.
+    #[serde(default)]
+    pub min_learning_rate: f64,
+    /// Warm-up length in epochs (fractions allowed).
+    #[serde(default)]
+    pub warmup_epochs: f64,
+    /// AdamW's decoupled weight decay (not applied to biases, norms, positions, class token).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+    /// Label smoothing of the cross-entropy targets.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Seed of weights, data order, augmentation and dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// Batch size for evaluation.
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+fn default_eval_batch() -> usize {
+    256
+}
+
+/// A whole training recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// A short name, used for the run directory.
+    pub name: String,
+    /// The model: `preset = "..."` plus any `VitConfig` field to override.
+    pub model: toml::Table,
+    /// The data.
+    pub data: DataSpec,
+    /// Augmentation (training only).
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    /// Optimisation.
+    pub train: TrainSpec,
+}
+
+/// The recipes shipped with the crate, by name.
+pub const BUILTIN: [(&str, &str); 5] = [
+    ("default", include_str!("../recipes/default.toml")),
+    ("mnist", include_str!("../recipes/mnist.toml")),
+    ("fashion-mnist", include_str!("../recipes/fashion-mnist.toml")),
+    ("cifar10", include_str!("../recipes/cifar10.toml")),
+    ("keras-cifar100", include_str!("../recipes/keras-cifar100.toml")),
+];
+
+impl Recipe {
+    /// Parses TOML; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, TrainError> {
+        let recipe: Self =
+            toml::from_str(text).map_err(|e| TrainError::Recipe { path: origin.into(), message: e.to_string() })?;
+        recipe.validate(origin)?;
+        Ok(recipe)
+    }
+
+    /// A built-in recipe by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, TrainError> {
+        if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::parse(text, &PathBuf::from(format!("<builtin recipe {name}>")));
+        }
+        let path = Path::new(name_or_path);
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io {
+            path: path.into(),
+            message: format!(
+                "{e} (built-in recipes: {})",
+                BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The recipe as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a recipe always serialises")
+    }
+
+    /// The model config: the preset with the other keys of `[model]` overriding its fields.
+    pub fn model_config(&self, origin: &Path) -> Result<VitConfig, TrainError> {
+        let bad = |message: String| TrainError::Recipe { path: origin.into(), message };
+        let mut table = self.model.clone();
+        let base = match table.remove("preset") {
+            Some(toml::Value::String(name)) => VitConfig::preset(&name).ok_or_else(|| {
+                bad(format!("[model] preset `{name}` is unknown; presets: {}", VitConfig::PRESETS.join(", ")))
+            })?,
+            Some(other) => return Err(bad(format!("[model] preset must be a string, got {other}"))),
+            None => {
+                return toml::Value::Table(table.clone())
+                    .try_into::<VitConfig>()
+                    .map_err(|e| bad(format!("[model]: {e}")))
+                    .and_then(|c| c.validate().map(|_| c).map_err(|e| bad(e.to_string())));
+            }
+        };
+        let mut merged = toml::Table::try_from(&base).expect("config serialises");
+        for (k, v) in table {
+            if !merged.contains_key(&k) && !OPTIONAL_FIELDS.contains(&k.as_str()) {
+                return Err(bad(format!("[model] has no field `{k}`")));
+            }
+            merged.insert(k, v);
+        }
+        let cfg: VitConfig = toml::Value::Table(merged).try_into().map_err(|e| bad(format!("[model]: {e}")))?;
+        cfg.validate().map_err(|e| bad(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &Path) -> Result<(), TrainError> {
+        let bad = |field: &str, what: &str| {
+            Err(TrainError::Recipe { path: origin.into(), message: format!("`{field}` {what}") })
+        };
+        let t = &self.train;
+        if t.epochs == 0 {
+            return bad("train.epochs", "must be at least 1");
+        }
+        if t.batch_size == 0 || t.eval_batch_size == 0 {
+            return bad("train.batch_size", "must be at least 1");
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return bad("train.learning_rate", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return bad("train.label_smoothing", "must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.data.validation_split) {
+            return bad("data.validation_split", "must be in [0, 1)");
+        }
+        self.model_config(origin).map(|_| ())
+    }
+}
+
+/// `VitConfig` fields that serialise to nothing when unset, so they are absent from a preset's
+/// table but may still be given.
+const OPTIONAL_FIELDS: [&str; 2] = ["value_dim", "layer_scale"];

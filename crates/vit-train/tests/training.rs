@@ -1,0 +1,132 @@
+//! The training loop: a tiny model fits tiny data, an interrupted and resumed run ends exactly
+//! where an uninterrupted one does, and the NaN guard stops a diverging run.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::Device;
+use common::*;
+use vit_train::{EpochRecord, Recipe, TrainError, TrainOptions, TrainOutcome, train};
+
+fn options(recipe_text: &str, run_dir: &Path, resume: bool, stop_after_steps: Option<u64>) -> TrainOptions {
+    TrainOptions {
+        recipe: Recipe::parse(recipe_text, Path::new("test.toml")).unwrap(),
+        recipe_origin: "test.toml".into(),
+        data_dir: None,
+        run_dir: run_dir.to_path_buf(),
+        device: Device::Cpu,
+        resume,
+        verbose: false,
+        stop: Arc::new(AtomicBool::new(false)),
+        stop_after_steps,
+    }
+}
+
+fn records(run_dir: &Path) -> Vec<EpochRecord> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn tensors(path: &Path) -> HashMap<String, Vec<u32>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()))
+        .collect()
+}
+
+#[test]
+fn a_tiny_vit_fits_a_tiny_data_set_and_writes_its_run_directory() {
+    let data = tmp_dir("fit-data");
+    write_pattern_mnist(&data, 4, 2);
+    let run = data.join("run");
+    // No dropout or augmentation, so the accuracy measured while training is the real one.
+    let recipe =
+        pattern_recipe_with(&data, 40, 3e-3, 0.0, 0.0).replace("label_smoothing = 0.05", "label_smoothing = 0.0");
+    let outcome = train(options(&recipe, &run, false, None)).unwrap();
+    let TrainOutcome::Finished(report) = outcome else { panic!("not finished") };
+    let last = records(&run).pop().unwrap();
+    assert_eq!(last.epoch, 40);
+    assert_eq!(last.train_top1, 1.0, "training accuracy must reach 100%: {last:?}");
+    assert!(report.test_top1 > 0.5, "chance is 0.1: {report:?}");
+    assert_eq!(report.test_images, 20);
+    for file in ["config.toml", "metrics.jsonl", "best.safetensors", "last.safetensors", "curves.png", "summary.json"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let png = image::open(run.join("curves.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (960, 380));
+    // Starting a new run over an old one is refused rather than overwriting it.
+    let err = train(options(&pattern_recipe(&data, 1, 3e-3), &run, false, None)).unwrap_err();
+    assert!(err.to_string().contains("--resume"), "{err}");
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn an_interrupted_run_resumes_exactly() {
+    let data = tmp_dir("resume-data");
+    write_pattern_mnist(&data, 4, 1);
+    // 32 training images, batch 16: 2 steps per epoch; 3 epochs.
+    let recipe = pattern_recipe(&data, 3, 2e-3);
+    let straight = data.join("straight");
+    train(options(&recipe, &straight, false, None)).unwrap();
+
+    let resumed = data.join("resumed");
+    // Interrupted after step 3: in the middle of epoch 2.
+    let first = train(options(&recipe, &resumed, false, Some(3))).unwrap();
+    assert!(matches!(first, TrainOutcome::Interrupted { step: 3, .. }), "{first:?}");
+    let second = train(options(&recipe, &resumed, true, None)).unwrap();
+    assert!(matches!(second, TrainOutcome::Finished(_)), "{second:?}");
+    assert_eq!(tensors(&straight.join("last.safetensors")), tensors(&resumed.join("last.safetensors")));
+    assert_eq!(tensors(&straight.join("best.safetensors")), tensors(&resumed.join("best.safetensors")));
+    let strip = |r: Vec<EpochRecord>| -> Vec<EpochRecord> {
+        r.into_iter().map(|e| EpochRecord { train_seconds: 0.0, images_per_second: 0.0, ..e }).collect()
+    };
+    assert_eq!(strip(records(&straight)), strip(records(&resumed)));
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn a_diverging_run_stops_on_the_nan_guard_without_saving() {
+    let data = tmp_dir("nan-data");
+    write_pattern_mnist(&data, 4, 1);
+    let recipe = pattern_recipe(&data, 3, 1e30).replace("clip_grad_norm = 1.0\n", "");
+    let run = data.join("run");
+    let err = train(options(&recipe, &run, false, None)).unwrap_err();
+    match &err {
+        TrainError::NonFiniteLoss { epoch: 1, last_good, .. } => assert!(last_good.starts_with("none"), "{err}"),
+        other => panic!("expected the NaN guard, got {other}"),
+    }
+    assert!(err.to_string().contains("training stopped"), "{err}");
+    assert!(!run.join("last.safetensors").exists() && !run.join("best.safetensors").exists());
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn recipes_report_bad_fields_by_name() {
+    for (name, _) in vit_train::recipe::BUILTIN {
+        let recipe = Recipe::load(name).unwrap();
+        recipe.model_config(Path::new(name)).unwrap();
+    }
+    let keras = Recipe::load("keras-cifar100").unwrap();
+    assert_eq!(keras.model_config(Path::new("k")).unwrap(), vit_model::VitConfig::keras_cifar100());
+    assert_eq!((keras.train.batch_size, keras.train.epochs, keras.train.learning_rate), (256, 100, 1e-3));
+    assert_eq!(keras.train.weight_decay, 1e-4);
+
+    let base = pattern_recipe(Path::new("/nowhere"), 1, 1e-3);
+    let err = Recipe::parse(&base.replace("num_layers = 2", "num_layer = 2"), Path::new("r.toml")).unwrap_err();
+    assert!(err.to_string().contains("r.toml") && err.to_string().contains("num_layer"), "{err}");
+    let err = Recipe::parse(&base.replace("epochs = 1", "epochs = 0"), Path::new("r.toml")).unwrap_err();
+    assert!(err.to_string().contains("train.epochs"), "{err}");
+    let err =
+        Recipe::parse(&base.replace("preset = \"mnist\"", "preset = \"mnist2\""), Path::new("r.toml")).unwrap_err();
+    assert!(err.to_string().contains("mnist2"), "{err}");
+    let err = Recipe::parse(&base.replace("zoom = 0.05", "zooom = 0.05"), Path::new("r.toml")).unwrap_err();
+    assert!(err.to_string().contains("zooom"), "{err}");
+}
