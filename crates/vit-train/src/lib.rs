@@ -47,6 +47,7 @@
 //! ```
 
 pub mod augment;
+pub mod bench;
 pub mod data;
 pub mod download;
 mod error;

@@ -22,7 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "vit", version, about = "Train, evaluate and run Vision Transformers (candle)")]
 struct Cli {
-    /// Where to compute: auto (CUDA, then Metal, then CPU), cpu, cuda[:N] or metal.
+    /// Where to compute: `auto` (CUDA, then Metal, then CPU), `cpu`, `cuda[:N]` or `metal`.
     #[arg(long, global = true, default_value = "auto")]
     device: String,
     /// Worker threads for the CPU (default: all cores).
@@ -42,7 +42,7 @@ enum Command {
         /// Data directory (else the recipe's, else $VIT_DATA_DIR).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Run directory (default: runs/<recipe name>).
+        /// Run directory (default: `runs/<recipe name>`).
         #[arg(long, short)]
         out: Option<PathBuf>,
         /// Continue the run in --out from its last checkpoint.
@@ -113,6 +113,22 @@ enum Command {
         /// Cache directory (pass it as --data-dir afterwards).
         #[arg(long, default_value = "data")]
         dir: PathBuf,
+    },
+    /// Measure the model at a reference configuration (K: the Keras example, M: mnist), one mode
+    /// per process; prints one `ANCHOR key=value ...` line like the reference scripts.
+    Bench {
+        /// K or M.
+        #[arg(long, default_value = "K")]
+        config: String,
+        /// train, infer, latency or matmul.
+        #[arg(long, default_value = "train")]
+        mode: String,
+        /// Timed iterations (0: the reference scripts' default).
+        #[arg(long, default_value_t = 0)]
+        iters: usize,
+        /// Warm-up iterations (0: the reference scripts' default).
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
     },
     /// Print a model preset's (or a config file's) layers, shapes and parameter counts.
     Summary {
@@ -289,6 +305,9 @@ fn main() -> Result<()> {
                 .with_context(|| format!("`{dataset}`: expected mnist, fashion-mnist, cifar10 or cifar100"))?;
             let dir = vit_train::download::download(&kind, &dir)?;
             println!("{dataset} is ready: pass --data-dir {}", dir.display());
+        }
+        Command::Bench { config, mode, iters, warmup } => {
+            println!("{}", vit_train::bench::run(&config, &mode, iters, warmup, &device)?.line());
         }
         Command::Summary { model } => {
             let cfg = match VitConfig::preset(&model) {

@@ -1,0 +1,77 @@
+//! AdamW, the schedule and the loss against their definitions.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor, Var};
+use vit_train::metrics::{Tally, cross_entropy, top_k};
+use vit_train::optim::{AdamW, AdamWConfig, Schedule, decays};
+
+#[test]
+fn adamw_matches_pytorch_step_for_step() {
+    // torch.optim.AdamW(lr=0.1, eps=1e-7; weight_decay 0.01 on `w`, 0 on `w.bias`), three steps
+    // with these gradients; the expected values were printed by torch 2.15.
+    let w = Var::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
+    let b = Var::new(&[0.1f32, 0.2], &Device::Cpu).unwrap();
+    let vars = HashMap::from([("w".to_string(), w.clone()), ("w.bias".to_string(), b.clone())]);
+    let mut opt = AdamW::new(&vars, AdamWConfig { weight_decay: 0.01, eps: 1e-7, ..AdamWConfig::default() });
+    let grads = [([0.3f32, -0.2, 1.0], [0.5f32, -0.5]), ([0.1, 0.4, -2.0], [0.0, 1.0]), ([-0.3, 0.0, 0.5], [0.2, 0.2])];
+    for (gw, gb) in grads {
+        // A loss whose gradients are exactly gw and gb: sum(w * gw) + sum(b * gb).
+        let loss = (w.as_tensor() * Tensor::new(&gw, &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
+        let loss =
+            (loss + (b.as_tensor() * Tensor::new(&gb, &Device::Cpu).unwrap()).unwrap().sum_all().unwrap()).unwrap();
+        opt.step(&loss.backward().unwrap(), 0.1, 1.0).unwrap();
+    }
+    let close = |got: Vec<f32>, want: &[f32]| {
+        assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?} vs torch {want:?}");
+    };
+    close(w.to_vec1().unwrap(), &[0.3068435, -0.9620766, 1.9444487]);
+    close(b.to_vec1().unwrap(), &[-0.13883562, 0.22427702]);
+    assert_eq!(opt.step_count(), 3);
+}
+
+#[test]
+fn weight_decay_skips_biases_norms_positions_and_the_class_token() {
+    assert!(decays("blocks.0.attention.query.weight"));
+    assert!(decays("head.classifier.weight"));
+    for name in [
+        "blocks.0.attention.query.bias",
+        "blocks.3.norm1.weight",
+        "norm.weight",
+        "patch_encoder.position_embedding.weight",
+        "patch_encoder.class_token",
+        "blocks.1.layer_scale1",
+    ] {
+        assert!(!decays(name), "{name}");
+    }
+}
+
+#[test]
+fn schedule_warms_up_linearly_then_follows_a_cosine() {
+    let s = Schedule { peak: 1.0, min_lr: 0.1, warmup: 10, total: 110 };
+    assert!((s.lr(0) - 0.1).abs() < 1e-12);
+    assert!((s.lr(9) - 1.0).abs() < 1e-12);
+    assert!((s.lr(10) - 1.0).abs() < 1e-12);
+    assert!((s.lr(60) - 0.55).abs() < 1e-12, "half way: (1 + 0.1) / 2");
+    assert!((s.lr(110) - 0.1).abs() < 1e-12);
+    assert!((s.lr(500) - 0.1).abs() < 1e-12);
+}
+
+#[test]
+fn label_smoothing_and_top_k_follow_their_definitions() {
+    let logits = Tensor::new(&[[2.0f32, 0.0, -1.0], [0.5, 0.5, 3.0]], &Device::Cpu).unwrap();
+    let labels = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    let log_p: Vec<Vec<f32>> = candle_nn::ops::log_softmax(&logits, 1).unwrap().to_vec2().unwrap();
+    let nll = -(log_p[0][0] + log_p[1][1]) / 2.0;
+    let uniform = -(log_p[0].iter().sum::<f32>() + log_p[1].iter().sum::<f32>()) / 6.0;
+    let plain = cross_entropy(&logits, &labels, 0.0).unwrap().to_scalar::<f32>().unwrap();
+    let smooth = cross_entropy(&logits, &labels, 0.1).unwrap().to_scalar::<f32>().unwrap();
+    assert!((plain - nll).abs() < 1e-6);
+    assert!((smooth - (0.9 * nll + 0.1 * uniform)).abs() < 1e-6);
+
+    let mut tally = Tally::new(3);
+    tally.add(&logits.to_vec2().unwrap(), &[0, 1], 0.5);
+    assert_eq!((tally.top1, tally.count), (1, 2));
+    assert_eq!(tally.confusion, vec![vec![1, 0, 0], vec![0, 0, 1], vec![0, 0, 0]]);
+    assert_eq!(top_k(&[0.1, 0.7, 0.2], 2), vec![(1, 0.7), (2, 0.2)]);
+}
