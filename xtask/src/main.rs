@@ -2,9 +2,11 @@
 //!
 //! - `cargo xtask ci`: format check, clippy, tests and docs, exactly as CI runs them.
 //! - `cargo xtask train [ARGS]`: builds the `vit` binary in release mode and runs `vit train ARGS`.
-//! - `cargo xtask bench [ARGS]`: runs the project's benchmarks in release mode.
+//! - `cargo xtask bench [--vs-reference]`: the model against PyTorch and Keras, side by side.
 //!
 //! Plain `std` only, so that the xtask itself builds in seconds.
+
+mod bench;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,15 @@ commands:
   ci               cargo fmt --check, clippy -D warnings, cargo test, cargo doc (warnings denied)
   train [ARGS]     build `vit` in release mode and run `vit train ARGS`
                    (no ARGS: the embedded default data set)
-  bench [ARGS]     run the benchmarks in release mode (ARGS go to the bench runner)
+  bench [OPTIONS]  measure the model (configs K and M: training, inference, batch-1 latency,
+                   peak memory, GFLOP/s against the matmul peak); writes target/bench/bench.json
+      --vs-reference     also run the PyTorch and Keras reference scripts, alternating, and
+                         print each figure's ratio to the best of them
+      --python PATH      reference interpreter (default: .venv-reference/bin/python or
+                         $VIT_REFERENCE_PYTHON)
+      --anchors DIR      reference scripts (default: ../shared/anchors or $VIT_ANCHORS_DIR)
+      --configs K,M  --modes train,infer,latency  --rounds 3  --threads 2  --out FILE
+      --criterion        run the criterion micro-benchmarks instead
 ";
 
 fn main() -> ExitCode {
@@ -103,10 +113,19 @@ fn train(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let mut command = cargo();
-    command.args(["bench", "--workspace"]);
-    if !args.is_empty() {
-        command.arg("--").args(args);
+    if args.first().map(String::as_str) == Some("--criterion") {
+        let mut command = cargo();
+        command.args(["bench", "--workspace"]);
+        if args.len() > 1 {
+            command.arg("--").args(&args[1..]);
+        }
+        return step("cargo bench", command);
     }
-    step("cargo bench", command)
+    let root = workspace_root();
+    let options = bench::Options::parse(args, &root)?;
+    let mut build = cargo();
+    build.args(["build", "--release", "--package", "vit-train", "--bin", "vit"]);
+    step("cargo build --release --bin vit", build)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(|d| root.join(d)).unwrap_or_else(|| root.join("target"));
+    bench::run(&root, &target.join("release/vit"), &options)
 }

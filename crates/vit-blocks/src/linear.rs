@@ -3,6 +3,8 @@
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::ops;
+
 /// `y = x W^T + b` over the last dimension, with `weight: [out, in]` and `bias: [out]`
 /// (PyTorch's layout). Initialised as Keras' `Dense`: Glorot-uniform weight, zero bias.
 ///
@@ -40,19 +42,35 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
+impl Linear {
+    /// `gelu(x W^T + b)` with the exact GELU, the bias and the activation fused into one pass.
+    ///
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
         let in_dim = x.dim(D::Minus1)?;
         let mut out_dims = x.dims().to_vec();
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         let rows = x.elem_count() / in_dim.max(1);
         let y = x.contiguous()?.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        let y = match (&self.bias, gelu) {
+            (Some(b), true) => ops::bias_gelu(&y, b)?,
+            (Some(b), false) => ops::bias_add(&y, b)?,
+            (None, true) => y.gelu_erf()?,
+            (None, false) => y,
         };
         y.reshape(out_dims)
+    }
+}
+
+impl Module for Linear {
+    /// # Shapes
+    /// - `x`: `[.., in]`; returns `[.., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
     }
 }

@@ -62,10 +62,7 @@ impl Mlp {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h)?;
-            if i < last || self.activation_on_last {
-                h = h.gelu_erf()?;
-            }
+            h = if i < last || self.activation_on_last { layer.forward_gelu(&h)? } else { layer.forward(&h)? };
             h = self.dropout.forward_t(&h, train)?;
         }
         Ok(h)

@@ -187,3 +187,40 @@ fn mlp_adds_its_own_residual() {
         Mlp::new(&bad, SharedRng::new(3), SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu)).unwrap_err();
     assert!(err.to_string().contains("must equal dim 16"), "{err}");
 }
+
+#[test]
+fn fused_bias_add_and_bias_gelu_match_composed_forward_and_backward() {
+    for (rows, cols) in [(7, 5), (3000, 64), (1, 1)] {
+        let x = Var::from_tensor(&randn(&[rows, cols], 21)).unwrap();
+        let b = Var::from_tensor(&randn(&[cols], 22)).unwrap();
+        let upstream = randn(&[rows, cols], 23);
+        type Op = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
+        let pairs: [(&str, Op, Op); 2] =
+            [("bias_add", ops::bias_add, composed::bias_add), ("bias_gelu", ops::bias_gelu, composed::bias_gelu)];
+        for (name, fused, reference) in pairs {
+            let f = fused(&x, &b).unwrap();
+            let r = reference(&x, &b).unwrap();
+            assert!(max_rel_diff(&f, &r) < 1e-6, "{name} forward");
+            let gf = (f * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (r * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            for (which, var) in [("x", &x), ("bias", &b)] {
+                // Absolute: candle's GELU backward uses 0.398942 for 1/sqrt(2 pi), so where the
+                // derivative is near 0 (x near -0.75) a relative error would measure that alone.
+                let (a, r) = (gf.get(var).unwrap(), gr.get(var).unwrap());
+                let err = (a - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let scale = r.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+                assert!(err < 2e-5 * scale, "{name} d{which} [{rows}, {cols}]: {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_erf_is_within_f32_resolution_of_libm() {
+    let mut worst = 0f32;
+    for i in -60_000..=60_000 {
+        let x = i as f32 / 10_000.0;
+        worst = worst.max((ops::erf(x) - candle_core::cpu::erf::erf_f32(x)).abs());
+    }
+    assert!(worst < 1e-6, "max |erf - libm erff| = {worst}");
+}

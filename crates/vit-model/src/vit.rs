@@ -130,7 +130,7 @@ impl Vit {
         };
         let mut h = pooled;
         for layer in &self.head_layers {
-            h = self.head_dropout.forward_t(&layer.forward(&h)?.gelu_erf()?, train)?;
+            h = self.head_dropout.forward_t(&layer.forward_gelu(&h)?, train)?;
         }
         Ok((self.classifier.forward(&h)?, attention))
     }

@@ -1,0 +1,236 @@
+//! `cargo xtask bench`: the project's model against the PyTorch and Keras references, side by side.
+//!
+//! Each measurement runs in a process of its own (so that its peak memory is its own) and prints
+//! one `ANCHOR key=value ...` line: `vit bench` for this project, `torch_vit.py` and
+//! `keras_vit.py` from the reference directory for the others. With `--vs-reference` the three
+//! alternate within each round, so that a disturbance of the shared machine hits all of them,
+//! and the medians over rounds are compared.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+type Fields = BTreeMap<String, String>;
+
+pub struct Options {
+    pub vs_reference: bool,
+    pub python: PathBuf,
+    pub anchors: PathBuf,
+    pub configs: Vec<String>,
+    pub modes: Vec<String>,
+    pub rounds: usize,
+    pub out: PathBuf,
+    pub threads: usize,
+}
+
+impl Options {
+    pub fn parse(args: &[String], root: &Path) -> Result<Self, String> {
+        let env_path = |key: &str| std::env::var_os(key).map(PathBuf::from);
+        let mut o = Options {
+            vs_reference: false,
+            python: env_path("VIT_REFERENCE_PYTHON").unwrap_or_else(|| root.join(".venv-reference/bin/python")),
+            anchors: env_path("VIT_ANCHORS_DIR").unwrap_or_else(|| root.join("../shared/anchors")),
+            configs: vec!["K".into(), "M".into()],
+            modes: vec!["train".into(), "infer".into(), "latency".into()],
+            rounds: 3,
+            out: root.join("target/bench/bench.json"),
+            threads: 2,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+            match a.as_str() {
+                "--vs-reference" => o.vs_reference = true,
+                "--python" => o.python = value("--python")?.into(),
+                "--anchors" => o.anchors = value("--anchors")?.into(),
+                "--configs" => o.configs = value("--configs")?.split(',').map(String::from).collect(),
+                "--modes" => o.modes = value("--modes")?.split(',').map(String::from).collect(),
+                "--rounds" => o.rounds = value("--rounds")?.parse().map_err(|e| format!("--rounds: {e}"))?,
+                "--threads" => o.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
+                "--out" => o.out = value("--out")?.into(),
+                other => return Err(format!("bench: unknown option `{other}`")),
+            }
+        }
+        if o.vs_reference && !o.python.exists() {
+            return Err(format!(
+                "--vs-reference needs the reference environment: {} does not exist. Create it as \
+                 {}/README.md says (python3 -m venv .venv-reference && .venv-reference/bin/pip install \
+                 torch tensorflow-cpu keras), or pass --python / set VIT_REFERENCE_PYTHON",
+                o.python.display(),
+                o.anchors.display()
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// Runs `command`, returning the fields of the last `ANCHOR` line it printed.
+fn anchor(mut command: Command, what: &str) -> Result<Fields, String> {
+    let out = command.output().map_err(|e| format!("{what}: could not start: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{what}: {}\n{}{}", out.status, stdout, String::from_utf8_lossy(&out.stderr)));
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("ANCHOR "))
+        .ok_or_else(|| format!("{what}: printed no ANCHOR line:\n{stdout}"))?;
+    Ok(line
+        .trim_start_matches("ANCHOR ")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+fn num(f: &Fields, key: &str) -> Option<f64> {
+    f.get(key).and_then(|v| v.parse().ok())
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    xs.retain(|x| x.is_finite());
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let m = xs.len() / 2;
+    Some(if xs.len() % 2 == 1 { xs[m] } else { 0.5 * (xs[m - 1] + xs[m]) })
+}
+
+struct Side {
+    name: &'static str,
+    runs: Vec<Fields>,
+}
+
+impl Side {
+    fn median(&self, key: &str) -> Option<f64> {
+        median(self.runs.iter().filter_map(|f| num(f, key)).collect())
+    }
+}
+
+pub fn run(root: &Path, vit: &Path, o: &Options) -> Result<(), String> {
+    let threads = o.threads.to_string();
+    let ours = |config: &str, mode: &str| {
+        let mut c = Command::new(vit);
+        c.args(["--device", "cpu", "--threads", &threads, "bench", "--config", config, "--mode", mode]);
+        c
+    };
+    let reference = |script: &str, config: &str, mode: &str| {
+        let mut c = Command::new(&o.python);
+        c.arg(o.anchors.join(script)).args(["--config", config, "--mode", mode]);
+        if script == "torch_vit.py" {
+            c.args(["--threads", &threads]);
+        }
+        c.env("KERAS_BACKEND", "tensorflow").env("TF_NUM_INTRAOP_THREADS", &threads).env("TF_NUM_INTEROP_THREADS", "1");
+        c
+    };
+
+    println!("==> machine fp32 matmul peak (2048x2048)");
+    let ours_peak = anchor(ours("K", "matmul"), "vit bench --mode matmul")?;
+    let peak_candle = num(&ours_peak, "gflops_median").unwrap_or(f64::NAN);
+    let mut peak_torch = f64::NAN;
+    if o.vs_reference {
+        let mut c = Command::new(&o.python);
+        c.arg(o.anchors.join("matmul_peak.py")).args(["--threads", &threads]);
+        peak_torch = num(&anchor(c, "matmul_peak.py")?, "gflops_median").unwrap_or(f64::NAN);
+    }
+    let peak = if peak_torch.is_finite() { peak_torch.max(peak_candle) } else { peak_candle };
+    println!("    candle {peak_candle:.1} GFLOP/s, torch {peak_torch:.1} GFLOP/s; peak used: {peak:.1}");
+
+    let mut rows = Vec::new();
+    for config in &o.configs {
+        for mode in &o.modes {
+            let mut sides = vec![Side { name: "vit-rs", runs: vec![] }];
+            if o.vs_reference {
+                sides.push(Side { name: "torch", runs: vec![] });
+                sides.push(Side { name: "keras", runs: vec![] });
+            }
+            for round in 0..o.rounds {
+                // Alternate the order so that no side always runs first (or last).
+                let mut order: Vec<usize> = (0..sides.len()).collect();
+                order.rotate_left(round % sides.len().max(1));
+                for i in order {
+                    let (what, command) = match sides[i].name {
+                        "vit-rs" => (format!("vit bench {config} {mode}"), ours(config, mode)),
+                        "torch" => (format!("torch_vit.py {config} {mode}"), reference("torch_vit.py", config, mode)),
+                        _ => (format!("keras_vit.py {config} {mode}"), reference("keras_vit.py", config, mode)),
+                    };
+                    println!("    round {}: {what}", round + 1);
+                    sides[i].runs.push(anchor(command, &what)?);
+                }
+            }
+            rows.push((config.clone(), mode.clone(), sides));
+        }
+    }
+
+    println!();
+    println!(
+        "{:<3} {:<8} {:<7} {:>10} {:>11} {:>9} {:>8} {:>10} {:>10}",
+        "cfg", "mode", "side", "img/s", "latency ms", "peak MB", "GFLOP/s", "% of peak", "ratio"
+    );
+    let mut json_rows = Vec::new();
+    for (config, mode, sides) in &rows {
+        let best_ref = sides
+            .iter()
+            .skip(1)
+            .filter_map(|s| s.median("img_per_s"))
+            .fold(f64::NAN, |a, b| if a.is_nan() { b } else { a.max(b) });
+        for s in sides {
+            let ips = s.median("img_per_s");
+            let lat = s.median("latency_ms");
+            let mem = s.median("peak_rss_mb");
+            let gf = s.median("gflops");
+            let ratio = match (s.name, ips) {
+                ("vit-rs", Some(v)) if best_ref.is_finite() => format!("{:.2}x", v / best_ref),
+                _ => String::new(),
+            };
+            let fmt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<3} {:<8} {:<7} {:>10} {:>11} {:>9} {:>8} {:>10} {:>10}",
+                config,
+                mode,
+                s.name,
+                fmt(ips, 1),
+                fmt(lat, 2),
+                fmt(mem, 0),
+                fmt(gf, 1),
+                fmt(gf.map(|g| 100.0 * g / peak), 1),
+                ratio
+            );
+            let other_cpu = median(s.runs.iter().filter_map(|f| num(f, "other_cpu")).collect());
+            json_rows.push(format!(
+                "    {{\"config\": \"{config}\", \"mode\": \"{mode}\", \"side\": \"{}\", \"img_per_s\": {}, \"latency_ms\": {}, \"peak_rss_mb\": {}, \"gflops\": {}, \"runs\": {}, \"other_cpu\": {}, \"ratio_to_best_reference\": {}}}",
+                s.name,
+                json(ips),
+                json(lat),
+                json(mem),
+                json(gf),
+                s.runs.len(),
+                json(other_cpu),
+                if s.name == "vit-rs" && best_ref.is_finite() { json(ips.map(|v| v / best_ref)) } else { "null".into() }
+            ));
+        }
+    }
+    let text = format!(
+        "{{\n  \"matmul_peak_gflops\": {{\"candle\": {}, \"torch\": {}}},\n  \"threads\": {},\n  \"rounds\": {},\n  \"rows\": [\n{}\n  ]\n}}\n",
+        json(Some(peak_candle)),
+        json(Some(peak_torch)),
+        o.threads,
+        o.rounds,
+        json_rows.join(",\n")
+    );
+    if let Some(dir) = o.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&o.out, text).map_err(|e| format!("{}: {e}", o.out.display()))?;
+    println!("\nwrote {}", o.out.strip_prefix(root).unwrap_or(&o.out).display());
+    Ok(())
+}
+
+fn json(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.4}"),
+        _ => "null".into(),
+    }
+}
