@@ -20,6 +20,8 @@
 //! - [`Linear`]: flattens its input to a contiguous matrix first. candle 0.11's CPU batched
 //!   matmul gives wrong values for some non-contiguous 3-D left operands (`candle_nn::Linear` on
 //!   `x.transpose(1, 2)`), and a 2-D matmul is faster anyway.
+//! - [`device_tests!`]: one test per device the build enables (CPU, and CUDA or Metal behind
+//!   their features), so the same tests prove the GPU path.
 //! - [`Dropout`] and [`SeededVarMap`]: dropout masks and initial weights from a seeded,
 //!   resumable generator ([`SharedRng`]); candle's CPU generator cannot be seeded.
 //!
@@ -63,6 +65,7 @@ mod mlp;
 mod norm;
 pub mod ops;
 pub mod rng;
+mod testing;
 
 pub use attention::{AttentionConfig, MultiHeadAttention};
 pub use block::{BlockConfig, TransformerBlock};

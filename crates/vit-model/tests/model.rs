@@ -101,13 +101,13 @@ fn forward_shapes_and_input_checks() {
     }
 }
 
-#[test]
-fn every_trainable_parameter_gets_a_nonzero_gradient() {
+vit_blocks::device_tests! {
+fn every_trainable_parameter_gets_a_nonzero_gradient(device: &Device) {
     for head in [HeadKind::Flatten, HeadKind::ClassToken, HeadKind::MeanPool] {
         let cfg = VitConfig { drop_path: 0.1, ..tiny(head) };
-        let (model, store) = Vit::init(&cfg, 2, &Device::Cpu).unwrap();
-        let x = Tensor::rand(0f32, 1., (4, 8, 8, 3), &Device::Cpu).unwrap();
-        let labels = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap();
+        let (model, store) = Vit::init(&cfg, 2, device).unwrap();
+        let x = Tensor::rand(0f32, 1., (4, 8, 8, 3), device).unwrap();
+        let labels = Tensor::new(&[0u32, 1, 2, 3], device).unwrap();
         let loss = candle_nn::loss::cross_entropy(&model.forward(&x, true).unwrap(), &labels).unwrap();
         let grads = loss.backward().unwrap();
         let vars = store.varmap().data().lock().unwrap();
@@ -124,6 +124,7 @@ fn every_trainable_parameter_gets_a_nonzero_gradient() {
             }
         }
     }
+}
 }
 
 #[test]

@@ -132,8 +132,8 @@ const METRICS: &str = "metrics.jsonl";
 /// The prepared data of a run.
 struct Data {
     train: Arc<Dataset>,
-    val: Dataset,
-    test: Dataset,
+    val: Arc<Dataset>,
+    test: Arc<Dataset>,
     pipeline: Pipeline,
 }
 
@@ -165,13 +165,18 @@ fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Re
         (train, test.clone())
     };
     let normalizer = Normalizer::fit(&train);
-    Ok(Data { train: Arc::new(train), val, test, pipeline: Pipeline { size, normalizer } })
+    Ok(Data {
+        train: Arc::new(train),
+        val: Arc::new(val),
+        test: Arc::new(test),
+        pipeline: Pipeline { size, normalizer },
+    })
 }
 
 /// Inference over a whole data set: loss, top-1, top-5 and the confusion matrix.
 pub fn evaluate(
     model: &Vit,
-    data: &Dataset,
+    data: &Arc<Dataset>,
     pipeline: &Pipeline,
     batch_size: usize,
     device: &Device,
@@ -179,7 +184,7 @@ pub fn evaluate(
     let mut tally = Tally::new(data.num_classes());
     let (h, w) = pipeline.size;
     let order: Vec<usize> = (0..data.len()).collect();
-    for batch in Loader::spawn(Arc::new(data.clone()), pipeline.clone(), order, batch_size, 0, None) {
+    for batch in Loader::spawn(data.clone(), pipeline.clone(), order, batch_size, 0, None) {
         let n = batch.labels.len();
         let x = Tensor::from_vec(batch.images, (n, h, w, data.channels), device)?;
         let logits = model.forward(&x, false)?;

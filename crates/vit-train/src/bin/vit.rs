@@ -42,7 +42,7 @@ enum Command {
         /// Data directory (else the recipe's, else $VIT_DATA_DIR).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Run directory (default: `runs/<recipe name>`).
+        /// Run directory (default: `runs/<recipe name>`, numbered if taken).
         #[arg(long, short)]
         out: Option<PathBuf>,
         /// Continue the run in --out from its last checkpoint.
@@ -161,6 +161,15 @@ fn device(spec: &str) -> Result<Device> {
     })
 }
 
+/// `runs/<name>`, or `runs/<name>-2`, `-3`, ... if taken: a new run never overwrites an old one.
+fn fresh_run_dir(name: &str) -> PathBuf {
+    let base = Path::new("runs");
+    std::iter::once(base.join(name))
+        .chain((2..).map(|i| base.join(format!("{name}-{i}"))))
+        .find(|p| !p.exists())
+        .expect("an unused name exists")
+}
+
 fn describe(device: &Device) -> &'static str {
     match device {
         Device::Cpu => "cpu",
@@ -205,7 +214,11 @@ fn main() -> Result<()> {
             if limit_train.is_some() {
                 recipe.data.limit_train = limit_train;
             }
-            let run_dir = out.unwrap_or_else(|| Path::new("runs").join(&recipe.name));
+            let run_dir = match out {
+                Some(dir) => dir,
+                None if resume => bail!("--resume needs --out <RUN DIR>: the run to continue"),
+                None => fresh_run_dir(&recipe.name),
+            };
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || {
@@ -274,6 +287,7 @@ fn main() -> Result<()> {
                 );
             }
             let pipeline = Pipeline { size: (cfg.image_size[0], cfg.image_size[1]), normalizer };
+            let test = std::sync::Arc::new(test);
             let tally = evaluate(&model, &test, &pipeline, batch_size, &device)?;
             println!("{}: {} images", test.name, tally.count);
             println!("loss {:.4}  top-1 {:.4}  top-5 {:.4}", tally.loss(), tally.top1(), tally.top5());

@@ -113,7 +113,7 @@ impl Dataset {
         let cut = self.len() - n_val;
         let train: Vec<usize> = (0..cut).collect();
         let val: Vec<usize> = (cut..self.len()).collect();
-        (self.select(&train, format!("{}-train", self.name)), self.select(&val, format!("{}-val", self.name)))
+        (self.select(&train, self.name.clone()), self.select(&val, format!("{}-val", self.name)))
     }
 
     /// The first `per_class` records of each class, in file order.
