@@ -1,15 +1,18 @@
 //! Dropout with a seeded, resumable random stream.
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::rng::{SharedRng, block_u64, unit_f32};
+use crate::rng::{SharedRng, block_u64};
 
 /// Inverted dropout: in training each element is zeroed with probability `p` and the rest are
 /// scaled by `1 / (1 - p)`; at inference it is the identity.
 ///
 /// Masks come from a [`SharedRng`], so a run is reproducible from its seed and can be resumed
-/// exactly (candle's own `dropout` uses an unseedable generator on the CPU).
+/// exactly (candle's own `dropout` uses an unseedable generator on the CPU). On the CPU with
+/// `f32` the mask is never stored: element `i` keeps or drops by a counter-based draw, which the
+/// backward pass draws again, so dropout costs one pass and no memory for the mask (on the
+/// Keras example's attention weights that is 84 MB per block at batch 256).
 #[derive(Debug, Clone)]
 pub struct Dropout {
     p: f32,
@@ -38,23 +41,79 @@ impl Dropout {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
         }
-        let mask = self.mask(x.shape().elem_count())?;
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x * mask
+        let n = x.elem_count();
+        // One 64-bit draw decides four elements (16 bits each: p is resolved to 1/65536).
+        let (seed, first) = self.rng.reserve(n.div_ceil(4) as u64);
+        let mask = MaskDraw { seed, first, threshold: threshold(self.p), scale: 1.0 / (1.0 - self.p) };
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            x.contiguous()?.apply_op1(mask)
+        } else {
+            let m = Tensor::from_vec(mask.values(n), x.shape(), x.device())?.to_dtype(x.dtype())?;
+            x * m
+        }
+    }
+}
+
+/// Elements whose 16-bit draw is below this are dropped.
+fn threshold(p: f32) -> u32 {
+    (f64::from(p) * 65536.0).round() as u32
+}
+
+/// The keep/drop decision of element `i`, from the block of draws starting at `first`.
+#[derive(Debug, Clone, Copy)]
+struct MaskDraw {
+    seed: u64,
+    first: u64,
+    threshold: u32,
+    scale: f32,
+}
+
+impl MaskDraw {
+    /// Multiplies `values` (elements `offset..`) by the mask.
+    fn apply(&self, values: &[f32], offset: usize, out: &mut [f32]) {
+        for (j, (o, &v)) in out.iter_mut().zip(values).enumerate() {
+            let i = offset + j;
+            let bits = block_u64(self.seed, self.first, (i / 4) as u64);
+            let draw = ((bits >> (16 * (i % 4))) & 0xFFFF) as u32;
+            *o = if draw >= self.threshold { v * self.scale } else { 0.0 };
+        }
     }
 
-    /// A scaled keep mask of `n` elements: `1 / (1 - p)` or `0`.
-    fn mask(&self, n: usize) -> Result<Vec<f32>> {
-        let (seed, first) = self.rng.reserve(n as u64);
-        let scale = 1.0 / (1.0 - self.p);
-        let mut mask = vec![0f32; n];
-        mask.par_chunks_mut(1 << 14).enumerate().for_each(|(c, chunk)| {
-            let base = (c << 14) as u64;
-            for (i, m) in chunk.iter_mut().enumerate() {
-                let u = unit_f32(block_u64(seed, first, base + i as u64));
-                *m = if u >= self.p { scale } else { 0.0 };
-            }
-        });
-        Ok(mask)
+    /// The mask itself, for devices without the fused kernel.
+    fn values(&self, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; n];
+        let ones = vec![1f32; n];
+        self.fill(&ones, &mut out);
+        out
+    }
+
+    fn fill(&self, values: &[f32], out: &mut [f32]) {
+        const CHUNK: usize = 1 << 14; // a multiple of 4: draws never straddle chunks
+        out.par_chunks_mut(CHUNK)
+            .zip(values.par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(c, (out, values))| self.apply(values, c * CHUNK, out));
+    }
+}
+
+impl CustomOp1 for MaskDraw {
+    fn name(&self) -> &'static str {
+        "vit-dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let data = storage.as_slice::<f32>()?;
+        let values = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => candle_core::bail!("vit-dropout needs a contiguous input"),
+        };
+        let mut out = vec![0f32; values.len()];
+        self.fill(values, &mut out);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // The same draws again: the gradient passes where the value did, scaled alike.
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
     }
 }

@@ -224,3 +224,28 @@ fn fast_erf_is_within_f32_resolution_of_libm() {
     }
     assert!(worst < 1e-6, "max |erf - libm erff| = {worst}");
 }
+
+#[test]
+fn fused_dropout_equals_the_mask_path_and_its_gradient_reuses_the_mask() {
+    let rng = SharedRng::new(31);
+    let dropout = Dropout::new(0.3, rng.clone()).unwrap();
+    let x = Var::from_tensor(&randn(&[3, 1000], 32)).unwrap();
+    let upstream = randn(&[3, 1000], 33);
+    let start = rng.state();
+    // f32 on the CPU: the fused kernel, mask never stored.
+    let fused = dropout.forward_t(&x, true).unwrap();
+    let grads = (&fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    // f64 takes the explicit-mask path; the same stream position gives the same mask.
+    rng.set_state(start);
+    let ones = Tensor::ones((3, 1000), DType::F64, &Device::Cpu).unwrap();
+    let mask = dropout.forward_t(&ones, true).unwrap().to_dtype(DType::F32).unwrap();
+    let want = (x.as_tensor() * &mask).unwrap();
+    assert_eq!(
+        fused.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    let want_grad = (&upstream * &mask).unwrap();
+    assert!(max_rel_diff(grads.get(&x).unwrap(), &want_grad) < 1e-7);
+    let kept = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().filter(|&&m| m > 0.0).count();
+    assert!((1950..2250).contains(&kept), "kept {kept} of 3000 at p = 0.3");
+}
