@@ -159,3 +159,17 @@ fn the_embedded_test_set_is_the_real_mnist_test_set() {
     let train = embedded::mnist_subset_train().unwrap();
     assert_eq!(train.class_counts(), vec![1000; 10]);
 }
+
+/// The real MNIST files, when a data directory is given (CI points `VIT_DATA_DIR` at them).
+#[test]
+fn real_mnist_from_the_data_directory_parses_with_its_published_counts() {
+    let Some(dir) = std::env::var_os(vit_train::data::DATA_DIR_ENV) else {
+        eprintln!("VIT_DATA_DIR is not set: the real-MNIST check is not run");
+        return;
+    };
+    let (train, test) =
+        vit_train::data::load_splits(&vit_train::data::DatasetKind::Mnist, Some(Path::new(&dir)), (28, 28), 1).unwrap();
+    assert_eq!(train.class_counts(), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(test.class_counts(), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    assert_eq!((train.height, train.width, train.channels), (28, 28, 1));
+}
