@@ -70,6 +70,17 @@ impl MultiHeadAttention {
         })
     }
 
+    /// The same layer outside autograd.
+    pub fn detached(&self) -> Self {
+        Self {
+            query: self.query.detached(),
+            key: self.key.detached(),
+            value: self.value.detached(),
+            output: self.output.detached(),
+            ..self.clone()
+        }
+    }
+
     /// Self-attention over the tokens of `x`; dropout only when `train`.
     ///
     /// # Shapes

@@ -31,6 +31,11 @@ impl Linear {
         Self { weight, bias }
     }
 
+    /// The same layer outside autograd (see [`crate::TransformerBlock::detached`]).
+    pub fn detached(&self) -> Self {
+        Self { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach) }
+    }
+
     /// The weight, `[out, in]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight

@@ -53,6 +53,11 @@ impl Mlp {
         Ok(Self { layers, dropout: Dropout::new(cfg.dropout, rng)?, activation_on_last: cfg.activation_on_last })
     }
 
+    /// The same layers outside autograd.
+    pub fn detached(&self) -> Self {
+        Self { layers: self.layers.iter().map(Linear::detached).collect(), ..self.clone() }
+    }
+
     /// The dense stack alone, without the residual: what a block scales or drops (layer
     /// scale, stochastic depth) before adding it.
     ///

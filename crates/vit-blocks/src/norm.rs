@@ -25,6 +25,13 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// The same layer outside autograd.
+    pub fn detached(&self) -> Self {
+        Self { weight: self.weight.detach(), bias: self.bias.detach(), eps: self.eps }
+    }
+}
+
 impl Module for LayerNorm {
     /// # Shapes
     /// - `x`: `[.., dim]`; returns the same shape.

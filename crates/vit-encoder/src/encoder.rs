@@ -78,6 +78,16 @@ impl PatchEncoder {
         Ok(Self { projection, position, class_token, cfg: cfg.clone() })
     }
 
+    /// The same encoder outside autograd, for inference.
+    pub fn detached(&self) -> Self {
+        Self {
+            projection: self.projection.detached(),
+            position: self.position.detach(),
+            class_token: self.class_token.as_ref().map(Tensor::detach),
+            cfg: self.cfg.clone(),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PatchEncoderConfig {
         &self.cfg

@@ -227,3 +227,14 @@ fn config_files_round_trip_and_errors_name_the_field() {
     assert!(matches!(err, ModelError::InvalidConfig { field: "head_dropout", .. }), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_detached_model_gives_the_same_logits_without_a_graph() {
+    let cfg = tiny(HeadKind::ClassToken);
+    let (model, _) = Vit::init(&cfg, 5, &Device::Cpu).unwrap();
+    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    let tracked = model.forward(&x, false).unwrap();
+    let detached = model.detached().forward(&x, false).unwrap();
+    assert_eq!(tracked.to_vec2::<f32>().unwrap(), detached.to_vec2::<f32>().unwrap());
+    assert!(tracked.track_op() && !detached.track_op());
+}

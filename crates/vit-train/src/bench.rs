@@ -81,6 +81,8 @@ pub fn run(name: &str, mode: &str, iters: usize, warmup: usize, device: &Device)
     let labels = Tensor::new(labels.as_slice(), device)?;
     let vars: HashMap<String, Var> = store.varmap().data().lock().expect("varmap lock").clone();
     let mut optimizer = AdamW::new(&vars, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() });
+    // Inference runs outside autograd, as `vit eval` and `vit predict` do.
+    let inference = model.detached();
     let mut step = || -> Result<(), TrainError> {
         if mode == "train" {
             let loss = cross_entropy(&model.forward(&images, true)?, &labels, 0.0)?;
@@ -88,7 +90,7 @@ pub fn run(name: &str, mode: &str, iters: usize, warmup: usize, device: &Device)
             optimizer.step(&grads, 1e-3, 1.0)?;
             loss.to_scalar::<f32>()?;
         } else {
-            model.forward(&images, false)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+            inference.forward(&images, false)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
         }
         Ok(())
     };

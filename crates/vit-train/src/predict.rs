@@ -34,7 +34,7 @@ pub fn predict_files(
         pixels.extend(prepare(&one, 0, (h, w), &normalizer, None));
     }
     let x = Tensor::from_vec(pixels, (files.len(), h, w, cfg.channels), device)?;
-    let probs = model.predict_proba(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let probs = model.detached().predict_proba(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     Ok(probs
         .iter()
         .map(|row| top_k(row, k).into_iter().map(|(i, p)| (meta.class_names[i].clone(), p)).collect())

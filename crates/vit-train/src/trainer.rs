@@ -182,6 +182,7 @@ pub fn evaluate(
     device: &Device,
 ) -> Result<Tally, TrainError> {
     let mut tally = Tally::new(data.num_classes());
+    let model = model.detached();
     let (h, w) = pipeline.size;
     let order: Vec<usize> = (0..data.len()).collect();
     for batch in Loader::spawn(data.clone(), pipeline.clone(), order, batch_size, 0, None) {
