@@ -102,11 +102,7 @@ impl CustomOp1 for MaskDraw {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let data = storage.as_slice::<f32>()?;
-        let values = match layout.contiguous_offsets() {
-            Some((start, end)) => &data[start..end],
-            None => candle_core::bail!("vit-dropout needs a contiguous input"),
-        };
+        let values = crate::ops::f32_slice(storage, layout, self.name())?;
         let mut out = vec![0f32; values.len()];
         self.fill(values, &mut out);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
