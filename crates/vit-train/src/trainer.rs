@@ -307,7 +307,8 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
             batch_in_epoch: 0,
             step: 0,
             rng: (rng.seed, rng.counter),
-            best_val_top1: f64::NEG_INFINITY,
+            // Below any accuracy, and unlike -inf it survives JSON (a Ctrl-C in epoch 1).
+            best_val_top1: -1.0,
             best_epoch: 0,
             partial: (0, 0, 0, 0.0),
             elapsed_seconds: 0.0,

@@ -78,11 +78,14 @@ fn an_interrupted_run_resumes_exactly() {
     train(options(&recipe, &straight, false, None)).unwrap();
 
     let resumed = data.join("resumed");
-    // Interrupted after step 3: in the middle of epoch 2.
-    let first = train(options(&recipe, &resumed, false, Some(3))).unwrap();
-    assert!(matches!(first, TrainOutcome::Interrupted { step: 3, .. }), "{first:?}");
-    let second = train(options(&recipe, &resumed, true, None)).unwrap();
-    assert!(matches!(second, TrainOutcome::Finished(_)), "{second:?}");
+    // Interrupted after step 1 (in epoch 1, before any checkpoint was best), resumed, interrupted
+    // again after step 3 (in epoch 2), resumed to the end.
+    let first = train(options(&recipe, &resumed, false, Some(1))).unwrap();
+    assert!(matches!(first, TrainOutcome::Interrupted { step: 1, .. }), "{first:?}");
+    let second = train(options(&recipe, &resumed, true, Some(3))).unwrap();
+    assert!(matches!(second, TrainOutcome::Interrupted { step: 3, .. }), "{second:?}");
+    let third = train(options(&recipe, &resumed, true, None)).unwrap();
+    assert!(matches!(third, TrainOutcome::Finished(_)), "{third:?}");
     assert_eq!(tensors(&straight.join("last.safetensors")), tensors(&resumed.join("last.safetensors")));
     assert_eq!(tensors(&straight.join("best.safetensors")), tensors(&resumed.join("best.safetensors")));
     let strip = |r: Vec<EpochRecord>| -> Vec<EpochRecord> {
