@@ -45,7 +45,8 @@ enum Command {
         /// Run directory (default: `runs/<recipe name>`, numbered if taken).
         #[arg(long, short)]
         out: Option<PathBuf>,
-        /// Continue the run in --out from its last checkpoint.
+        /// Continue the run in --out from its last checkpoint, with the recipe saved in that run
+        /// (recipe and override flags are ignored).
         #[arg(long)]
         resume: bool,
         /// Override the recipe's number of epochs.
