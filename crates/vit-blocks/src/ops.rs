@@ -115,7 +115,7 @@ impl CustomOp1 for Softmax {
                 let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0f32;
                 for (o, &v) in out.iter_mut().zip(x) {
-                    *o = (v - max).exp();
+                    *o = exp(v - max);
                     sum += *o;
                 }
                 let inv = 1.0 / sum;
@@ -280,6 +280,24 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `e^x` to about 2 ulp (Cody-Waite range reduction, degree-6 Taylor polynomial, the exponent
+/// set by bit arithmetic), branch-free so that loops over it vectorise. libm's `expf` is a call
+/// per element; it was 11% of inference on the Keras example (the attention softmax).
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in f32.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
 /// `erf` to within 1e-6 of libm (Abramowitz and Stegun 7.1.26, 1.5e-7 in exact arithmetic), with one
 /// `exp`: several times cheaper than libm's `erff`, which was 10% of a training step.
 #[inline]
@@ -289,7 +307,7 @@ pub fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + P * z);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let y = 1.0 - poly * (-z * z).exp();
+    let y = 1.0 - poly * exp(-z * z);
     y.copysign(x)
 }
 
@@ -299,7 +317,7 @@ fn gelu_and_grad(x: f32) -> (f32, f32) {
     const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let cdf = 0.5 * (1.0 + erf(x * INV_SQRT2));
-    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+    let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
     (x * cdf, cdf + x * pdf)
 }
 

@@ -249,3 +249,16 @@ fn fused_dropout_equals_the_mask_path_and_its_gradient_reuses_the_mask() {
     let kept = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().filter(|&&m| m > 0.0).count();
     assert!((1950..2250).contains(&kept), "kept {kept} of 3000 at p = 0.3");
 }
+
+#[test]
+fn fast_exp_is_within_a_few_ulp_of_std() {
+    let mut worst = 0f32;
+    for i in -870_000..=880_000 {
+        let x = i as f32 / 10_000.0;
+        let (got, want) = (ops::exp(x), x.exp());
+        worst = worst.max(((got - want) / want).abs());
+    }
+    assert!(worst < 4e-7, "max relative error {worst}");
+    assert_eq!(ops::exp(0.0), 1.0);
+    assert!(ops::exp(-200.0) < 1e-37 && ops::exp(-200.0) >= 0.0);
+}
