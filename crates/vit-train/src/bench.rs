@@ -80,7 +80,7 @@ pub fn run(name: &str, mode: &str, iters: usize, warmup: usize, device: &Device)
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7919) % cfg.num_classes as u32).collect();
     let labels = Tensor::new(labels.as_slice(), device)?;
     let vars: HashMap<String, Var> = store.varmap().data().lock().expect("varmap lock").clone();
-    let mut optimizer = AdamW::new(&vars, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() });
+    let mut optimizer = AdamW::new(&vars, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() })?;
     // Inference runs outside autograd, as `vit eval` and `vit predict` do.
     let inference = model.detached();
     let mut step = || -> Result<(), TrainError> {

@@ -37,16 +37,22 @@ impl Default for AdamWConfig {
     }
 }
 
+/// First and second moments of one parameter: on the host for CPU parameters (updated in one
+/// fused pass), as tensors on the parameter's device otherwise (no copies across the bus).
+enum Moments {
+    Host { m: Vec<f32>, v: Vec<f32> },
+    Device { m: Tensor, v: Tensor },
+}
+
 struct Slot {
     name: String,
     var: Var,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    moments: Moments,
     decay: bool,
 }
 
 /// AdamW over named variables. On the CPU each parameter is updated in one fused pass over its
-/// values; elsewhere with tensor ops.
+/// values; on other devices with tensor ops, the moments staying on the device.
 pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,
@@ -55,18 +61,32 @@ pub struct AdamW {
 
 impl AdamW {
     /// An optimiser for `vars` (name -> variable); the order of updates is the names' order.
-    pub fn new(vars: &HashMap<String, Var>, cfg: AdamWConfig) -> Self {
+    pub fn new(vars: &HashMap<String, Var>, cfg: AdamWConfig) -> Result<Self> {
+        Self::build(vars, cfg, false)
+    }
+
+    /// Like [`new`](Self::new) but with the tensor-op path that GPU parameters take, whatever
+    /// the device: it lets the CPU test that path against the fused one.
+    pub fn new_with_tensor_ops(vars: &HashMap<String, Var>, cfg: AdamWConfig) -> Result<Self> {
+        Self::build(vars, cfg, true)
+    }
+
+    fn build(vars: &HashMap<String, Var>, cfg: AdamWConfig, tensor_ops: bool) -> Result<Self> {
         let mut names: Vec<&String> = vars.keys().collect();
         names.sort();
-        let slots = names
-            .into_iter()
-            .map(|name| {
-                let var = vars[name].clone();
-                let n = var.elem_count();
-                Slot { name: name.clone(), var, m: vec![0.0; n], v: vec![0.0; n], decay: decays(name) }
-            })
-            .collect();
-        Self { cfg, slots, step: 0 }
+        let mut slots = Vec::with_capacity(names.len());
+        for name in names {
+            let var = vars[name].clone();
+            let host = !tensor_ops && var.device().is_cpu();
+            let moments = if host {
+                Moments::Host { m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] }
+            } else {
+                let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
+                Moments::Device { m: zeros.clone(), v: zeros }
+            };
+            slots.push(Slot { name: name.clone(), var, moments, decay: decays(name) });
+        }
+        Ok(Self { cfg, slots, step: 0 })
     }
 
     /// Steps taken so far.
@@ -85,30 +105,41 @@ impl AdamW {
         let cfg = self.cfg;
         for slot in &mut self.slots {
             let Some(g) = grads.get(&slot.var) else { continue };
-            let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let mut p = slot.var.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
             let decay = if slot.decay { (1.0 - lr * cfg.weight_decay) as f32 } else { 1.0 };
-            // 1 - beta in f64 first: 1 - 0.999f32 is off by 1.3e-5 relative, which shows in v.
-            let (b1f, b2f, gs) = (b1 as f32, b2 as f32, grad_scale as f32);
-            let (one_minus_b1, one_minus_b2) = ((1.0 - b1) as f32, (1.0 - b2) as f32);
             let step_size = (lr / bc1) as f32;
             let (inv_bc2, eps) = ((1.0 / bc2).sqrt() as f32, cfg.eps as f32);
-            let chunk = 1 << 15;
-            p.par_chunks_mut(chunk)
-                .zip(slot.m.par_chunks_mut(chunk))
-                .zip(slot.v.par_chunks_mut(chunk))
-                .zip(g.par_chunks(chunk))
-                .for_each(|(((p, m), v), g)| {
-                    for i in 0..p.len() {
-                        let gi = g[i] * gs;
-                        m[i] = b1f * m[i] + one_minus_b1 * gi;
-                        v[i] = b2f * v[i] + one_minus_b2 * gi * gi;
-                        p[i] = p[i] * decay - step_size * m[i] / (v[i].sqrt() * inv_bc2 + eps);
-                    }
-                });
-            let shape = slot.var.shape().clone();
-            let device = slot.var.device().clone();
-            slot.var.set(&Tensor::from_vec(p, shape, &device)?.to_dtype(slot.var.dtype())?)?;
+            // 1 - beta in f64 first: 1 - 0.999f32 is off by 1.3e-5 relative, which shows in v.
+            let (one_minus_b1, one_minus_b2) = ((1.0 - b1) as f32, (1.0 - b2) as f32);
+            let (b1f, b2f, gs) = (b1 as f32, b2 as f32, grad_scale as f32);
+            let updated = match &mut slot.moments {
+                Moments::Host { m, v } => {
+                    let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                    let mut p = slot.var.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                    let chunk = 1 << 15;
+                    p.par_chunks_mut(chunk)
+                        .zip(m.par_chunks_mut(chunk))
+                        .zip(v.par_chunks_mut(chunk))
+                        .zip(g.par_chunks(chunk))
+                        .for_each(|(((p, m), v), g)| {
+                            for i in 0..p.len() {
+                                let gi = g[i] * gs;
+                                m[i] = b1f * m[i] + one_minus_b1 * gi;
+                                v[i] = b2f * v[i] + one_minus_b2 * gi * gi;
+                                p[i] = p[i] * decay - step_size * m[i] / (v[i].sqrt() * inv_bc2 + eps);
+                            }
+                        });
+                    Tensor::from_vec(p, slot.var.shape(), slot.var.device())?
+                }
+                Moments::Device { m, v } => {
+                    let g = (g.to_dtype(DType::F32)? * f64::from(gs))?;
+                    *m = ((&*m * f64::from(b1f))? + (&g * f64::from(one_minus_b1))?)?;
+                    *v = ((&*v * f64::from(b2f))? + (g.sqr()? * f64::from(one_minus_b2))?)?;
+                    let denom = ((v.sqrt()? * f64::from(inv_bc2))? + f64::from(eps))?;
+                    let p = (slot.var.as_tensor().to_dtype(DType::F32)? * f64::from(decay))?;
+                    (p - ((&*m * f64::from(step_size))? / denom)?)?
+                }
+            };
+            slot.var.set(&updated.to_dtype(slot.var.dtype())?)?;
         }
         Ok(())
     }
@@ -117,8 +148,14 @@ impl AdamW {
     pub fn state(&self, device: &Device) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for s in &self.slots {
-            out.insert(format!("m.{}", s.name), Tensor::from_slice(&s.m, s.m.len(), device)?);
-            out.insert(format!("v.{}", s.name), Tensor::from_slice(&s.v, s.v.len(), device)?);
+            let (m, v) = match &s.moments {
+                Moments::Host { m, v } => {
+                    (Tensor::from_slice(m, m.len(), device)?, Tensor::from_slice(v, v.len(), device)?)
+                }
+                Moments::Device { m, v } => (m.flatten_all()?.to_device(device)?, v.flatten_all()?.to_device(device)?),
+            };
+            out.insert(format!("m.{}", s.name), m);
+            out.insert(format!("v.{}", s.name), v);
         }
         out.insert("step".into(), Tensor::new(&[self.step as f64], device)?);
         Ok(out)
@@ -136,8 +173,15 @@ impl AdamW {
         };
         for s in &mut self.slots {
             let n = s.var.elem_count();
-            s.m = get(&format!("m.{}", s.name), n)?;
-            s.v = get(&format!("v.{}", s.name), n)?;
+            let (m, v) = (get(&format!("m.{}", s.name), n)?, get(&format!("v.{}", s.name), n)?);
+            s.moments = match s.moments {
+                Moments::Host { .. } => Moments::Host { m, v },
+                Moments::Device { .. } => {
+                    let load =
+                        |x: Vec<f32>| Tensor::from_vec(x, s.var.shape(), s.var.device()).map_err(|e| e.to_string());
+                    Moments::Device { m: load(m)?, v: load(v)? }
+                }
+            };
         }
         let step = state.get("step").ok_or("optimizer state lacks `step`")?;
         self.step = step.to_vec1::<f64>().map_err(|e| e.to_string())?[0] as u64;

@@ -319,7 +319,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
     };
     let vars: HashMap<String, candle_core::Var> = store.varmap().data().lock().expect("varmap lock").clone();
     let all_vars: Vec<candle_core::Var> = vars.values().cloned().collect();
-    let mut optimizer = AdamW::new(&vars, AdamWConfig { weight_decay: t.weight_decay, ..AdamWConfig::default() });
+    let mut optimizer = AdamW::new(&vars, AdamWConfig { weight_decay: t.weight_decay, ..AdamWConfig::default() })?;
     if opts.resume {
         let path = run_dir.join(LAST_OPTIMIZER);
         let tensors = candle_core::safetensors::load(&path, &Device::Cpu)

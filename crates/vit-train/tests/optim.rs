@@ -8,12 +8,23 @@ use vit_train::optim::{AdamW, AdamWConfig, Schedule, decays};
 
 #[test]
 fn adamw_matches_pytorch_step_for_step() {
+    check_against_pytorch(AdamW::new);
+}
+
+#[test]
+fn the_tensor_op_path_that_gpus_take_matches_pytorch_too() {
+    check_against_pytorch(AdamW::new_with_tensor_ops);
+}
+
+type Build = fn(&HashMap<String, Var>, AdamWConfig) -> candle_core::Result<AdamW>;
+
+fn check_against_pytorch(build: Build) {
     // torch.optim.AdamW(lr=0.1, eps=1e-7; weight_decay 0.01 on `w`, 0 on `w.bias`), three steps
     // with these gradients; the expected values were printed by torch 2.15.
     let w = Var::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
     let b = Var::new(&[0.1f32, 0.2], &Device::Cpu).unwrap();
     let vars = HashMap::from([("w".to_string(), w.clone()), ("w.bias".to_string(), b.clone())]);
-    let mut opt = AdamW::new(&vars, AdamWConfig { weight_decay: 0.01, eps: 1e-7, ..AdamWConfig::default() });
+    let mut opt = build(&vars, AdamWConfig { weight_decay: 0.01, eps: 1e-7, ..AdamWConfig::default() }).unwrap();
     let grads = [([0.3f32, -0.2, 1.0], [0.5f32, -0.5]), ([0.1, 0.4, -2.0], [0.0, 1.0]), ([-0.3, 0.0, 0.5], [0.2, 0.2])];
     for (gw, gb) in grads {
         // A loss whose gradients are exactly gw and gb: sum(w * gw) + sum(b * gb).
@@ -74,4 +85,24 @@ fn label_smoothing_and_top_k_follow_their_definitions() {
     assert_eq!((tally.top1, tally.count), (1, 2));
     assert_eq!(tally.confusion, vec![vec![1, 0, 0], vec![0, 0, 1], vec![0, 0, 0]]);
     assert_eq!(top_k(&[0.1, 0.7, 0.2], 2), vec![(1, 0.7), (2, 0.2)]);
+}
+
+#[test]
+fn optimizer_state_moves_between_the_host_and_the_tensor_paths() {
+    let make = || Var::new(&[0.5f32, -1.0, 2.0, 0.25], &Device::Cpu).unwrap();
+    let (a, b) = (make(), make());
+    let cfg = AdamWConfig::default();
+    let mut host = AdamW::new(&HashMap::from([("w".to_string(), a.clone())]), cfg).unwrap();
+    let mut tensor = AdamW::new_with_tensor_ops(&HashMap::from([("w".to_string(), b.clone())]), cfg).unwrap();
+    let g = Tensor::new(&[0.3f32, -0.2, 1.0, 0.0], &Device::Cpu).unwrap();
+    let loss = |w: &Var| (w.as_tensor() * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    host.step(&loss(&a), 0.1, 1.0).unwrap();
+    // The host optimizer's state, loaded into the tensor-path optimizer, continues identically.
+    tensor.load_state(&host.state(&Device::Cpu).unwrap().into_iter().collect()).unwrap();
+    b.set(a.as_tensor()).unwrap();
+    host.step(&loss(&a), 0.1, 1.0).unwrap();
+    tensor.step(&loss(&b), 0.1, 1.0).unwrap();
+    assert_eq!(tensor.step_count(), 2);
+    let (x, y) = (a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+    assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() < 1e-6), "{x:?} vs {y:?}");
 }
