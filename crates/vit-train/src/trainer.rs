@@ -123,6 +123,14 @@ struct TrainState {
     images_trained: u64,
 }
 
+impl TrainState {
+    /// Records where the dropout stream stands.
+    fn capture_rng(&mut self, model: &Vit) {
+        let rng = model.rng().state();
+        self.rng = (rng.seed, rng.counter);
+    }
+}
+
 const STATE_KEY: &str = "train.state";
 const BEST: &str = "best.safetensors";
 const LAST: &str = "last.safetensors";
@@ -145,20 +153,8 @@ fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Re
         let keep: Vec<usize> = (0..limit.min(train.len())).collect();
         train = train.select(&keep, train.name.clone());
     }
-    for d in [&train, &test] {
-        if d.channels != cfg.channels {
-            return Err(TrainError::Mismatch {
-                dataset: d.name.clone(),
-                message: format!("images have {} channels, the model takes {}", d.channels, cfg.channels),
-            });
-        }
-        if d.num_classes() != cfg.num_classes {
-            return Err(TrainError::Mismatch {
-                dataset: d.name.clone(),
-                message: format!("{} classes, the model has {} outputs", d.num_classes(), cfg.num_classes),
-            });
-        }
-    }
+    check_fits(&train, cfg)?;
+    check_fits(&test, cfg)?;
     let (train, val) = if recipe.data.validation_split > 0.0 {
         train.split_validation(recipe.data.validation_split)
     } else {
@@ -171,6 +167,18 @@ fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Re
         test: Arc::new(test),
         pipeline: Pipeline { size, normalizer },
     })
+}
+
+/// Checks that `data` has the channels and classes the model `cfg` takes.
+pub fn check_fits(data: &Dataset, cfg: &VitConfig) -> Result<(), TrainError> {
+    let mismatch = |message: String| Err(TrainError::Mismatch { dataset: data.name.clone(), message });
+    if data.channels != cfg.channels {
+        return mismatch(format!("images have {} channels, the model takes {}", data.channels, cfg.channels));
+    }
+    if data.num_classes() != cfg.num_classes {
+        return mismatch(format!("{} classes, the model has {} outputs", data.num_classes(), cfg.num_classes));
+    }
+    Ok(())
 }
 
 /// Inference over a whole data set: loss, top-1, top-5 and the confusion matrix.
@@ -301,12 +309,11 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
     } else {
         std::fs::write(&config_path, recipe.to_toml()).map_err(|e| TrainError::io(&config_path, e))?;
         let (model, store) = Vit::init(&cfg, t.seed, &device)?;
-        let rng = model.rng().state();
-        let state = TrainState {
+        let mut state = TrainState {
             epochs_done: 0,
             batch_in_epoch: 0,
             step: 0,
-            rng: (rng.seed, rng.counter),
+            rng: (0, 0),
             // Below any accuracy, and unlike -inf it survives JSON (a Ctrl-C in epoch 1).
             best_val_top1: -1.0,
             best_epoch: 0,
@@ -315,6 +322,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
             train_seconds: 0.0,
             images_trained: 0,
         };
+        state.capture_rng(&model);
         (model, store, state)
     };
     let vars: HashMap<String, candle_core::Var> = store.varmap().data().lock().expect("varmap lock").clone();
@@ -355,6 +363,12 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
     }
 
     let session_start = Instant::now();
+    // The last checkpoint, with the wall time of this session added to the state it records.
+    let save_progress = |state: &TrainState, optimizer: &AdamW| -> Result<PathBuf, TrainError> {
+        let mut saved = state.clone();
+        saved.elapsed_seconds += session_start.elapsed().as_secs_f64();
+        save_last(&run_dir, &store, optimizer, &meta_for(&cfg, &data, &recipe, Some(&saved)), &device)
+    };
     let (h, w) = data.pipeline.size;
     let c = cfg.channels;
     while state.epochs_done < t.epochs {
@@ -428,11 +442,8 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
             if interrupted && state.batch_in_epoch < steps_per_epoch {
                 bar.abandon_with_message("interrupted: saving");
                 state.partial = (tally.count, tally.top1, tally.top5, tally.loss_sum);
-                let rng = model.rng().state();
-                state.rng = (rng.seed, rng.counter);
-                state.elapsed_seconds += session_start.elapsed().as_secs_f64();
-                let meta = meta_for(&cfg, &data, &recipe, Some(&state));
-                let checkpoint = save_last(&run_dir, &store, &optimizer, &meta, &device)?;
+                state.capture_rng(&model);
+                let checkpoint = save_progress(&state, &optimizer)?;
                 return Ok(TrainOutcome::Interrupted { checkpoint, step: state.step });
             }
         }
@@ -474,16 +485,13 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
             state.best_val_top1 = val.top1();
             state.best_epoch = epoch;
         }
-        let rng = model.rng().state();
-        state.rng = (rng.seed, rng.counter);
+        state.capture_rng(&model);
         // Metrics first: a crash before the checkpoint leaves a line that resume drops.
         append_metrics(&run_dir, &records)?;
         if improved {
             checkpoint::save(run_dir.join(BEST), store.varmap(), &meta_for(&cfg, &data, &recipe, None))?;
         }
-        let mut saved = state.clone();
-        saved.elapsed_seconds += session_start.elapsed().as_secs_f64();
-        save_last(&run_dir, &store, &optimizer, &meta_for(&cfg, &data, &recipe, Some(&saved)), &device)?;
+        save_progress(&state, &optimizer)?;
         if let Err(e) = plot::write_curves(&run_dir.join("curves.png"), &records) {
             eprintln!("warning: {}: could not draw the curves: {e}", run_dir.join("curves.png").display());
         }

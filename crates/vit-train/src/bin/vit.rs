@@ -12,6 +12,7 @@ use vit_train::data::{DatasetKind, load_splits};
 use vit_train::loader::Pipeline;
 use vit_train::metadata::pipeline_of;
 use vit_train::predict::{draw_patches, predict_files};
+use vit_train::trainer::check_fits;
 use vit_train::{Recipe, TrainOptions, TrainOutcome, evaluate, train};
 
 // candle allocates and frees large tensors at every op; glibc's malloc hands those back to the
@@ -276,17 +277,7 @@ fn main() -> Result<()> {
             let cfg = &meta.config;
             let (normalizer, data_size) = pipeline_of(&meta);
             let (_, test) = load_splits(&kind, data_dir.as_deref(), data_size, cfg.channels)?;
-            if test.num_classes() != cfg.num_classes || test.channels != cfg.channels {
-                bail!(
-                    "{}: the model takes {} channels and has {} classes; {} has {} and {}",
-                    checkpoint.display(),
-                    cfg.channels,
-                    cfg.num_classes,
-                    test.name,
-                    test.channels,
-                    test.num_classes()
-                );
-            }
+            check_fits(&test, cfg).with_context(|| checkpoint.display().to_string())?;
             let pipeline = Pipeline { size: (cfg.image_size[0], cfg.image_size[1]), normalizer };
             let test = std::sync::Arc::new(test);
             let tally = evaluate(&model, &test, &pipeline, batch_size, &device)?;

@@ -115,17 +115,4 @@ impl Dataset {
         let val: Vec<usize> = (cut..self.len()).collect();
         (self.select(&train, self.name.clone()), self.select(&val, format!("{}-val", self.name)))
     }
-
-    /// The first `per_class` records of each class, in file order.
-    pub fn balanced_subset(&self, per_class: usize) -> Self {
-        let mut taken = vec![0usize; self.num_classes()];
-        let indices: Vec<usize> = (0..self.len())
-            .filter(|&i| {
-                let c = self.labels[i] as usize;
-                taken[c] += 1;
-                taken[c] <= per_class
-            })
-            .collect();
-        self.select(&indices, format!("{}-{}per-class", self.name, per_class))
-    }
 }
