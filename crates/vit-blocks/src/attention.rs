@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::{Dropout, Linear, SharedRng, ops};
+use crate::{Dropout, Linear, SharedRng, WeightMap, ops};
 
 /// Shape and regularisation of a [`MultiHeadAttention`].
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +79,17 @@ impl MultiHeadAttention {
             output: self.output.detached(),
             ..self.clone()
         }
+    }
+
+    /// The same layer with `f` applied to each parameter.
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+        Ok(Self {
+            query: self.query.map_weights(f)?,
+            key: self.key.map_weights(f)?,
+            value: self.value.map_weights(f)?,
+            output: self.output.map_weights(f)?,
+            ..self.clone()
+        })
     }
 
     /// Self-attention over the tokens of `x`; dropout only when `train`.

@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::rng::{block_u64, unit_f32};
-use crate::{AttentionConfig, LayerNorm, Mlp, MlpConfig, MultiHeadAttention, SharedRng};
+use crate::{AttentionConfig, LayerNorm, Mlp, MlpConfig, MultiHeadAttention, SharedRng, WeightMap};
 
 /// Everything a [`TransformerBlock`] needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +79,24 @@ impl TransformerBlock {
             layer_scale: self.layer_scale.as_ref().map(|(a, b)| (a.detach(), b.detach())),
             ..self.clone()
         }
+    }
+
+    /// The same block with `f` applied to each parameter; the result shares the dropout stream.
+    /// With `|w| w.to_dtype(DType::BF16)` it is the block for a mixed-precision step: the `f32`
+    /// variables stay the master weights and receive `f32` gradients through the cast.
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+        Ok(Self {
+            norm1: self.norm1.map_weights(f)?,
+            attention: self.attention.map_weights(f)?,
+            norm2: self.norm2.map_weights(f)?,
+            mlp: self.mlp.map_weights(f)?,
+            layer_scale: self
+                .layer_scale
+                .as_ref()
+                .map(|(a, b)| Ok::<_, candle_core::Error>((f(a)?, f(b)?)))
+                .transpose()?,
+            ..self.clone()
+        })
     }
 
     /// The attention layer, e.g. to read attention maps.

@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::rng::{SharedRng, block_u64};
+use crate::rng::{SharedRng, block_u64, splitmix64};
 
 /// Inverted dropout: in training each element is zeroed with probability `p` and the rest are
 /// scaled by `1 / (1 - p)`; at inference it is the identity.
@@ -12,7 +12,9 @@ use crate::rng::{SharedRng, block_u64};
 /// exactly (candle's own `dropout` uses an unseedable generator on the CPU). On the CPU with
 /// `f32` the mask is never stored: element `i` keeps or drops by a counter-based draw, which the
 /// backward pass draws again, so dropout costs one pass and no memory for the mask (on the
-/// Keras example's attention weights that is 84 MB per block at batch 256).
+/// Keras example's attention weights that is 84 MB per block at batch 256). On a GPU the mask
+/// is drawn by the device's generator, reseeded from the stream for each call: reproducible on
+/// that device, but not the same masks as on the CPU.
 #[derive(Debug, Clone)]
 pub struct Dropout {
     p: f32,
@@ -45,12 +47,21 @@ impl Dropout {
         // One 64-bit draw decides four elements (16 bits each: p is resolved to 1/65536).
         let (seed, first) = self.rng.reserve(n.div_ceil(4) as u64);
         let mask = MaskDraw { seed, first, threshold: threshold(self.p), scale: 1.0 / (1.0 - self.p) };
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
-            x.contiguous()?.apply_op1(mask)
+        let device = x.device();
+        let mask = if device.is_cpu() {
+            if x.dtype() == DType::F32 {
+                return x.contiguous()?.apply_op1(mask);
+            }
+            Tensor::from_vec(mask.values(n), x.shape(), device)?
         } else {
-            let m = Tensor::from_vec(mask.values(n), x.shape(), x.device())?.to_dtype(x.dtype())?;
-            x * m
-        }
+            // On a GPU the mask is drawn there: building it on the host and copying it over
+            // would move gigabytes per step. The device generator is reseeded from this call's
+            // reservation, so the masks still follow from the seed and the stream position.
+            device.set_seed(splitmix64(seed ^ splitmix64(first)))?;
+            (Tensor::rand(0f32, 1f32, x.shape(), device)?.ge(f64::from(self.p))?.to_dtype(DType::F32)?
+                * f64::from(mask.scale))?
+        };
+        x * mask.to_dtype(x.dtype())?
     }
 }
 

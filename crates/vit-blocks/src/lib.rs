@@ -71,7 +71,7 @@ pub use attention::{AttentionConfig, MultiHeadAttention};
 pub use block::{BlockConfig, TransformerBlock};
 pub use dropout::Dropout;
 pub use init::SeededVarMap;
-pub use linear::Linear;
+pub use linear::{Linear, WeightMap};
 pub use mlp::{Mlp, MlpConfig};
 pub use norm::LayerNorm;
 pub use rng::{RngState, SharedRng};

@@ -5,6 +5,10 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::ops;
 
+/// A function applied to every parameter of a layer by `map_weights`: a cast to the compute
+/// dtype for mixed precision, a detach, a move to another device.
+pub type WeightMap<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
+
 /// `y = x W^T + b` over the last dimension, with `weight: [out, in]` and `bias: [out]`
 /// (PyTorch's layout). Initialised as Keras' `Dense`: Glorot-uniform weight, zero bias.
 ///
@@ -34,6 +38,11 @@ impl Linear {
     /// The same layer outside autograd (see [`crate::TransformerBlock::detached`]).
     pub fn detached(&self) -> Self {
         Self { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach) }
+    }
+
+    /// The same layer with `f` applied to each parameter (see [`crate::TransformerBlock::map_weights`]).
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+        Ok(Self { weight: f(&self.weight)?, bias: self.bias.as_ref().map(f).transpose()? })
     }
 
     /// The weight, `[out, in]`.

@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::{Dropout, Linear, SharedRng};
+use crate::{Dropout, Linear, SharedRng, WeightMap};
 
 /// Shape and regularisation of an [`Mlp`].
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +56,11 @@ impl Mlp {
     /// The same layers outside autograd.
     pub fn detached(&self) -> Self {
         Self { layers: self.layers.iter().map(Linear::detached).collect(), ..self.clone() }
+    }
+
+    /// The same layers with `f` applied to each parameter.
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+        Ok(Self { layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?, ..self.clone() })
     }
 
     /// The dense stack alone, without the residual: what a block scales or drops (layer

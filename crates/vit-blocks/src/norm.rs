@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::WeightMap;
 use crate::ops;
 
 /// LayerNorm over the last dimension with a learned scale (`weight`) and shift (`bias`).
@@ -29,6 +30,11 @@ impl LayerNorm {
     /// The same layer outside autograd.
     pub fn detached(&self) -> Self {
         Self { weight: self.weight.detach(), bias: self.bias.detach(), eps: self.eps }
+    }
+
+    /// The same layer with `f` applied to each parameter.
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+        Ok(Self { weight: f(&self.weight)?, bias: f(&self.bias)?, eps: self.eps })
     }
 }
 

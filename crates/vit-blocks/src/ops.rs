@@ -7,7 +7,10 @@
 //! - on the CPU with contiguous `f32` input they run fused kernels (one pass over each row,
 //!   parallel over rows) whose backward is a fused kernel too;
 //! - elsewhere (GPU, other dtypes) they fall back to the [`composed`] versions, built from
-//!   candle ops that have a backward.
+//!   candle ops that have a backward;
+//! - softmax and LayerNorm compute in `f32` when given `bf16` or `f16` input and return the
+//!   input's dtype, as mixed-precision training does everywhere: their sums and variances lose
+//!   too much in 8 or 11 bits of mantissa.
 //!
 //! The tests prove the fused kernels equal the composed versions in forward and backward.
 
@@ -23,6 +26,9 @@ const ROWS_PER_TASK_MIN_ELEMS: usize = 1 << 14;
 /// # Shapes
 /// - `x`: `[.., N]`; returns the same shape.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if is_half(x.dtype()) {
+        return softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype());
+    }
     if fused_eligible(x) { x.contiguous()?.apply_op1(Softmax) } else { composed::softmax_last_dim(x) }
 }
 
@@ -32,6 +38,10 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// # Shapes
 /// - `x`: `[.., D]`; `weight`, `bias`: `[D]`; returns the shape of `x`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if is_half(x.dtype()) {
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        return layer_norm(&f32(x)?, &f32(weight)?, &f32(bias)?, eps)?.to_dtype(x.dtype());
+    }
     if fused_eligible(x) && fused_eligible(weight) && fused_eligible(bias) {
         let d = x.dim(D::Minus1)?;
         if weight.dims() != [d] || bias.dims() != [d] {
@@ -46,6 +56,10 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     } else {
         composed::layer_norm(x, weight, bias, eps)
     }
+}
+
+fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::BF16 | DType::F16)
 }
 
 fn fused_eligible(t: &Tensor) -> bool {

@@ -262,3 +262,52 @@ fn fast_exp_is_within_a_few_ulp_of_std() {
     assert_eq!(ops::exp(0.0), 1.0);
     assert!(ops::exp(-200.0) < 1e-37 && ops::exp(-200.0) >= 0.0);
 }
+
+vit_blocks::device_tests! {
+    fn dropout_on_every_device_is_seeded_resumable_and_inverted(device: &Device) {
+        for dtype in [DType::F32, DType::BF16] {
+            let rng = SharedRng::new(41);
+            let dropout = Dropout::new(0.25, rng.clone()).unwrap();
+            let x = Tensor::ones((4000,), dtype, device).unwrap();
+            let saved = rng.state();
+            let first = dropout.forward_t(&x, true).unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            let kept = first.iter().filter(|&&v| v > 0.0).count();
+            assert!((2850..3150).contains(&kept), "{dtype:?}: kept {kept} of 4000 at p = 0.25");
+            // 1/0.75 rounds to 1.3359375 in bf16.
+            assert!(first.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 5e-3), "{dtype:?}: not inverted");
+            let second = dropout.forward_t(&x, true).unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            assert_ne!(first, second, "{dtype:?}: two calls drew the same mask");
+            rng.set_state(saved);
+            let again = dropout.forward_t(&x, true).unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(again, first, "{dtype:?}: the same stream position must give the same mask");
+        }
+    }
+
+    fn half_precision_softmax_and_layer_norm_compute_in_f32_and_carry_gradients(device: &Device) {
+        let x = Var::from_tensor(&randn(&[6, 49], 42).to_device(device).unwrap()).unwrap();
+        let w = Var::from_tensor(&randn(&[49], 43).to_device(device).unwrap()).unwrap();
+        let b = Var::from_tensor(&randn(&[49], 44).to_device(device).unwrap()).unwrap();
+        let want_softmax = composed::softmax_last_dim(&x).unwrap();
+        let want_norm = composed::layer_norm(&x, &w, &b, 1e-6).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let half = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let softmax = ops::softmax_last_dim(&half(&x)).unwrap();
+            let norm = ops::layer_norm(&half(&x), &half(&w), &half(&b), 1e-6).unwrap();
+            assert_eq!((softmax.dtype(), norm.dtype()), (dtype, dtype));
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            // Only the input's and the output's rounding: bf16 keeps 8 bits of mantissa.
+            assert!(max_rel_diff(&f32(&softmax), &want_softmax) < 1e-2, "{dtype:?} softmax");
+            assert!(max_rel_diff(&f32(&norm), &want_norm) < 2e-2, "{dtype:?} layer_norm");
+            let grads = (f32(&softmax).sum_all().unwrap() + f32(&norm).sqr().unwrap().sum_all().unwrap())
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
+                let g = grads.get(var).unwrap_or_else(|| panic!("{dtype:?}: {name} has no gradient"));
+                assert_eq!(g.dtype(), DType::F32);
+                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(norm.is_finite() && norm > 0.0, "{dtype:?}: {name} gradient norm {norm}");
+            }
+        }
+    }
+}

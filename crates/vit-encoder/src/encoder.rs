@@ -88,6 +88,16 @@ impl PatchEncoder {
         }
     }
 
+    /// The same encoder with `f` applied to each parameter (a cast for mixed precision, say).
+    pub fn map_weights(&self, f: &vit_blocks::WeightMap) -> Result<Self> {
+        Ok(Self {
+            projection: self.projection.map_weights(f)?,
+            position: f(&self.position)?,
+            class_token: self.class_token.as_ref().map(f).transpose()?,
+            cfg: self.cfg.clone(),
+        })
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PatchEncoderConfig {
         &self.cfg

@@ -84,6 +84,31 @@ impl Vit {
         }
     }
 
+    /// The same model with `f` applied to each parameter; it shares the dropout stream.
+    pub fn map_weights(&self, f: &vit_blocks::WeightMap) -> Result<Self> {
+        Ok(Self {
+            encoder: self.encoder.map_weights(f)?,
+            blocks: self.blocks.iter().map(|b| b.map_weights(f)).collect::<Result<_>>()?,
+            norm: self.norm.map_weights(f)?,
+            head_layers: self.head_layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?,
+            classifier: self.classifier.map_weights(f)?,
+            ..self.clone()
+        })
+    }
+
+    /// The model computing in `dtype` (`bf16` or `f16` for mixed precision): each parameter is
+    /// cast on the way in, so gradients flow back through the casts to the `f32` variables,
+    /// which stay the master weights that the optimizer updates. Build it again after each
+    /// optimizer step: it holds the casts of the values at the time of the call.
+    pub fn with_compute_dtype(&self, dtype: DType) -> Result<Self> {
+        self.map_weights(&|w| w.to_dtype(dtype))
+    }
+
+    /// The dtype the model computes in (that of its parameters).
+    pub fn compute_dtype(&self) -> DType {
+        self.classifier.weight().dtype()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &VitConfig {
         &self.cfg
@@ -103,7 +128,7 @@ impl Vit {
     ///
     /// # Shapes
     /// - `images`: `[B, H, W, C]` float (NHWC), `(H, W, C)` as in the config
-    /// - returns: `[B, num_classes]` logits
+    /// - returns: `[B, num_classes]` logits, `f32` whatever the compute dtype
     pub fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
         Ok(self.run(images, train, false)?.0)
     }
@@ -125,7 +150,9 @@ impl Vit {
                 images.dims()
             );
         }
-        let tokens = extract_patch_tokens(images, &self.cfg.patch_spec()).map_err(candle_core::Error::wrap)?;
+        // Images arrive as f32 from the loaders; a bf16 or f16 model computes in its own dtype.
+        let images = images.to_dtype(self.compute_dtype())?;
+        let tokens = extract_patch_tokens(&images, &self.cfg.patch_spec()).map_err(candle_core::Error::wrap)?;
         let mut x = self.encoder.forward(&tokens)?;
         let mut attention = Vec::new();
         for block in &self.blocks {
@@ -147,7 +174,9 @@ impl Vit {
         for layer in &self.head_layers {
             h = self.head_dropout.forward_t(&layer.forward_gelu(&h)?, train)?;
         }
-        Ok((self.classifier.forward(&h)?, attention))
+        // Logits leave in f32 whatever the compute dtype, so that the loss and the softmax of a
+        // mixed-precision model are taken at full precision.
+        Ok((self.classifier.forward(&h)?.to_dtype(DType::F32)?, attention))
     }
 
     /// Class probabilities (softmax of the logits), inference mode.

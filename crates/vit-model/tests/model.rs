@@ -103,24 +103,30 @@ fn forward_shapes_and_input_checks() {
 
 vit_blocks::device_tests! {
 fn every_trainable_parameter_gets_a_nonzero_gradient(device: &Device) {
-    for head in [HeadKind::Flatten, HeadKind::ClassToken, HeadKind::MeanPool] {
-        let cfg = VitConfig { drop_path: 0.1, ..tiny(head) };
-        let (model, store) = Vit::init(&cfg, 2, device).unwrap();
-        let x = Tensor::rand(0f32, 1., (4, 8, 8, 3), device).unwrap();
-        let labels = Tensor::new(&[0u32, 1, 2, 3], device).unwrap();
-        let loss = candle_nn::loss::cross_entropy(&model.forward(&x, true).unwrap(), &labels).unwrap();
-        let grads = loss.backward().unwrap();
-        let vars = store.varmap().data().lock().unwrap();
-        assert!(vars.len() > 30);
-        for (name, var) in vars.iter() {
-            let g = grads.get(var).unwrap_or_else(|| panic!("{head:?}: {name} has no gradient"));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm.is_finite(), "{head:?}: {name} gradient norm {norm}");
-            if name.ends_with("attention.key.bias") {
-                // Analytically zero: softmax ignores a shift shared by all keys (see parity.rs).
-                assert!(norm < 1e-10, "{head:?}: {name} gradient norm {norm}, expected ~0");
-            } else {
-                assert!(norm > 0.0, "{head:?}: {name} has an all-zero gradient");
+    // bf16 and f16: the mixed-precision step, whose gradients reach the f32 variables through
+    // the casts of `with_compute_dtype`.
+    for (dtype, zero) in [(DType::F32, 1e-10), (DType::BF16, 1e-6), (DType::F16, 1e-6)] {
+        for head in [HeadKind::Flatten, HeadKind::ClassToken, HeadKind::MeanPool] {
+            let cfg = VitConfig { drop_path: 0.1, ..tiny(head) };
+            let (model, store) = Vit::init(&cfg, 2, device).unwrap();
+            let model = model.with_compute_dtype(dtype).unwrap();
+            let x = Tensor::rand(0f32, 1., (4, 8, 8, 3), device).unwrap();
+            let labels = Tensor::new(&[0u32, 1, 2, 3], device).unwrap();
+            let loss = candle_nn::loss::cross_entropy(&model.forward(&x, true).unwrap(), &labels).unwrap();
+            let grads = loss.backward().unwrap();
+            let vars = store.varmap().data().lock().unwrap();
+            assert!(vars.len() > 30);
+            for (name, var) in vars.iter() {
+                let g = grads.get(var).unwrap_or_else(|| panic!("{dtype:?} {head:?}: {name} has no gradient"));
+                assert_eq!(g.dtype(), DType::F32, "{dtype:?} {head:?}: {name}");
+                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(norm.is_finite(), "{dtype:?} {head:?}: {name} gradient norm {norm}");
+                if name.ends_with("attention.key.bias") {
+                    // Analytically zero: softmax ignores a shift shared by all keys (see parity.rs).
+                    assert!(norm < zero, "{dtype:?} {head:?}: {name} gradient norm {norm}, expected ~0");
+                } else {
+                    assert!(norm > 0.0, "{dtype:?} {head:?}: {name} has an all-zero gradient");
+                }
             }
         }
     }
