@@ -16,9 +16,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use vit_blocks::SeededVarMap;
 use vit_model::{Vit, VitConfig};
 
-use crate::TrainError;
 use crate::metrics::cross_entropy;
 use crate::optim::{AdamW, AdamWConfig};
+use crate::{Precision, TrainError};
 
 /// One measurement.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,9 +58,17 @@ pub fn config(name: &str) -> Option<(VitConfig, usize)> {
     }
 }
 
-/// Measures `mode` on config `name` (`K` or `M`); `iters` and `warmup` of 0 pick the reference
-/// scripts' defaults.
-pub fn run(name: &str, mode: &str, iters: usize, warmup: usize, device: &Device) -> Result<BenchResult, TrainError> {
+/// Measures `mode` on config `name` (`K` or `M`) computing in `precision` (see
+/// [`Precision`]: `bf16` and `f16` keep `f32` master weights, as training does); `iters` and
+/// `warmup` of 0 pick the reference scripts' defaults.
+pub fn run(
+    name: &str,
+    mode: &str,
+    iters: usize,
+    warmup: usize,
+    precision: Precision,
+    device: &Device,
+) -> Result<BenchResult, TrainError> {
     let bad = |m: String| TrainError::Recipe { path: "bench".into(), message: m };
     if mode == "matmul" {
         return matmul(iters.max(1), device);
@@ -83,9 +91,12 @@ pub fn run(name: &str, mode: &str, iters: usize, warmup: usize, device: &Device)
     let mut optimizer = AdamW::new(&vars, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() })?;
     // Inference runs outside autograd, as `vit eval` and `vit predict` do.
     let inference = model.detached();
+    let dtype = precision.compute_dtype();
+    let inference = inference.with_compute_dtype(dtype)?;
     let mut step = || -> Result<(), TrainError> {
         if mode == "train" {
-            let loss = cross_entropy(&model.forward(&images, true)?, &labels, 0.0)?;
+            let net = model.with_compute_dtype(dtype)?;
+            let loss = cross_entropy(&net.forward(&images, true)?, &labels, 0.0)?;
             let grads = loss.backward()?;
             optimizer.step(&grads, 1e-3, 1.0)?;
             loss.to_scalar::<f32>()?;
@@ -111,7 +122,8 @@ pub fn run(name: &str, mode: &str, iters: usize, warmup: usize, device: &Device)
     let img_per_s = batch as f64 / med;
     let flops = cfg.forward_flops() as f64 * if mode == "train" { 3.0 } else { 1.0 };
     let mut fields = vec![
-        ("fw", "vit-rs".to_string()),
+        ("fw", if precision.is_f32() { "vit-rs".to_string() } else { format!("vit-rs-{precision}") }),
+        ("device", device_name(device).to_string()),
         ("cfg", name.to_string()),
         ("mode", mode.to_string()),
         ("batch", batch.to_string()),
@@ -129,6 +141,14 @@ pub fn run(name: &str, mode: &str, iters: usize, warmup: usize, device: &Device)
     fields.push(("warmup", warmup.to_string()));
     fields.push(("peak_rss_mb", format!("{:.1}", peak_rss_mb().unwrap_or(f64::NAN))));
     Ok(BenchResult { fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect() })
+}
+
+fn device_name(device: &Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
 }
 
 fn matmul(iters: usize, device: &Device) -> Result<BenchResult, TrainError> {

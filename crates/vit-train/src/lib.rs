@@ -61,5 +61,5 @@ pub mod recipe;
 pub mod trainer;
 
 pub use error::TrainError;
-pub use recipe::Recipe;
+pub use recipe::{Precision, Recipe};
 pub use trainer::{EpochRecord, TrainOptions, TrainOutcome, TrainReport, evaluate, train};

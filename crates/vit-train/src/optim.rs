@@ -215,12 +215,76 @@ impl Schedule {
 }
 
 /// The global L2 norm of all gradients of `vars`.
+///
+/// The squares are summed on the gradients' device and read back once (on a GPU one read per
+/// parameter would synchronise a hundred times a step). An overflowed gradient makes it
+/// infinite or NaN, which is how [`LossScaler`] detects overflow.
 pub fn global_grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
-    let mut total = 0f64;
+    let mut total: Option<Tensor> = None;
     for v in vars {
         if let Some(g) = grads.get(v) {
-            total += f64::from(g.sqr()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            // Each parameter's sum in f32, their total in f64 (Metal has no f64).
+            let total_dtype = if g.device().is_metal() { DType::F32 } else { DType::F64 };
+            let sq = g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_dtype(total_dtype)?;
+            total = Some(match total {
+                Some(t) => (t + sq)?,
+                None => sq,
+            });
         }
     }
-    Ok(total.sqrt())
+    Ok(total
+        .map(|t| t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.to_scalar::<f64>())
+        .transpose()?
+        .map_or(0.0, f64::sqrt))
+}
+
+/// Dynamic loss scaling for `f16` training, as `torch.amp.GradScaler` does it: the loss is
+/// multiplied by `scale` before the backward pass so that small gradients survive `f16`'s
+/// narrow exponent; a step whose gradients overflow is skipped and halves the scale, and
+/// every `growth_interval` good steps in a row double it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaler {
+    /// The current factor.
+    pub scale: f64,
+    /// Good steps since the last change of scale.
+    pub good_steps: u64,
+    /// Good steps in a row before the scale doubles.
+    pub growth_interval: u64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self { scale: 65536.0, good_steps: 0, growth_interval: 2000 }
+    }
+}
+
+impl LossScaler {
+    /// A scaler that never scales (`f32` and `bf16`, whose exponent is as wide as `f32`'s).
+    pub fn disabled() -> Self {
+        Self { scale: 1.0, good_steps: 0, growth_interval: u64::MAX }
+    }
+
+    /// Whether it scales at all.
+    pub fn is_enabled(&self) -> bool {
+        self.growth_interval != u64::MAX
+    }
+
+    /// Records a step whose scaled gradients had global norm `scaled_norm`; returns whether the
+    /// optimizer may take the step (false: the gradients overflowed, skip it).
+    pub fn update(&mut self, scaled_norm: f64) -> bool {
+        if !self.is_enabled() {
+            return true;
+        }
+        if !scaled_norm.is_finite() {
+            self.scale = (self.scale * 0.5).max(1.0);
+            self.good_steps = 0;
+            return false;
+        }
+        self.good_steps += 1;
+        if self.good_steps >= self.growth_interval {
+            self.scale *= 2.0;
+            self.good_steps = 0;
+        }
+        true
+    }
 }

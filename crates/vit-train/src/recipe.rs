@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 use vit_model::VitConfig;
 
@@ -58,6 +59,67 @@ pub struct TrainSpec {
     /// Batch size for evaluation.
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
+    /// The dtype of the forward and backward passes (the weights stay `f32`).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// The compute precision of training.
+///
+/// `bf16` and `f16` are mixed precision: the `f32` variables are the master weights, the
+/// optimizer updates them in `f32`, and each step casts them to the compute dtype on the way
+/// into the model. Softmax, LayerNorm, the logits and the loss stay in `f32`. `f16` adds
+/// dynamic loss scaling ([`crate::optim::LossScaler`]); `bf16` needs none. Both are meant for
+/// GPUs: on a CPU, candle has no fast half-precision kernels and they run slower than `f32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in `f32`.
+    #[default]
+    F32,
+    /// `bfloat16` compute with `f32` master weights.
+    Bf16,
+    /// `float16` compute with `f32` master weights and dynamic loss scaling.
+    F16,
+}
+
+impl Precision {
+    /// The dtype the model computes in.
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+            Self::F16 => DType::F16,
+        }
+    }
+
+    /// Whether this is plain `f32` (the default, left out of saved recipes).
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            other => Err(format!("precision must be f32, bf16 or f16, not `{other}`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        })
+    }
 }
 
 fn default_eval_batch() -> usize {

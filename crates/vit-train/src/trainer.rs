@@ -17,9 +17,9 @@ use crate::augment::{Normalizer, shuffled};
 use crate::data::{Dataset, load_splits};
 use crate::loader::{Loader, Pipeline};
 use crate::metrics::{Tally, cross_entropy};
-use crate::optim::{AdamW, AdamWConfig, Schedule, global_grad_norm};
+use crate::optim::{AdamW, AdamWConfig, LossScaler, Schedule, global_grad_norm};
 use crate::plot;
-use crate::recipe::Recipe;
+use crate::recipe::{Precision, Recipe};
 use crate::{TrainError, metadata};
 
 /// Everything a training run needs besides the recipe.
@@ -121,6 +121,12 @@ struct TrainState {
     elapsed_seconds: f64,
     train_seconds: f64,
     images_trained: u64,
+    /// `f16` loss scaling (disabled otherwise); runs saved before it existed had none.
+    #[serde(default = "LossScaler::disabled")]
+    loss_scaler: LossScaler,
+    /// Steps skipped because `f16` gradients overflowed: the optimizer took `step - skipped`.
+    #[serde(default)]
+    skipped_steps: u64,
 }
 
 impl TrainState {
@@ -321,25 +327,30 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
             elapsed_seconds: 0.0,
             train_seconds: 0.0,
             images_trained: 0,
+            loss_scaler: if t.precision == Precision::F16 { LossScaler::default() } else { LossScaler::disabled() },
+            skipped_steps: 0,
         };
         state.capture_rng(&model);
         (model, store, state)
     };
     let vars: HashMap<String, candle_core::Var> = store.varmap().data().lock().expect("varmap lock").clone();
-    let all_vars: Vec<candle_core::Var> = vars.values().cloned().collect();
+    // In name order: a HashMap's order changes from run to run, and so would the rounding of the
+    // gradient norm, and a resumed run would not end where an uninterrupted one does.
+    let all_vars: Vec<candle_core::Var> = vars.iter().collect::<BTreeMap<_, _>>().into_values().cloned().collect();
     let mut optimizer = AdamW::new(&vars, AdamWConfig { weight_decay: t.weight_decay, ..AdamWConfig::default() })?;
     if opts.resume {
         let path = run_dir.join(LAST_OPTIMIZER);
         let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
             .map_err(|e| TrainError::Resume { path: path.clone(), message: e.to_string() })?;
         optimizer.load_state(&tensors).map_err(|message| TrainError::Resume { path: path.clone(), message })?;
-        if optimizer.step_count() != state.step {
+        if optimizer.step_count() + state.skipped_steps != state.step {
             return Err(TrainError::Resume {
                 path,
                 message: format!(
-                    "optimizer is at step {} but the checkpoint at step {}",
+                    "optimizer is at step {} but the checkpoint at step {} with {} skipped",
                     optimizer.step_count(),
-                    state.step
+                    state.step,
+                    state.skipped_steps
                 ),
             });
         }
@@ -371,6 +382,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
     };
     let (h, w) = data.pipeline.size;
     let c = cfg.channels;
+    let compute_dtype = t.precision.compute_dtype();
     while state.epochs_done < t.epochs {
         let epoch = state.epochs_done + 1;
         let order = shuffled(data.train.len(), t.seed, epoch as u64);
@@ -396,7 +408,14 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, (n, h, w, c), &device)?;
             let labels = Tensor::new(batch.labels.as_slice(), &device)?;
-            let logits = model.forward(&x, true)?;
+            let compute_model;
+            let net = if compute_dtype == DType::F32 {
+                &model
+            } else {
+                compute_model = model.with_compute_dtype(compute_dtype)?;
+                &compute_model
+            };
+            let logits = net.forward(&x, true)?;
             let loss = cross_entropy(&logits, &labels, t.label_smoothing)?;
             let loss_value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !loss_value.is_finite() {
@@ -414,15 +433,22 @@ pub fn train(opts: TrainOptions) -> Result<TrainOutcome, TrainError> {
                     },
                 });
             }
-            let grads = loss.backward()?;
-            let scale = match t.clip_grad_norm {
-                Some(max) => {
-                    let norm = global_grad_norm(&grads, &all_vars)?;
-                    if norm > max { max / norm } else { 1.0 }
-                }
-                None => 1.0,
+            let loss_scale = state.loss_scaler.scale;
+            let grads = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
+            let norm = if t.clip_grad_norm.is_some() || state.loss_scaler.is_enabled() {
+                global_grad_norm(&grads, &all_vars)? / loss_scale
+            } else {
+                0.0
             };
-            optimizer.step(&grads, lr, scale)?;
+            let clip = match t.clip_grad_norm {
+                Some(max) if norm > max => max / norm,
+                _ => 1.0,
+            };
+            if state.loss_scaler.update(norm * loss_scale) {
+                optimizer.step(&grads, lr, clip / loss_scale)?;
+            } else {
+                state.skipped_steps += 1;
+            }
             tally.add(&logits.to_dtype(DType::F32)?.to_vec2::<f32>()?, &batch.labels, f64::from(loss_value));
             state.step += 1;
             state.batch_in_epoch += 1;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var};
 use vit_train::metrics::{Tally, cross_entropy, top_k};
-use vit_train::optim::{AdamW, AdamWConfig, Schedule, decays};
+use vit_train::optim::{AdamW, AdamWConfig, LossScaler, Schedule, decays};
 
 #[test]
 fn adamw_matches_pytorch_step_for_step() {
@@ -105,4 +105,24 @@ fn optimizer_state_moves_between_the_host_and_the_tensor_paths() {
     assert_eq!(tensor.step_count(), 2);
     let (x, y) = (a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
     assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() < 1e-6), "{x:?} vs {y:?}");
+}
+
+#[test]
+fn the_f16_loss_scaler_backs_off_on_overflow_and_grows_after_good_steps() {
+    let mut scaler = LossScaler { growth_interval: 3, ..LossScaler::default() };
+    assert_eq!(scaler.scale, 65536.0);
+    assert!(!scaler.update(f64::INFINITY), "an overflowed step must be skipped");
+    assert_eq!(scaler.scale, 32768.0);
+    assert!(!scaler.update(f64::NAN));
+    assert_eq!(scaler.scale, 16384.0);
+    assert!(scaler.update(10.0) && scaler.update(10.0));
+    assert_eq!(scaler.scale, 16384.0);
+    assert!(scaler.update(10.0));
+    assert_eq!((scaler.scale, scaler.good_steps), (32768.0, 0), "three good steps double it");
+    // Never below 1, and a disabled scaler takes every step unscaled.
+    let mut tiny = LossScaler { scale: 1.0, ..LossScaler::default() };
+    tiny.update(f64::INFINITY);
+    assert_eq!(tiny.scale, 1.0);
+    let mut off = LossScaler::disabled();
+    assert!(!off.is_enabled() && off.update(f64::INFINITY) && off.scale == 1.0);
 }

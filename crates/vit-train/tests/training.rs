@@ -96,6 +96,42 @@ fn an_interrupted_run_resumes_exactly() {
 }
 
 #[test]
+fn mixed_precision_runs_fit_and_resume_exactly() {
+    let data = tmp_dir("mixed-data");
+    write_pattern_mnist(&data, 4, 2);
+    for precision in ["bf16", "f16"] {
+        let fit = pattern_recipe_with(&data, 40, 3e-3, 0.0, 0.0)
+            .replace("label_smoothing = 0.05", &format!("label_smoothing = 0.0\nprecision = \"{precision}\""));
+        let run = data.join(format!("fit-{precision}"));
+        let TrainOutcome::Finished(report) = train(options(&fit, &run, false, None)).unwrap() else {
+            panic!("{precision}: not finished")
+        };
+        let last = records(&run).pop().unwrap();
+        assert!(last.train_top1 >= 0.9, "{precision}: training accuracy {last:?}");
+        assert!(report.test_top1 > 0.5, "{precision}: chance is 0.1: {report:?}");
+        // The checkpoint holds the f32 master weights.
+        for (name, t) in candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap() {
+            assert_eq!(t.dtype(), candle_core::DType::F32, "{precision}: {name}");
+        }
+
+        // The loss scale and the count of skipped steps are part of the resumed state.
+        let recipe =
+            pattern_recipe(&data, 3, 2e-3).replace("[train]\n", &format!("[train]\nprecision = \"{precision}\"\n"));
+        let straight = data.join(format!("straight-{precision}"));
+        train(options(&recipe, &straight, false, None)).unwrap();
+        let resumed = data.join(format!("resumed-{precision}"));
+        train(options(&recipe, &resumed, false, Some(3))).unwrap();
+        train(options(&recipe, &resumed, true, None)).unwrap();
+        assert_eq!(
+            tensors(&straight.join("last.safetensors")),
+            tensors(&resumed.join("last.safetensors")),
+            "{precision}: the resumed run ended elsewhere"
+        );
+    }
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
 fn a_diverging_run_stops_on_the_nan_guard_without_saving() {
     let data = tmp_dir("nan-data");
     write_pattern_mnist(&data, 4, 1);

@@ -13,7 +13,7 @@ use vit_train::loader::Pipeline;
 use vit_train::metadata::pipeline_of;
 use vit_train::predict::{draw_patches, predict_files};
 use vit_train::trainer::check_fits;
-use vit_train::{Recipe, TrainOptions, TrainOutcome, evaluate, train};
+use vit_train::{Precision, Recipe, TrainOptions, TrainOutcome, evaluate, train};
 
 // candle allocates and frees large tensors at every op; glibc's malloc hands those back to the
 // kernel each time, so every op page-faults afresh. mimalloc keeps them (2-2.7x on a step).
@@ -65,6 +65,10 @@ enum Command {
         /// Use only the first N training images.
         #[arg(long)]
         limit_train: Option<usize>,
+        /// Override the recipe's compute precision: f32, or bf16/f16 (mixed precision, for
+        /// GPUs: f32 master weights, f16 with dynamic loss scaling).
+        #[arg(long)]
+        precision: Option<Precision>,
         /// No progress bars or per-epoch lines.
         #[arg(long)]
         quiet: bool,
@@ -131,6 +135,9 @@ enum Command {
         /// Warm-up iterations (0: the reference scripts' default).
         #[arg(long, default_value_t = 0)]
         warmup: usize,
+        /// Compute precision: f32, or bf16/f16 with f32 master weights.
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
     },
     /// Print a model preset's (or a config file's) layers, shapes and parameter counts.
     Summary {
@@ -198,7 +205,19 @@ fn main() -> Result<()> {
     }
     let device = device(&cli.device)?;
     match cli.command {
-        Command::Train { recipe, data_dir, out, resume, epochs, batch_size, lr, seed, limit_train, quiet } => {
+        Command::Train {
+            recipe,
+            data_dir,
+            out,
+            resume,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            limit_train,
+            precision,
+            quiet,
+        } => {
             let origin = PathBuf::from(&recipe);
             let mut recipe = Recipe::load(&recipe)?;
             if let Some(e) = epochs {
@@ -215,6 +234,9 @@ fn main() -> Result<()> {
             }
             if limit_train.is_some() {
                 recipe.data.limit_train = limit_train;
+            }
+            if let Some(p) = precision {
+                recipe.train.precision = p;
             }
             let run_dir = match out {
                 Some(dir) => dir,
@@ -320,8 +342,8 @@ fn main() -> Result<()> {
             let dir = vit_train::download::download(&kind, &dir)?;
             println!("{dataset} is ready: pass --data-dir {}", dir.display());
         }
-        Command::Bench { config, mode, iters, warmup } => {
-            println!("{}", vit_train::bench::run(&config, &mode, iters, warmup, &device)?.line());
+        Command::Bench { config, mode, iters, warmup, precision } => {
+            println!("{}", vit_train::bench::run(&config, &mode, iters, warmup, precision, &device)?.line());
         }
         Command::Summary { model } => {
             let cfg = match VitConfig::preset(&model) {
