@@ -1,8 +1,9 @@
 //! Multi-head self-attention with Keras' `MultiHeadAttention` semantics.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::attention_kernel::FusedAttention;
 use crate::{Dropout, Linear, SharedRng, WeightMap, ops};
 
 /// Shape and regularisation of a [`MultiHeadAttention`].
@@ -97,7 +98,28 @@ impl MultiHeadAttention {
     /// # Shapes
     /// - `x`: `[B, N, dim]`; returns `[B, N, dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return self.attend_fused(x, train);
+        }
         Ok(self.attend(x, train)?.0)
+    }
+
+    /// The CPU path: all heads in one kernel that never materialises the `[B, H, N, N]`
+    /// weights (see `attention_kernel`); equal to [`attend`](Self::attend) within rounding,
+    /// dropout masks included.
+    fn attend_fused(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let mask = (train && self.dropout.p() > 0.0).then(|| self.dropout.reserve(b * self.num_heads * n * n));
+        let kernel = FusedAttention {
+            heads: self.num_heads,
+            key_dim: self.key_dim,
+            value_dim: self.value_dim,
+            scale: (1.0 / (self.key_dim as f64).sqrt()) as f32,
+            mask,
+        };
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let mixed = q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, kernel)?;
+        self.output.forward(&mixed)
     }
 
     /// Like [`forward_t`](Self::forward_t), also returning the attention weights (after the
@@ -111,9 +133,10 @@ impl MultiHeadAttention {
 
     fn attend(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let (b, n, _) = x.dims3()?;
+        let scale = 1.0 / (self.key_dim as f64).sqrt();
         let heads = |t: Tensor, d: usize| t.reshape((b, n, self.num_heads, d))?.transpose(1, 2)?.contiguous();
         // Scaling the query (as Keras does) touches N*dk values instead of N*N scores.
-        let q = (heads(self.query.forward(x)?, self.key_dim)? * (1.0 / (self.key_dim as f64).sqrt()))?;
+        let q = (heads(self.query.forward(x)?, self.key_dim)? * scale)?;
         let k = heads(self.key.forward(x)?, self.key_dim)?;
         let v = heads(self.value.forward(x)?, self.value_dim)?;
         let weights = ops::softmax_last_dim(&q.matmul(&k.t()?)?)?; // [B, H, N, N]

@@ -35,6 +35,13 @@ impl Dropout {
         self.p
     }
 
+    /// The mask of the next `n` elements in the stream, as `forward_t` on a tensor of `n`
+    /// elements would draw it (for kernels that apply dropout inside a fused pass).
+    pub(crate) fn reserve(&self, n: usize) -> MaskDraw {
+        let (seed, first) = self.rng.reserve(n.div_ceil(4) as u64);
+        MaskDraw { seed, first, threshold: threshold(self.p), scale: 1.0 / (1.0 - self.p) }
+    }
+
     /// Applies dropout when `train` is true.
     ///
     /// # Shapes
@@ -45,8 +52,8 @@ impl Dropout {
         }
         let n = x.elem_count();
         // One 64-bit draw decides four elements (16 bits each: p is resolved to 1/65536).
-        let (seed, first) = self.rng.reserve(n.div_ceil(4) as u64);
-        let mask = MaskDraw { seed, first, threshold: threshold(self.p), scale: 1.0 / (1.0 - self.p) };
+        let mask = self.reserve(n);
+        let MaskDraw { seed, first, .. } = mask;
         let device = x.device();
         let mask = if device.is_cpu() {
             if x.dtype() == DType::F32 {
@@ -72,7 +79,7 @@ fn threshold(p: f32) -> u32 {
 
 /// The keep/drop decision of element `i`, from the block of draws starting at `first`.
 #[derive(Debug, Clone, Copy)]
-struct MaskDraw {
+pub(crate) struct MaskDraw {
     seed: u64,
     first: u64,
     threshold: u32,
@@ -80,14 +87,23 @@ struct MaskDraw {
 }
 
 impl MaskDraw {
+    /// The factor of elements `start..start + out.len()`: `1 / (1 - p)` kept, `0` dropped.
+    pub(crate) fn factors(&self, start: usize, out: &mut [f32]) {
+        let mut bits = 0u64;
+        for (j, o) in out.iter_mut().enumerate() {
+            let i = start + j;
+            if j == 0 || i % 4 == 0 {
+                bits = block_u64(self.seed, self.first, (i / 4) as u64);
+            }
+            let draw = ((bits >> (16 * (i % 4))) & 0xFFFF) as u32;
+            *o = if draw >= self.threshold { self.scale } else { 0.0 };
+        }
+    }
+
     /// Multiplies `values` (elements `offset..`) by the mask.
     fn apply(&self, values: &[f32], offset: usize, out: &mut [f32]) {
-        for (j, (o, &v)) in out.iter_mut().zip(values).enumerate() {
-            let i = offset + j;
-            let bits = block_u64(self.seed, self.first, (i / 4) as u64);
-            let draw = ((bits >> (16 * (i % 4))) & 0xFFFF) as u32;
-            *o = if draw >= self.threshold { v * self.scale } else { 0.0 };
-        }
+        self.factors(offset, out);
+        out.iter_mut().zip(values).for_each(|(o, &v)| *o *= v);
     }
 
     /// The mask itself, for devices without the fused kernel.

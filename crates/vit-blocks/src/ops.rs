@@ -112,6 +112,18 @@ fn chunk_rows(width: usize) -> usize {
     (ROWS_PER_TASK_MIN_ELEMS / width.max(1)).max(1) * width.max(1)
 }
 
+/// Softmax of one row, in place.
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 struct Softmax;
 
 impl CustomOp1 for Softmax {
@@ -125,16 +137,8 @@ impl CustomOp1 for Softmax {
         let mut out = vec![0f32; x.len()];
         let chunk = chunk_rows(n);
         out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| {
-            for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = exp(v - max);
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
-                out.iter_mut().for_each(|o| *o *= inv);
-            }
+            out.copy_from_slice(x);
+            out.chunks_exact_mut(n).for_each(softmax_in_place);
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

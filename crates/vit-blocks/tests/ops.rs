@@ -172,6 +172,39 @@ fn attention_weights_are_distributions_and_shapes_follow_keras() {
 }
 
 #[test]
+fn fused_attention_matches_composed_forward_and_backward_dropout_included() {
+    // value_dim differs from key_dim, N is not a multiple of 4 (dropout draws straddle rows).
+    for (dropout, train, n) in [(0.0, false, 7), (0.2, true, 7), (0.1, true, 12)] {
+        let store = SeededVarMap::new(50);
+        let cfg = AttentionConfig { dropout, value_dim: Some(6), ..AttentionConfig::new(16, 3, 8) };
+        let rng = SharedRng::new(51);
+        let mha = MultiHeadAttention::new(&cfg, rng.clone(), store.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let x = Var::from_tensor(&randn(&[2, n, 16], 52)).unwrap();
+        let upstream = randn(&[2, n, 16], 53);
+        let start = rng.state();
+        let fused = mha.forward_t(&x, train).unwrap(); // CPU f32: the fused kernel
+        let fused_grads = (&fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        rng.set_state(start);
+        let (composed, _) = mha.forward_with_weights(&x, train).unwrap(); // composed candle ops
+        let composed_grads = (&composed * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_rel_diff(&fused, &composed) < 1e-5, "p {dropout}: {}", max_rel_diff(&fused, &composed));
+        let mut vars: Vec<(String, Var)> = store.varmap().data().lock().unwrap().clone().into_iter().collect();
+        vars.push(("x".into(), x.clone()));
+        for (name, var) in vars {
+            let (a, b) = (fused_grads.get(&var), composed_grads.get(&var));
+            let (a, b) = (a.unwrap_or_else(|| panic!("{name}: no fused gradient")), b.unwrap());
+            if name == "key.bias" {
+                // Analytically zero (softmax is shift-invariant): compare absolutely.
+                let max = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(max < 1e-4, "p {dropout}: key.bias gradient {max}");
+                continue;
+            }
+            assert!(max_rel_diff(a, b) < 1e-4, "p {dropout}: d{name} differs by {}", max_rel_diff(a, b));
+        }
+    }
+}
+
+#[test]
 fn mlp_adds_its_own_residual() {
     let store = SeededVarMap::new(18);
     let cfg = keras_block(0.0, None).mlp;
