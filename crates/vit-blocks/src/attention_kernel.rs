@@ -170,28 +170,8 @@ impl FusedAttention {
                 }
                 unsafe {
                     // dQ = scale * dS · K, dK = scale * dS^T · Q.
-                    matmul(
-                        (n, dk, n),
-                        dq_ptr.at(qk_at),
-                        (ds, 1),
-                        false,
-                        dp.as_ptr(),
-                        (n, 1),
-                        kp,
-                        (ds, 1),
-                        self.scale,
-                    );
-                    matmul(
-                        (n, dk, n),
-                        dk_ptr.at(qk_at),
-                        (ds, 1),
-                        false,
-                        dp.as_ptr(),
-                        (1, n),
-                        qp,
-                        (ds, 1),
-                        self.scale,
-                    );
+                    matmul((n, dk, n), dq_ptr.at(qk_at), (ds, 1), false, dp.as_ptr(), (n, 1), kp, (ds, 1), self.scale);
+                    matmul((n, dk, n), dk_ptr.at(qk_at), (ds, 1), false, dp.as_ptr(), (1, n), qp, (ds, 1), self.scale);
                 }
             },
         );
