@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::rng::{SharedRng, block_u64, splitmix64};
+use crate::rng::{SharedRng, block_u64};
 
 /// Inverted dropout: in training each element is zeroed with probability `p` and the rest are
 /// scaled by `1 / (1 - p)`; at inference it is the identity.
@@ -38,8 +38,9 @@ impl Dropout {
     /// The mask of the next `n` elements in the stream, as `forward_t` on a tensor of `n`
     /// elements would draw it (for kernels that apply dropout inside a fused pass).
     pub(crate) fn reserve(&self, n: usize) -> MaskDraw {
+        // The stream advances as if 4 elements took one 64-bit draw; each call gets a key.
         let (seed, first) = self.rng.reserve(n.div_ceil(4) as u64);
-        MaskDraw { seed, first, threshold: threshold(self.p), scale: 1.0 / (1.0 - self.p) }
+        MaskDraw { key: block_u64(seed, first, 0), threshold: threshold(self.p), scale: 1.0 / (1.0 - self.p) }
     }
 
     /// Applies dropout when `train` is true.
@@ -51,9 +52,7 @@ impl Dropout {
             return Ok(x.clone());
         }
         let n = x.elem_count();
-        // One 64-bit draw decides four elements (16 bits each: p is resolved to 1/65536).
         let mask = self.reserve(n);
-        let MaskDraw { seed, first, .. } = mask;
         let device = x.device();
         let mask = if device.is_cpu() {
             if x.dtype() == DType::F32 {
@@ -64,7 +63,7 @@ impl Dropout {
             // On a GPU the mask is drawn there: building it on the host and copying it over
             // would move gigabytes per step. The device generator is reseeded from this call's
             // reservation, so the masks still follow from the seed and the stream position.
-            device.set_seed(splitmix64(seed ^ splitmix64(first)))?;
+            device.set_seed(mask.key)?;
             (Tensor::rand(0f32, 1f32, x.shape(), device)?.ge(f64::from(self.p))?.to_dtype(DType::F32)?
                 * f64::from(mask.scale))?
         };
@@ -72,32 +71,50 @@ impl Dropout {
     }
 }
 
-/// Elements whose 16-bit draw is below this are dropped.
+/// Elements whose 32-bit draw is below this are dropped.
 fn threshold(p: f32) -> u32 {
-    (f64::from(p) * 65536.0).round() as u32
+    (f64::from(p) * 4_294_967_296.0).round().min(f64::from(u32::MAX)) as u32
 }
 
-/// The keep/drop decision of element `i`, from the block of draws starting at `first`.
+/// The keep/drop decision of each element of one dropout call.
+///
+/// Element `i` draws `h(h(i ^ key_lo) ^ key_hi)` with a 32-bit integer hash `h` (Wellons'
+/// lowbias32) and the call's 64-bit key: a counter-based generator, so any element's draw is
+/// computed alone (the backward pass draws again instead of storing the mask) and whole rows
+/// vectorise (32-bit multiplies; a 64-bit generator does not, and it was 11% of a training
+/// step). Indices wrap at 2^32 elements per call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MaskDraw {
-    seed: u64,
-    first: u64,
+    key: u64,
     threshold: u32,
     scale: f32,
+}
+
+#[inline(always)]
+fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+crate::ops::simd_kernel! {
+    /// The factors of elements `start..start + out.len()` of the call keyed `key`.
+    fn mask_factors(key: u64, threshold: u32, scale: f32, start: usize, out: &mut [f32]) {
+        let (lo, hi) = (key as u32, (key >> 32) as u32);
+        for (j, o) in out.iter_mut().enumerate() {
+            let i = start.wrapping_add(j) as u32;
+            let draw = lowbias32(lowbias32(i ^ lo) ^ hi);
+            *o = if draw >= threshold { scale } else { 0.0 };
+        }
+    }
 }
 
 impl MaskDraw {
     /// The factor of elements `start..start + out.len()`: `1 / (1 - p)` kept, `0` dropped.
     pub(crate) fn factors(&self, start: usize, out: &mut [f32]) {
-        let mut bits = 0u64;
-        for (j, o) in out.iter_mut().enumerate() {
-            let i = start + j;
-            if j == 0 || i % 4 == 0 {
-                bits = block_u64(self.seed, self.first, (i / 4) as u64);
-            }
-            let draw = ((bits >> (16 * (i % 4))) & 0xFFFF) as u32;
-            *o = if draw >= self.threshold { self.scale } else { 0.0 };
-        }
+        mask_factors(self.key, self.threshold, self.scale, start, out);
     }
 
     /// Multiplies `values` (elements `offset..`) by the mask.
@@ -115,7 +132,7 @@ impl MaskDraw {
     }
 
     fn fill(&self, values: &[f32], out: &mut [f32]) {
-        const CHUNK: usize = 1 << 14; // a multiple of 4: draws never straddle chunks
+        const CHUNK: usize = 1 << 14;
         out.par_chunks_mut(CHUNK)
             .zip(values.par_chunks(CHUNK))
             .enumerate()

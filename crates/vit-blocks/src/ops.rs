@@ -137,6 +137,8 @@ macro_rules! simd_kernel {
     };
 }
 
+pub(crate) use simd_kernel;
+
 /// The maximum and the sum over 8 lanes, so that the reductions vectorise (a single running
 /// value is a dependency chain the compiler may not reorder).
 #[inline(always)]

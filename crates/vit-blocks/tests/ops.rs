@@ -112,6 +112,21 @@ fn dropout_is_seeded_resumable_and_inverted() {
     assert!(Dropout::new(1.0, rng).is_err());
 }
 
+#[test]
+fn dropout_masks_are_unbiased_and_uncorrelated_between_neighbours() {
+    let dropout = Dropout::new(0.5, SharedRng::new(60)).unwrap();
+    let x = Tensor::ones((200_000,), DType::F32, &Device::Cpu).unwrap();
+    let kept: Vec<bool> =
+        dropout.forward_t(&x, true).unwrap().to_vec1::<f32>().unwrap().iter().map(|&v| v > 0.0).collect();
+    let rate = kept.iter().filter(|&&k| k).count() as f64 / kept.len() as f64;
+    // Binomial standard deviation at n = 200,000: 0.0011; the bounds are about 5 of them.
+    assert!((rate - 0.5).abs() < 0.006, "keep rate {rate}");
+    for lag in [1, 2, 3, 4, 64] {
+        let both = kept.iter().zip(&kept[lag..]).filter(|&(a, b)| *a && *b).count() as f64 / (kept.len() - lag) as f64;
+        assert!((both - 0.25).abs() < 0.006, "lag {lag}: both kept {both}, expected 0.25");
+    }
+}
+
 fn keras_block(drop_path: f32, layer_scale: Option<f64>) -> BlockConfig {
     BlockConfig {
         attention: AttentionConfig { dropout: 0.1, value_dim: Some(8), ..AttentionConfig::new(16, 2, 12) },
