@@ -63,6 +63,7 @@
 //!
 //! [candle]: https://github.com/huggingface/candle
 
+mod attached;
 mod attention;
 mod attention_kernel;
 mod block;

@@ -6,8 +6,10 @@
 //!
 //! - on the CPU with contiguous `f32` input they run fused kernels (one pass over each row,
 //!   parallel over rows) whose backward is a fused kernel too;
-//! - elsewhere (GPU, other dtypes) they fall back to the [`composed`] versions, built from
-//!   candle ops that have a backward;
+//! - on a GPU in `f32`, softmax and LayerNorm run candle's fused forward kernels with a
+//!   backward pass attached by formula (`attached`, tested against the composed versions);
+//! - elsewhere they fall back to the [`composed`] versions, built from candle ops that have a
+//!   backward;
 //! - softmax and LayerNorm compute in `f32` when given `bf16` or `f16` input and return the
 //!   input's dtype, as mixed-precision training does everywhere: their sums and variances lose
 //!   too much in 8 or 11 bits of mantissa.
@@ -29,7 +31,13 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if is_half(x.dtype()) {
         return softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype());
     }
-    if fused_eligible(x) { x.contiguous()?.apply_op1(Softmax) } else { composed::softmax_last_dim(x) }
+    if fused_eligible(x) {
+        x.contiguous()?.apply_op1(Softmax)
+    } else if gpu_f32(&[x]) {
+        crate::attached::softmax_last_dim(x)
+    } else {
+        composed::softmax_last_dim(x)
+    }
 }
 
 /// LayerNorm over the last dimension, `(x - mean) / sqrt(var + eps) * weight + bias`, with
@@ -53,6 +61,8 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
             );
         }
         x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNorm { eps: eps as f32 })
+    } else if gpu_f32(&[x, weight, bias]) {
+        crate::attached::layer_norm(x, weight, bias, eps)
     } else {
         composed::layer_norm(x, weight, bias, eps)
     }
@@ -60,6 +70,12 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 
 fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::BF16 | DType::F16)
+}
+
+/// Off the CPU, in f32: candle's fused forward kernels with a backward attached
+/// ([`crate::attached`]).
+fn gpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| !t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 fn fused_eligible(t: &Tensor) -> bool {

@@ -331,6 +331,29 @@ vit_blocks::device_tests! {
         }
     }
 
+    fn softmax_and_layer_norm_match_composed_forward_and_backward_on_every_device(device: &Device) {
+        // CPU: this crate's fused kernels; GPU: candle's fused kernels with the attached backward.
+        let on = |t: Tensor| Var::from_tensor(&t.to_device(device).unwrap()).unwrap();
+        let (x, w, b) = (on(randn(&[4, 9, 64], 61)), on(randn(&[64], 62)), on(randn(&[64], 63)));
+        let upstream = randn(&[4, 9, 64], 64).to_device(device).unwrap();
+        let pairs = [
+            ("softmax", ops::softmax_last_dim(&x).unwrap(), composed::softmax_last_dim(&x).unwrap()),
+            ("layer_norm", ops::layer_norm(&x, &w, &b, 1e-6).unwrap(), composed::layer_norm(&x, &w, &b, 1e-6).unwrap()),
+        ];
+        for (op, ours, reference) in pairs {
+            assert!(max_rel_diff(&ours, &reference) < 1e-5, "{op} forward: {}", max_rel_diff(&ours, &reference));
+            let g1 = (&ours * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&reference * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
+                match (g1.get(var), g2.get(var)) {
+                    (Some(a), Some(r)) => assert!(max_rel_diff(a, r) < 1e-4, "{op} d{name}: {}", max_rel_diff(a, r)),
+                    (None, None) => {}
+                    _ => panic!("{op}: d{name} present on one side only"),
+                }
+            }
+        }
+    }
+
     fn half_precision_softmax_and_layer_norm_compute_in_f32_and_carry_gradients(device: &Device) {
         let x = Var::from_tensor(&randn(&[6, 49], 42).to_device(device).unwrap()).unwrap();
         let w = Var::from_tensor(&randn(&[49], 43).to_device(device).unwrap()).unwrap();
