@@ -64,8 +64,12 @@ impl CustomOp1 for Softmax {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // Detached: a gradient computed from graph nodes would hold the step's whole graph, and
+        // candle stores a variable's gradient without detaching it (an optimizer keeping it in
+        // its moments would then chain every step's graph).
+        let (y, grad) = (y.detach(), grad.detach());
         // dx = y * (dy - sum(dy * y))
-        let dot = (grad * y)?.sum_keepdim(D::Minus1)?;
+        let dot = (&grad * &y)?.sum_keepdim(D::Minus1)?;
         Ok(Some((y * grad.broadcast_sub(&dot)?)?))
     }
 }
@@ -121,6 +125,8 @@ impl CustomOp3 for LayerNorm {
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Detached, as in the softmax's backward.
+        let (x, weight, grad) = (&x.detach(), &weight.detach(), &grad.detach());
         let d = x.dim(D::Minus1)?;
         let rows = x.elem_count() / d;
         let mean = x.mean_keepdim(D::Minus1)?;
@@ -185,7 +191,10 @@ mod tests {
             let g2 = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
                 match (g1.get(var), g2.get(var)) {
-                    (Some(a), Some(r)) => assert!(max_rel(a, r) < 1e-4, "op {i} d{name}: {}", max_rel(a, r)),
+                    (Some(a), Some(r)) => {
+                        assert!(max_rel(a, r) < 1e-4, "op {i} d{name}: {}", max_rel(a, r));
+                        assert!(!a.track_op(), "op {i}: d{name} holds a graph");
+                    }
                     (None, None) => {}
                     _ => panic!("op {i}: d{name} present on one side only"),
                 }

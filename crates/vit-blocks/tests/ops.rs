@@ -346,7 +346,10 @@ vit_blocks::device_tests! {
             let g2 = (&reference * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
                 match (g1.get(var), g2.get(var)) {
-                    (Some(a), Some(r)) => assert!(max_rel_diff(a, r) < 1e-4, "{op} d{name}: {}", max_rel_diff(a, r)),
+                    (Some(a), Some(r)) => {
+                        assert!(max_rel_diff(a, r) < 1e-4, "{op} d{name}: {}", max_rel_diff(a, r));
+                        assert!(!a.track_op(), "{op}: d{name} holds a graph");
+                    }
                     (None, None) => {}
                     _ => panic!("{op}: d{name} present on one side only"),
                 }

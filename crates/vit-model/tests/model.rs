@@ -119,6 +119,8 @@ fn every_trainable_parameter_gets_a_nonzero_gradient(device: &Device) {
             for (name, var) in vars.iter() {
                 let g = grads.get(var).unwrap_or_else(|| panic!("{dtype:?} {head:?}: {name} has no gradient"));
                 assert_eq!(g.dtype(), DType::F32, "{dtype:?} {head:?}: {name}");
+                // A gradient that tracks ops holds the step's graph (and leaks it into AdamW).
+                assert!(!g.track_op(), "{dtype:?} {head:?}: the gradient of {name} holds a graph");
                 let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
                 assert!(norm.is_finite(), "{dtype:?} {head:?}: {name} gradient norm {norm}");
                 if name.ends_with("attention.key.bias") {

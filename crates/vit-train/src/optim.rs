@@ -131,7 +131,9 @@ impl AdamW {
                     Tensor::from_vec(p, slot.var.shape(), slot.var.device())?
                 }
                 Moments::Device { m, v } => {
-                    let g = (g.to_dtype(DType::F32)? * f64::from(gs))?;
+                    // Detached: a gradient that is a graph node would chain each step's graph
+                    // into the moments, and memory would grow without bound.
+                    let g = (g.detach().to_dtype(DType::F32)? * f64::from(gs))?;
                     *m = ((&*m * f64::from(b1f))? + (&g * f64::from(one_minus_b1))?)?;
                     *v = ((&*v * f64::from(b2f))? + (g.sqr()? * f64::from(one_minus_b2))?)?;
                     let denom = ((v.sqrt()? * f64::from(inv_bc2))? + f64::from(eps))?;
