@@ -203,7 +203,8 @@ impl FusedAttention {
     }
 }
 
-/// The contiguous `f32` values of a CPU tensor.
+/// The storage of a tensor that must live on the CPU, and its layout (the backward pass reads
+/// its inputs in place rather than copying them out).
 fn host_values(t: &Tensor) -> Result<(StorageRef<'_>, &Layout)> {
     let (storage, layout) = t.storage_and_layout();
     if !matches!(&*storage, Storage::Cpu(_)) {
