@@ -117,6 +117,13 @@ impl MaskDraw {
         mask_factors(self.key, self.threshold, self.scale, start, out);
     }
 
+    /// Multiplies `values` (elements `start..`) by the mask, in place.
+    pub(crate) fn scale_in_place(&self, start: usize, values: &mut [f32]) {
+        let mut factors = vec![0f32; values.len()];
+        self.factors(start, &mut factors);
+        values.iter_mut().zip(&factors).for_each(|(v, f)| *v *= f);
+    }
+
     /// Multiplies `values` (elements `offset..`) by the mask.
     fn apply(&self, values: &[f32], offset: usize, out: &mut [f32]) {
         self.factors(offset, out);

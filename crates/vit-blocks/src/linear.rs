@@ -3,7 +3,7 @@
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops;
+use crate::{Dropout, ops};
 
 /// A function applied to every parameter of a layer by `map_weights`: a cast to the compute
 /// dtype for mixed precision, a detach, a move to another device.
@@ -62,20 +62,36 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, true)
+        self.apply(x, true, None)
     }
 
-    fn apply(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
+    /// `dropout(forward(x))`, or with `gelu`, `dropout(forward_gelu(x))`, the dropout only when
+    /// `train`. On the CPU in `f32` the bias, the activation and the dropout run as one pass
+    /// (and one pass backward): the same values and masks as the separate calls.
+    ///
+    /// # Shapes
+    /// - `x`: `[.., in]`; returns `[.., out]`.
+    pub fn forward_dropout(&self, x: &Tensor, gelu: bool, dropout: &Dropout, train: bool) -> Result<Tensor> {
+        let active = train && dropout.p() > 0.0;
+        let fusable = self.bias.as_ref().is_some_and(ops::fused_eligible) && ops::fused_eligible(&self.weight);
+        if active && fusable && ops::fused_eligible(x) {
+            return self.apply(x, gelu, Some(dropout));
+        }
+        dropout.forward_t(&self.apply(x, gelu, None)?, train)
+    }
+
+    fn apply(&self, x: &Tensor, gelu: bool, dropout: Option<&Dropout>) -> Result<Tensor> {
         let in_dim = x.dim(D::Minus1)?;
         let mut out_dims = x.dims().to_vec();
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         let rows = x.elem_count() / in_dim.max(1);
         let y = x.contiguous()?.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let y = match (&self.bias, gelu) {
-            (Some(b), true) => ops::bias_gelu(&y, b)?,
-            (Some(b), false) => ops::bias_add(&y, b)?,
-            (None, true) => y.gelu_erf()?,
-            (None, false) => y,
+        let y = match (&self.bias, gelu, dropout) {
+            (Some(b), _, Some(dropout)) => ops::bias_act_dropout(&y, b, gelu, dropout.reserve(y.elem_count()))?,
+            (Some(b), true, None) => ops::bias_gelu(&y, b)?,
+            (Some(b), false, None) => ops::bias_add(&y, b)?,
+            (None, true, _) => y.gelu_erf()?,
+            (None, false, _) => y,
         };
         y.reshape(out_dims)
     }
@@ -85,6 +101,6 @@ impl Module for Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false)
+        self.apply(x, false, None)
     }
 }

@@ -72,8 +72,8 @@ impl Mlp {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            h = if i < last || self.activation_on_last { layer.forward_gelu(&h)? } else { layer.forward(&h)? };
-            h = self.dropout.forward_t(&h, train)?;
+            let gelu = i < last || self.activation_on_last;
+            h = layer.forward_dropout(&h, gelu, &self.dropout, train)?;
         }
         Ok(h)
     }

@@ -19,6 +19,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::dropout::MaskDraw;
+
 /// Rows shorter than this are batched into one rayon task so that tiny rows do not drown in
 /// scheduling overhead.
 const ROWS_PER_TASK_MIN_ELEMS: usize = 1 << 14;
@@ -78,7 +80,7 @@ fn gpu_f32(ts: &[&Tensor]) -> bool {
     ts.iter().all(|t| !t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
-fn fused_eligible(t: &Tensor) -> bool {
+pub(crate) fn fused_eligible(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
@@ -336,10 +338,17 @@ impl CustomOp3 for LayerNorm {
 /// - `x`: `[R, N]` (2-D), `bias`: `[N]`; returns `[R, N]`.
 pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if fused_eligible(x) && fused_eligible(bias) && x.rank() == 2 {
-        x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu: false })
+        x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu: false, mask: None })
     } else {
         composed::bias_add(x, bias)
     }
+}
+
+/// `dropout(act(x + bias))` in one pass forward and one backward, `act` GELU or the identity:
+/// a dense layer's epilogue in training. CPU and `f32` only: callers check
+/// [`fused_eligible`] and fall back to the separate ops elsewhere.
+pub(crate) fn bias_act_dropout(x: &Tensor, bias: &Tensor, gelu: bool, mask: MaskDraw) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu, mask: Some(mask) })
 }
 
 /// `gelu(x + bias)` with the exact (erf) GELU, with gradients; fused on the CPU with `f32`.
@@ -348,7 +357,7 @@ pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// - `x`: `[R, N]` (2-D), `bias`: `[N]`; returns `[R, N]`.
 pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if fused_eligible(x) && fused_eligible(bias) && x.rank() == 2 {
-        x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu: true })
+        x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu: true, mask: None })
     } else {
         composed::bias_gelu(x, bias)
     }
@@ -427,6 +436,8 @@ simd_kernel! {
 
 struct BiasAct {
     gelu: bool,
+    /// Dropout applied to the result in the same pass (see [`bias_act_dropout`]).
+    mask: Option<MaskDraw>,
 }
 
 impl CustomOp2 for BiasAct {
@@ -440,18 +451,24 @@ impl CustomOp2 for BiasAct {
         let n = b.len();
         let mut out = vec![0f32; x.len()];
         let chunk = chunk_rows(n);
-        let gelu = self.gelu;
-        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| bias_act_rows(out, x, b, gelu));
+        let (gelu, mask) = (self.gelu, self.mask);
+        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).enumerate().for_each(|(c, (out, x))| {
+            bias_act_rows(out, x, b, gelu);
+            if let Some(mask) = &mask {
+                mask.scale_in_place(c * chunk, out);
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let n = bias.dim(0)?;
-        let grad_x = if self.gelu {
-            x.apply_op3_no_bwd(bias, &grad.contiguous()?, &BiasGeluBackward)?
-        } else {
-            grad.contiguous()?
+        let grad = match &self.mask {
+            // The dropout's backward first: the same draws scale the gradient.
+            Some(mask) => grad.contiguous()?.apply_op1_no_bwd(mask)?,
+            None => grad.contiguous()?,
         };
+        let grad_x = if self.gelu { x.apply_op3_no_bwd(bias, &grad, &BiasGeluBackward)? } else { grad };
         let grad_b = grad_x.apply_op1_no_bwd(&ColumnSum { cols: n })?;
         Ok((Some(grad_x), Some(grad_b)))
     }

@@ -220,6 +220,32 @@ fn fused_attention_matches_composed_forward_and_backward_dropout_included() {
 }
 
 #[test]
+fn dense_layer_with_fused_dropout_equals_the_separate_ops() {
+    for (gelu, p) in [(true, 0.3), (false, 0.3), (true, 0.0)] {
+        let store = SeededVarMap::new(70);
+        let layer = Linear::new(12, 10, true, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let rng = SharedRng::new(71);
+        let dropout = Dropout::new(p, rng.clone()).unwrap();
+        let x = Var::from_tensor(&randn(&[3, 7, 12], 72)).unwrap();
+        let upstream = randn(&[3, 7, 10], 73);
+        let start = rng.state();
+        let fused = layer.forward_dropout(&x, gelu, &dropout, true).unwrap();
+        let g1 = (&fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        rng.set_state(start);
+        let plain = if gelu { layer.forward_gelu(&x) } else { layer.forward(&x) }.unwrap();
+        let separate = dropout.forward_t(&plain, true).unwrap();
+        let g2 = (&separate * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bits(&fused), bits(&separate), "gelu {gelu}, p {p}: forward");
+        let mut vars: Vec<(String, Var)> = store.varmap().data().lock().unwrap().clone().into_iter().collect();
+        vars.push(("x".into(), x.clone()));
+        for (name, var) in vars {
+            assert_eq!(bits(g1.get(&var).unwrap()), bits(g2.get(&var).unwrap()), "gelu {gelu}, p {p}: d{name}");
+        }
+    }
+}
+
+#[test]
 fn mlp_adds_its_own_residual() {
     let store = SeededVarMap::new(18);
     let cfg = keras_block(0.0, None).mlp;

@@ -172,7 +172,7 @@ impl Vit {
         };
         let mut h = pooled;
         for layer in &self.head_layers {
-            h = self.head_dropout.forward_t(&layer.forward_gelu(&h)?, train)?;
+            h = layer.forward_dropout(&h, true, &self.head_dropout, train)?;
         }
         // Logits leave in f32 whatever the compute dtype, so that the loss and the softmax of a
         // mixed-precision model are taken at full precision.
