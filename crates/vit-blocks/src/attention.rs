@@ -99,18 +99,33 @@ impl MultiHeadAttention {
     /// - `x`: `[B, N, dim]`; returns `[B, N, dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
-            return self.attend_fused(x, train);
+            let (b, n, _) = x.dims3()?;
+            return self.attend_fused(x, b, n, train);
         }
         Ok(self.attend(x, train)?.0)
+    }
+
+    /// [`forward_t`](Self::forward_t) on the tokens of `batch` images flattened to rows, as
+    /// [`crate::TransformerBlock`] runs it: on the CPU no reshape enters the graph.
+    ///
+    /// # Shapes
+    /// - `rows`: `[batch * tokens, dim]`; returns `[batch * tokens, dim]`.
+    pub(crate) fn forward_rows(&self, rows: &Tensor, batch: usize, tokens: usize, train: bool) -> Result<Tensor> {
+        if rows.device().is_cpu() && rows.dtype() == DType::F32 {
+            return self.attend_fused(rows, batch, tokens, train);
+        }
+        let dim = rows.dim(1)?;
+        self.forward_t(&rows.reshape((batch, tokens, dim))?, train)?.reshape((batch * tokens, dim))
     }
 
     /// The CPU path: all heads in one kernel that never materialises the `[B, H, N, N]`
     /// weights (see `attention_kernel`); equal to [`attend`](Self::attend) within rounding,
     /// dropout masks included.
-    fn attend_fused(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (b, n, _) = x.dims3()?;
+    fn attend_fused(&self, x: &Tensor, b: usize, n: usize, train: bool) -> Result<Tensor> {
         let mask = (train && self.dropout.p() > 0.0).then(|| self.dropout.reserve(b * self.num_heads * n * n));
         let kernel = FusedAttention {
+            batch: b,
+            tokens: n,
             heads: self.num_heads,
             key_dim: self.key_dim,
             value_dim: self.value_dim,

@@ -18,6 +18,10 @@ use crate::ops::{f32_slice, softmax_in_place};
 /// `softmax(scale * q k^T) v` per head, with dropout on the weights when `mask` is set.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FusedAttention {
+    /// Images and tokens per image: `q`, `k` and `v` are `[batch, tokens, heads * dim]`, or
+    /// the same rows flattened to `[batch * tokens, heads * dim]`.
+    pub batch: usize,
+    pub tokens: usize,
     pub heads: usize,
     pub key_dim: usize,
     pub value_dim: usize,
@@ -188,10 +192,15 @@ impl FusedAttention {
     }
 
     fn dims(&self, q: &Layout, v: &Layout) -> Result<(usize, usize)> {
-        let (b, n, width) = q.shape().dims3()?;
-        if width != self.heads * self.key_dim || v.dims() != [b, n, self.heads * self.value_dim] {
+        let (b, n) = (self.batch, self.tokens);
+        let fits = |l: &Layout, d: usize| match l.dims() {
+            [rows, width] => *rows == b * n && *width == self.heads * d,
+            [bb, nn, width] => *bb == b && *nn == n && *width == self.heads * d,
+            _ => false,
+        };
+        if !fits(q, self.key_dim) || !fits(v, self.value_dim) {
             candle_core::bail!(
-                "fused attention: q {:?} and v {:?} do not fit {} heads of key_dim {} and value_dim {}",
+                "fused attention: q {:?} and v {:?} do not fit {b} images of {n} tokens, {} heads of key_dim {} and value_dim {}",
                 q.dims(),
                 v.dims(),
                 self.heads,
@@ -200,6 +209,16 @@ impl FusedAttention {
             );
         }
         Ok((b, n))
+    }
+
+    /// The output's shape: that of `v`'s rows with the value width.
+    fn out_shape(&self, v: &Layout) -> Shape {
+        let width = self.heads * self.value_dim;
+        if v.dims().len() == 2 {
+            Shape::from((self.batch * self.tokens, width))
+        } else {
+            Shape::from((self.batch, self.tokens, width))
+        }
     }
 }
 
@@ -241,7 +260,7 @@ impl CustomOp3 for FusedAttention {
         let (q, k, v) =
             (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?, f32_slice(s3, l3, self.name())?);
         let out = self.forward(q, k, v, b, n);
-        Ok((CpuStorage::F32(out), Shape::from((b, n, self.heads * self.value_dim))))
+        Ok((CpuStorage::F32(out), self.out_shape(l3)))
     }
 
     fn bwd(

@@ -120,6 +120,17 @@ impl TransformerBlock {
     }
 
     fn run(&self, x: &Tensor, train: bool, want_weights: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let plain = self.layer_scale.is_none() && (self.drop_path == 0.0 || !train);
+        if plain && !want_weights {
+            // The tokens of all images as rows, one reshape in and one out: the layers inside
+            // take rows as they are, and every reshape saved is a zeroed gradient and an add
+            // saved in candle's backward pass.
+            let (b, n, d) = x.dims3()?;
+            let rows = x.reshape((b * n, d))?;
+            let x2 = (&rows + self.attention.forward_rows(&self.norm1.forward(&rows)?, b, n, train)?)?;
+            let out = self.mlp.forward_residual_t(&self.norm2.forward(&x2)?, &x2, train)?;
+            return Ok((out.reshape((b, n, d))?, None));
+        }
         let normed = self.norm1.forward(x)?;
         let (attended, weights) = if want_weights {
             let (a, w) = self.attention.forward_with_weights(&normed, train)?;
@@ -127,7 +138,6 @@ impl TransformerBlock {
         } else {
             (self.attention.forward_t(&normed, train)?, None)
         };
-        let plain = self.layer_scale.is_none() && (self.drop_path == 0.0 || !train);
         if plain {
             let x2 = (x + attended)?;
             let out = self.mlp.forward_residual_t(&self.norm2.forward(&x2)?, &x2, train)?;

@@ -85,7 +85,12 @@ impl Linear {
         let mut out_dims = x.dims().to_vec();
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.contiguous()?.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        // A 2-D input is used as it is: each reshape is a graph node whose backward allocates
+        // a zeroed gradient and adds into it (see TransformerBlock, which feeds rows).
+        let flat = x.rank() == 2;
+        let x = x.contiguous()?;
+        let x = if flat { x } else { x.reshape((rows, in_dim))? };
+        let y = x.matmul(&self.weight.t()?)?;
         let y = match (&self.bias, gelu, dropout) {
             (Some(b), _, Some(dropout)) => ops::bias_act_dropout(&y, b, gelu, dropout.reserve(y.elem_count()))?,
             (Some(b), true, None) => ops::bias_gelu(&y, b)?,
@@ -93,7 +98,7 @@ impl Linear {
             (None, true, _) => y.gelu_erf()?,
             (None, false, _) => y,
         };
-        y.reshape(out_dims)
+        if flat { Ok(y) } else { y.reshape(out_dims) }
     }
 }
 
