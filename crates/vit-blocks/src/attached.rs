@@ -13,10 +13,7 @@ use candle_core::{
 };
 
 /// A forward value computed outside autograd, re-entered into the graph with a backward pass.
-struct Attached {
-    value: Tensor,
-    eps: f64,
-}
+struct Attached(Tensor);
 
 impl Attached {
     fn value<S>(
@@ -24,7 +21,7 @@ impl Attached {
         pick: impl Fn(&Storage) -> Option<&S>,
         clone: impl Fn(&S, &Layout) -> Result<S>,
     ) -> Result<(S, Shape)> {
-        let (storage, layout) = self.value.storage_and_layout();
+        let (storage, layout) = self.0.storage_and_layout();
         match pick(&storage) {
             Some(s) => Ok((clone(s, layout)?, layout.shape().clone())),
             None => candle_core::bail!("attached op: the value lives on another device than its input"),
@@ -74,7 +71,10 @@ impl CustomOp1 for Softmax {
     }
 }
 
-struct LayerNorm(Attached);
+struct LayerNorm {
+    value: Attached,
+    eps: f64,
+}
 
 impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
@@ -90,7 +90,7 @@ impl CustomOp3 for LayerNorm {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.0.cpu()
+        self.value.cpu()
     }
 
     fn cuda_fwd(
@@ -102,7 +102,7 @@ impl CustomOp3 for LayerNorm {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.0.cuda()
+        self.value.cuda()
     }
 
     fn metal_fwd(
@@ -114,7 +114,7 @@ impl CustomOp3 for LayerNorm {
         _: &MetalStorage,
         _: &Layout,
     ) -> Result<(MetalStorage, Shape)> {
-        self.0.metal()
+        self.value.metal()
     }
 
     fn bwd(
@@ -131,7 +131,7 @@ impl CustomOp3 for LayerNorm {
         let rows = x.elem_count() / d;
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
-        let inv_std = (centered.sqr()?.mean_keepdim(D::Minus1)? + self.0.eps)?.sqrt()?.recip()?;
+        let inv_std = (centered.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
         let normed = centered.broadcast_mul(&inv_std)?;
         let grad_weight = (grad * &normed)?.reshape((rows, d))?.sum(0)?;
         let grad_bias = grad.reshape((rows, d))?.sum(0)?;
@@ -150,14 +150,14 @@ impl CustomOp3 for LayerNorm {
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
     let value = candle_nn::ops::softmax_last_dim(&x.detach())?;
-    x.apply_op1(Softmax(Attached { value, eps: 0.0 }))
+    x.apply_op1(Softmax(Attached(value)))
 }
 
 /// LayerNorm: candle's fused kernel forward, a formula backward for all three inputs.
 pub(crate) fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let x = x.contiguous()?;
     let value = candle_nn::ops::layer_norm(&x.detach(), &weight.detach(), &bias.detach(), eps as f32)?;
-    x.apply_op3(weight, bias, LayerNorm(Attached { value, eps }))
+    x.apply_op3(weight, bias, LayerNorm { value: Attached(value), eps })
 }
 
 #[cfg(test)]

@@ -133,17 +133,18 @@ impl MaskDraw {
     /// The mask itself, for devices without the fused kernel.
     fn values(&self, n: usize) -> Vec<f32> {
         let mut out = vec![0f32; n];
-        let ones = vec![1f32; n];
-        self.fill(&ones, &mut out);
+        out.par_chunks_mut(Self::CHUNK).enumerate().for_each(|(c, out)| self.factors(c * Self::CHUNK, out));
         out
     }
 
+    /// Elements per parallel task.
+    const CHUNK: usize = 1 << 14;
+
     fn fill(&self, values: &[f32], out: &mut [f32]) {
-        const CHUNK: usize = 1 << 14;
-        out.par_chunks_mut(CHUNK)
-            .zip(values.par_chunks(CHUNK))
+        out.par_chunks_mut(Self::CHUNK)
+            .zip(values.par_chunks(Self::CHUNK))
             .enumerate()
-            .for_each(|(c, (out, values))| self.apply(values, c * CHUNK, out));
+            .for_each(|(c, (out, values))| self.apply(values, c * Self::CHUNK, out));
     }
 }
 
