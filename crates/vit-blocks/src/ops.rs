@@ -236,12 +236,69 @@ struct LayerNorm {
     eps: f32,
 }
 
-/// Mean and reciprocal standard deviation of one row.
+/// Mean and reciprocal standard deviation of one row, summed over 8 lanes so that it vectorises.
+#[inline(always)]
 fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lanes_fold(x, 0.0, |a, b| a + b) / n;
+    let mut squares = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>();
+    for c in chunks {
+        for j in 0..8 {
+            squares[j] += (c[j] - mean) * (c[j] - mean);
+        }
+    }
+    let var = (squares.iter().sum::<f32>() + tail) / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+simd_kernel! {
+    /// LayerNorm of whole rows of `w.len()`.
+    fn layer_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let d = w.len();
+        for (out, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+            let (mean, rstd) = moments(x, eps);
+            for i in 0..d {
+                out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// LayerNorm's backward for whole rows: writes `dx`, adds into `dw` and `db`.
+    fn layer_norm_grad_rows(dx: &mut [f32], x: &[f32], g: &[f32], w: &[f32], eps: f32, dw: &mut [f32], db: &mut [f32]) {
+        let d = w.len();
+        for ((dx, x), g) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(g.chunks_exact(d)) {
+            let (mean, rstd) = moments(x, eps);
+            for i in 0..d {
+                dw[i] += g[i] * (x[i] - mean) * rstd;
+                db[i] += g[i];
+            }
+            let (mut sum_gw, mut sum_gw_xhat) = ([0f32; 8], [0f32; 8]);
+            let rows = x.chunks_exact(8).zip(g.chunks_exact(8)).zip(w.chunks_exact(8));
+            let tail = d - d % 8;
+            for ((x, g), w) in rows {
+                for j in 0..8 {
+                    let gw = g[j] * w[j];
+                    sum_gw[j] += gw;
+                    sum_gw_xhat[j] += gw * (x[j] - mean) * rstd;
+                }
+            }
+            for i in tail..d {
+                let gw = g[i] * w[i];
+                sum_gw[0] += gw;
+                sum_gw_xhat[0] += gw * (x[i] - mean) * rstd;
+            }
+            let mean_gw = sum_gw.iter().sum::<f32>() / d as f32;
+            let mean_gw_xhat = sum_gw_xhat.iter().sum::<f32>() / d as f32;
+            for i in 0..d {
+                let xhat = (x[i] - mean) * rstd;
+                dx[i] = rstd * (g[i] * w[i] - mean_gw - xhat * mean_gw_xhat);
+            }
+        }
+    }
 }
 
 impl CustomOp3 for LayerNorm {
@@ -264,14 +321,7 @@ impl CustomOp3 for LayerNorm {
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         let chunk = chunk_rows(d);
-        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| {
-            for (out, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                let (mean, rstd) = moments(x, self.eps);
-                for i in 0..d {
-                    out[i] = (x[i] - mean) * rstd * w[i] + b[i];
-                }
-            }
-        });
+        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| layer_norm_rows(out, x, w, b, self.eps));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -296,23 +346,7 @@ impl CustomOp3 for LayerNorm {
             .map(|(dx, (x, g))| {
                 let mut dw = vec![0f32; d];
                 let mut db = vec![0f32; d];
-                for ((dx, x), g) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(g.chunks_exact(d)) {
-                    let (mean, rstd) = moments(x, self.eps);
-                    let (mut sum_gw, mut sum_gw_xhat) = (0f32, 0f32);
-                    for i in 0..d {
-                        let xhat = (x[i] - mean) * rstd;
-                        let gw = g[i] * ws[i];
-                        sum_gw += gw;
-                        sum_gw_xhat += gw * xhat;
-                        dw[i] += g[i] * xhat;
-                        db[i] += g[i];
-                    }
-                    let (mean_gw, mean_gw_xhat) = (sum_gw / d as f32, sum_gw_xhat / d as f32);
-                    for i in 0..d {
-                        let xhat = (x[i] - mean) * rstd;
-                        dx[i] = rstd * (g[i] * ws[i] - mean_gw - xhat * mean_gw_xhat);
-                    }
-                }
+                layer_norm_grad_rows(dx, x, g, &ws, self.eps, &mut dw, &mut db);
                 (dw, db)
             })
             .collect();
@@ -374,10 +408,14 @@ pub fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in f32.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `shifted` holds `n` in its low mantissa bits: moving them into the exponent field is
+    // integer arithmetic that vectorises, where `n as i32` is a saturating scalar conversion
+    // per lane. The clamp keeps `n + 127` in 1..=254, and the shift drops the high bits.
+    let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     p * scale
 }
 
