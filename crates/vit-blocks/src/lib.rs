@@ -67,6 +67,7 @@ mod attached;
 mod attention;
 mod attention_kernel;
 mod block;
+mod dense_kernel;
 mod dropout;
 pub mod init;
 mod linear;

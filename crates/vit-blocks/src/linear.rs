@@ -57,7 +57,8 @@ impl Linear {
 }
 
 impl Linear {
-    /// `gelu(x W^T + b)` with the exact GELU, the bias and the activation fused into one pass.
+    /// `gelu(x W^T + b)` with the exact GELU. On the CPU in `f32` the product starts from the
+    /// bias, and outside autograd (a detached layer) GELU overwrites it in place.
     ///
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
@@ -66,8 +67,8 @@ impl Linear {
     }
 
     /// `dropout(forward(x))`, or with `gelu`, `dropout(forward_gelu(x))`, the dropout only when
-    /// `train`. On the CPU in `f32` the bias, the activation and the dropout run as one pass
-    /// (and one pass backward): the same values and masks as the separate calls.
+    /// `train`. On the CPU in `f32` the activation and the dropout run as one pass after the
+    /// product (and one pass backward): the same values and masks as the separate calls.
     ///
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
@@ -90,13 +91,12 @@ impl Linear {
         let flat = x.rank() == 2;
         let x = x.contiguous()?;
         let x = if flat { x } else { x.reshape((rows, in_dim))? };
-        let y = x.matmul(&self.weight.t()?)?;
-        let y = match (&self.bias, gelu, dropout) {
-            (Some(b), _, Some(dropout)) => ops::bias_act_dropout(&y, b, gelu, dropout.reserve(y.elem_count()))?,
-            (Some(b), true, None) => ops::bias_gelu(&y, b)?,
-            (Some(b), false, None) => ops::bias_add(&y, b)?,
-            (None, true, _) => y.gelu_erf()?,
-            (None, false, _) => y,
+        let y = ops::dense(&x, &self.weight, self.bias.as_ref())?;
+        let y = match dropout {
+            // Only reached where `forward_dropout` found the fused path eligible.
+            Some(dropout) => ops::act_dropout(&y, gelu, dropout.reserve(y.elem_count()))?,
+            None if gelu => ops::gelu_fresh(y)?,
+            None => y,
         };
         if flat { Ok(y) } else { y.reshape(out_dims) }
     }

@@ -1,4 +1,4 @@
-//! Softmax, LayerNorm, bias-add and bias+GELU that carry gradients.
+//! Softmax, LayerNorm, the dense layer and GELU, with gradients.
 //!
 //! candle's fused `candle_nn::ops::softmax_last_dim` and `layer_norm` (and `candle_nn::LayerNorm`
 //! on its fused path) record no backward pass, so gradients silently stop there. The functions
@@ -16,7 +16,7 @@
 //!
 //! The tests prove the fused kernels equal the composed versions in forward and backward.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, InplaceOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::dropout::MaskDraw;
@@ -96,14 +96,18 @@ pub mod composed {
         e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
     }
 
-    /// `x + bias` over the last dimension.
-    pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        x.broadcast_add(bias)
+    /// `x W^T + bias`.
+    pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let y = x.matmul(&weight.t()?)?;
+        match bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
 
-    /// `gelu(x + bias)`, exact (erf) GELU.
-    pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        x.broadcast_add(bias)?.gelu_erf()
+    /// The exact (erf) GELU.
+    pub fn gelu(x: &Tensor) -> Result<Tensor> {
+        x.gelu_erf()
     }
 
     /// LayerNorm over the last dimension.
@@ -126,8 +130,27 @@ pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str
 }
 
 /// Splits `rows` of `width` elements into chunks of whole rows large enough to be worth a task.
-fn chunk_rows(width: usize) -> usize {
+pub(crate) fn chunk_rows(width: usize) -> usize {
     (ROWS_PER_TASK_MIN_ELEMS / width.max(1)).max(1) * width.max(1)
+}
+
+/// A new vector of `len` values, written by `fill(chunk_index, chunk)` over chunks of `chunk`
+/// elements in parallel. Each chunk is zeroed by its own task just before `fill` overwrites it,
+/// in cache, instead of the whole vector in one single-threaded pass at allocation
+/// (`vec![0.0; len]`: 5% of an inference profile, as a memset inside the allocator).
+pub(crate) fn par_rows(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(c, part)| {
+        part.iter_mut().for_each(|v| {
+            v.write(0.0);
+        });
+        // SAFETY: every element of `part` was initialised just above.
+        let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+        fill(c, part);
+    });
+    // SAFETY: the chunks cover 0..len, and each was initialised.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Defines a function whose body is compiled twice: for the baseline target, and with AVX2 and
@@ -192,10 +215,9 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(storage, layout, self.name())?;
         let n = layout.dims().last().copied().unwrap_or(1);
-        let mut out = vec![0f32; x.len()];
         let chunk = chunk_rows(n);
-        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| {
-            out.copy_from_slice(x);
+        let out = par_rows(x.len(), chunk, |c, out| {
+            out.copy_from_slice(&x[c * chunk..][..out.len()]);
             out.chunks_exact_mut(n).for_each(softmax_in_place);
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -218,9 +240,9 @@ impl CustomOp2 for SoftmaxBackward {
         let y = f32_slice(s1, l1, self.name())?;
         let dy = f32_slice(s2, l2, self.name())?;
         let n = l1.dims().last().copied().unwrap_or(1);
-        let mut dx = vec![0f32; y.len()];
         let chunk = chunk_rows(n);
-        dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dx, (y, dy))| {
+        let dx = par_rows(y.len(), chunk, |c, dx| {
+            let (y, dy) = (&y[c * chunk..][..dx.len()], &dy[c * chunk..][..dx.len()]);
             for ((dx, y), dy) in dx.chunks_exact_mut(n).zip(y.chunks_exact(n)).zip(dy.chunks_exact(n)) {
                 let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
                 for ((d, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
@@ -319,9 +341,8 @@ impl CustomOp3 for LayerNorm {
         let w = f32_slice(s2, l2, self.name())?;
         let b = f32_slice(s3, l3, self.name())?;
         let d = w.len();
-        let mut out = vec![0f32; x.len()];
         let chunk = chunk_rows(d);
-        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| layer_norm_rows(out, x, w, b, self.eps));
+        let out = par_rows(x.len(), chunk, |c, out| layer_norm_rows(out, &x[c * chunk..][..out.len()], w, b, self.eps));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -364,37 +385,48 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
-/// `x + bias` over the last dimension, with gradients. On the CPU with `f32` the backward sums
-/// the bias gradient over rows in parallel (candle's broadcast backward does it in one
+/// A dense layer, `x W^T + bias`, with gradients for all three. On the CPU with `f32` and a
+/// bias it is one graph node: the bias is the matrix product's starting value, and the
+/// backward pass runs two products with the transposes in the strides and sums the bias
+/// gradient over rows in parallel (candle's broadcast backward does that in one
 /// single-threaded loop, 18% of a training step in the Keras example's model).
 ///
 /// # Shapes
-/// - `x`: `[R, N]` (2-D), `bias`: `[N]`; returns `[R, N]`.
-pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if fused_eligible(x) && fused_eligible(bias) && x.rank() == 2 {
-        x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu: false, mask: None })
-    } else {
-        composed::bias_add(x, bias)
+/// - `x`: `[R, in]` (2-D), `weight`: `[out, in]`, `bias`: `[out]`; returns `[R, out]`.
+pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) if fused_eligible(x) && fused_eligible(weight) && fused_eligible(b) && x.rank() == 2 => {
+            x.contiguous()?.apply_op3(&weight.contiguous()?, &b.contiguous()?, crate::dense_kernel::Dense)
+        }
+        _ => composed::dense(x, weight, bias),
     }
 }
 
-/// `dropout(act(x + bias))` in one pass forward and one backward, `act` GELU or the identity:
-/// a dense layer's epilogue in training. CPU and `f32` only: callers check
-/// [`fused_eligible`] and fall back to the separate ops elsewhere.
-pub(crate) fn bias_act_dropout(x: &Tensor, bias: &Tensor, gelu: bool, mask: MaskDraw) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu, mask: Some(mask) })
-}
-
-/// `gelu(x + bias)` with the exact (erf) GELU, with gradients; fused on the CPU with `f32`.
+/// The exact (erf) GELU, with gradients; one pass forward and backward on the CPU with `f32`.
 ///
 /// # Shapes
-/// - `x`: `[R, N]` (2-D), `bias`: `[N]`; returns `[R, N]`.
-pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if fused_eligible(x) && fused_eligible(bias) && x.rank() == 2 {
-        x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAct { gelu: true, mask: None })
+/// - `x`: any; returns the same shape.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fused_eligible(x) { x.contiguous()?.apply_op1(Act { gelu: true, mask: None }) } else { composed::gelu(x) }
+}
+
+/// [`gelu`] of a tensor the caller has just created and holds the only handle to: when it
+/// records no graph (inference), the values are replaced in place, saving an allocation and a
+/// pass over memory.
+pub(crate) fn gelu_fresh(x: Tensor) -> Result<Tensor> {
+    if fused_eligible(&x) && !x.track_op() && x.is_contiguous() {
+        x.inplace_op1(&GeluInPlace)?;
+        Ok(x)
     } else {
-        composed::bias_gelu(x, bias)
+        gelu(&x)
     }
+}
+
+/// `dropout(act(x))` in one pass forward and one backward, `act` GELU or the identity: a dense
+/// layer's epilogue in training. CPU and `f32` only: callers check [`fused_eligible`] and fall
+/// back to the separate ops elsewhere.
+pub(crate) fn act_dropout(x: &Tensor, gelu: bool, mask: MaskDraw) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Act { gelu, mask: Some(mask) })
 }
 
 /// `e^x` to about 2 ulp (Cody-Waite range reduction, degree-6 Taylor polynomial, the exponent
@@ -443,108 +475,115 @@ fn gelu_and_grad(x: f32) -> (f32, f32) {
 }
 
 simd_kernel! {
-    /// `out = x + b` (then GELU) for whole rows of `b.len()`.
-    fn bias_act_rows(out: &mut [f32], x: &[f32], b: &[f32], gelu: bool) {
-        let n = b.len();
-        for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-            if gelu {
-                for i in 0..n {
-                    out[i] = gelu_and_grad(x[i] + b[i]).0;
-                }
-            } else {
-                for i in 0..n {
-                    out[i] = x[i] + b[i];
-                }
-            }
-        }
+    fn gelu_rows(out: &mut [f32], x: &[f32]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = gelu_and_grad(v).0);
     }
 }
 
 simd_kernel! {
-    /// `out = g * gelu'(x + b)` for whole rows of `b.len()`.
-    fn bias_gelu_grad_rows(out: &mut [f32], x: &[f32], g: &[f32], b: &[f32]) {
-        let n = b.len();
-        for ((out, x), g) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(g.chunks_exact(n)) {
-            for i in 0..n {
-                out[i] = g[i] * gelu_and_grad(x[i] + b[i]).1;
-            }
-        }
+    fn gelu_rows_in_place(x: &mut [f32]) {
+        x.iter_mut().for_each(|v| *v = gelu_and_grad(*v).0);
     }
 }
 
-struct BiasAct {
+simd_kernel! {
+    /// `g *= gelu'(x)`: the incoming gradient becomes that of GELU's input.
+    fn gelu_grad_scale(g: &mut [f32], x: &[f32]) {
+        g.iter_mut().zip(x).for_each(|(g, &x)| *g *= gelu_and_grad(x).1);
+    }
+}
+
+/// Elements per parallel task of the elementwise kernels.
+const ELEMS_PER_TASK: usize = ROWS_PER_TASK_MIN_ELEMS;
+
+/// `dropout(gelu(x))`, `dropout(x)` or `gelu(x)`, elementwise.
+struct Act {
     gelu: bool,
-    /// Dropout applied to the result in the same pass (see [`bias_act_dropout`]).
     mask: Option<MaskDraw>,
 }
 
-impl CustomOp2 for BiasAct {
+impl CustomOp1 for Act {
     fn name(&self) -> &'static str {
-        if self.gelu { "vit-bias-gelu" } else { "vit-bias-add" }
+        if self.gelu { "vit-gelu" } else { "vit-dropout" }
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout, self.name())?;
+        let out = par_rows(x.len(), ELEMS_PER_TASK, |c, out| {
+            let x = &x[c * ELEMS_PER_TASK..][..out.len()];
+            if self.gelu {
+                gelu_rows(out, x);
+            } else {
+                out.copy_from_slice(x);
+            }
+            if let Some(mask) = &self.mask {
+                mask.scale_in_place(c * ELEMS_PER_TASK, out);
+            }
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(match (self.gelu, &self.mask) {
+            (true, mask) => x.apply_op2_no_bwd(&grad, &GeluBackward { mask: *mask })?,
+            // The dropout's backward: the same draws scale the gradient.
+            (false, Some(mask)) => grad.apply_op1_no_bwd(mask)?,
+            (false, None) => grad,
+        }))
+    }
+}
+
+/// `grad * mask * gelu'(x)`: GELU's backward, after the dropout's when there is a mask.
+struct GeluBackward {
+    mask: Option<MaskDraw>,
+}
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "vit-gelu-backward"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
-        let b = f32_slice(s2, l2, self.name())?;
-        let n = b.len();
-        let mut out = vec![0f32; x.len()];
-        let chunk = chunk_rows(n);
-        let (gelu, mask) = (self.gelu, self.mask);
-        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).enumerate().for_each(|(c, (out, x))| {
-            bias_act_rows(out, x, b, gelu);
-            if let Some(mask) = &mask {
-                mask.scale_in_place(c * chunk, out);
+        let g = f32_slice(s2, l2, self.name())?;
+        let out = par_rows(x.len(), ELEMS_PER_TASK, |c, out| {
+            let at = c * ELEMS_PER_TASK;
+            out.copy_from_slice(&g[at..][..out.len()]);
+            if let Some(mask) = &self.mask {
+                mask.scale_in_place(at, out);
             }
+            gelu_grad_scale(out, &x[at..][..out.len()]);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
-
-    fn bwd(&self, x: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let n = bias.dim(0)?;
-        let grad = match &self.mask {
-            // The dropout's backward first: the same draws scale the gradient.
-            Some(mask) => grad.contiguous()?.apply_op1_no_bwd(mask)?,
-            None => grad.contiguous()?,
-        };
-        let grad_x = if self.gelu { x.apply_op3_no_bwd(bias, &grad, &BiasGeluBackward)? } else { grad };
-        let grad_b = grad_x.apply_op1_no_bwd(&ColumnSum { cols: n })?;
-        Ok((Some(grad_x), Some(grad_b)))
-    }
 }
 
-/// `grad * gelu'(x + bias)`.
-struct BiasGeluBackward;
+/// GELU over a tensor's own storage, for inference.
+struct GeluInPlace;
 
-impl CustomOp3 for BiasGeluBackward {
+impl InplaceOp1 for GeluInPlace {
     fn name(&self) -> &'static str {
-        "vit-bias-gelu-backward"
+        "vit-gelu-in-place"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, self.name())?;
-        let b = f32_slice(s2, l2, self.name())?;
-        let g = f32_slice(s3, l3, self.name())?;
-        let n = b.len();
-        let mut out = vec![0f32; x.len()];
-        let chunk = chunk_rows(n);
-        out.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
-            .for_each(|(out, (x, g))| bias_gelu_grad_rows(out, x, g, b));
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: needs a contiguous tensor", self.name());
+        };
+        match storage {
+            CpuStorage::F32(values) => {
+                values[start..end].par_chunks_mut(ELEMS_PER_TASK).for_each(gelu_rows_in_place);
+                Ok(())
+            }
+            _ => candle_core::bail!("{}: f32 only", self.name()),
+        }
     }
 }
 
 /// Sums a `[R, cols]` matrix over its rows, in parallel blocks of rows.
-struct ColumnSum {
-    cols: usize,
+pub(crate) struct ColumnSum {
+    pub cols: usize,
 }
 
 impl CustomOp1 for ColumnSum {

@@ -272,6 +272,10 @@ fn dense_layer_with_fused_dropout_equals_the_separate_ops() {
         for (name, var) in vars {
             assert_eq!(bits(g1.get(&var).unwrap()), bits(g2.get(&var).unwrap()), "gelu {gelu}, p {p}: d{name}");
         }
+        // Inference on a detached layer (GELU in place) gives the same values.
+        let inference = layer.detached();
+        let detached = if gelu { inference.forward_gelu(&x) } else { inference.forward(&x) }.unwrap();
+        assert_eq!(bits(&detached), bits(&plain), "gelu {gelu}: detached forward");
     }
 }
 
@@ -293,29 +297,49 @@ fn mlp_adds_its_own_residual() {
 }
 
 #[test]
-fn fused_bias_add_and_bias_gelu_match_composed_forward_and_backward() {
-    for (rows, cols) in [(7, 5), (3000, 64), (1, 1)] {
-        let x = Var::from_tensor(&randn(&[rows, cols], 21)).unwrap();
-        let b = Var::from_tensor(&randn(&[cols], 22)).unwrap();
-        let upstream = randn(&[rows, cols], 23);
-        type Op = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
-        let pairs: [(&str, Op, Op); 2] =
-            [("bias_add", ops::bias_add, composed::bias_add), ("bias_gelu", ops::bias_gelu, composed::bias_gelu)];
-        for (name, fused, reference) in pairs {
-            let f = fused(&x, &b).unwrap();
-            let r = reference(&x, &b).unwrap();
-            assert!(max_rel_diff(&f, &r) < 1e-6, "{name} forward");
-            let gf = (f * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
-            let gr = (r * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
-            for (which, var) in [("x", &x), ("bias", &b)] {
-                // Absolute: candle's GELU backward uses 0.398942 for 1/sqrt(2 pi), so where the
-                // derivative is near 0 (x near -0.75) a relative error would measure that alone.
-                let (a, r) = (gf.get(var).unwrap(), gr.get(var).unwrap());
-                let err = (a - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                let scale = r.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
-                assert!(err < 2e-5 * scale, "{name} d{which} [{rows}, {cols}]: {err}");
-            }
+fn fused_dense_matches_composed_forward_and_backward() {
+    for (rows, inputs, outputs) in [(7, 5, 3), (3000, 64, 48), (1, 1, 1), (300, 9, 200)] {
+        let x = Var::from_tensor(&randn(&[rows, inputs], 21)).unwrap();
+        let w = Var::from_tensor(&randn(&[outputs, inputs], 22)).unwrap();
+        let b = Var::from_tensor(&randn(&[outputs], 23)).unwrap();
+        let upstream = randn(&[rows, outputs], 24);
+        let fused = ops::dense(&x, &w, Some(&b)).unwrap();
+        let reference = composed::dense(&x, &w, Some(&b)).unwrap();
+        assert!(max_rel_diff(&fused, &reference) < 1e-6, "forward [{rows}, {inputs}] -> {outputs}");
+        let gf = (fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (reference * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        for (which, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
+            let (a, r) = (gf.get(var).unwrap(), gr.get(var).unwrap());
+            assert_eq!(a.dims(), r.dims());
+            assert!(max_rel_diff(a, r) < 1e-5, "d{which} [{rows}, {inputs}] -> {outputs}: {}", max_rel_diff(a, r));
         }
+    }
+    // An input outside the graph (the patches) gets no gradient; the parameters still do.
+    let x = randn(&[4, 6], 25).detach();
+    let w = Var::from_tensor(&randn(&[3, 6], 26)).unwrap();
+    let b = Var::from_tensor(&randn(&[3], 27)).unwrap();
+    let grads = ops::dense(&x, &w, Some(&b)).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none() && grads.get(&w).is_some() && grads.get(&b).is_some());
+    let err = ops::dense(&randn(&[4, 5], 28), &w, Some(&b)).unwrap_err().to_string();
+    assert!(err.contains("do not fit input [4, 5]"), "{err}");
+}
+
+#[test]
+fn fused_gelu_matches_composed_forward_and_backward() {
+    for shape in [vec![7, 5], vec![3000, 64], vec![1], vec![2, 3, 40_000]] {
+        let x = Var::from_tensor(&randn(&shape, 21)).unwrap();
+        let upstream = randn(&shape, 23);
+        let f = ops::gelu(&x).unwrap();
+        let r = composed::gelu(&x).unwrap();
+        assert!(max_rel_diff(&f, &r) < 1e-6, "forward {shape:?}");
+        let gf = (f * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (r * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        // Absolute: candle's GELU backward uses 0.398942 for 1/sqrt(2 pi), so where the
+        // derivative is near 0 (x near -0.75) a relative error would measure that alone.
+        let (a, r) = (gf.get(&x).unwrap(), gr.get(&x).unwrap());
+        let err = (a - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let scale = r.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+        assert!(err < 2e-5 * scale, "dx {shape:?}: {err}");
     }
 }
 
