@@ -8,6 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use crate::ops::{ColumnSum, chunk_rows, f32_slice, par_rows};
 
@@ -57,6 +58,11 @@ pub(crate) unsafe fn gemm_f32(
     }
 }
 
+/// Inputs of at most this many rows are split over output columns (see `Dense::cpu_fwd`).
+const FEW_ROWS: usize = 4;
+/// Output columns worth a task of their own in that split.
+const MIN_COLUMNS_PER_TASK: usize = 64;
+
 /// All of rayon's threads: the dense products are the large ones of a step.
 fn all_threads() -> Parallelism {
     match rayon::current_num_threads() {
@@ -104,21 +110,38 @@ impl CustomOp3 for Dense {
         let mut out = par_rows(rows * out_dim, chunk_rows(out_dim), |_, part| {
             part.chunks_exact_mut(out_dim).for_each(|row| row.copy_from_slice(b));
         });
-        // SAFETY: out is rows x out_dim, x rows x in_dim, and W^T is W read column-wise.
-        unsafe {
+        // Each call computes output columns `cols` from the rows of W they need.
+        // SAFETY (callers): `dst` addresses out, rows x out_dim; x is rows x in_dim, and W^T
+        // is W read column-wise.
+        let columns = |dst: *mut f32, cols: std::ops::Range<usize>, parallelism| unsafe {
             gemm_f32(
-                (rows, out_dim, in_dim),
-                out.as_mut_ptr(),
+                (rows, cols.len(), in_dim),
+                dst.wrapping_add(cols.start),
                 (out_dim, 1),
                 true,
                 x.as_ptr(),
                 (in_dim, 1),
-                w.as_ptr(),
+                w.as_ptr().wrapping_add(cols.start * in_dim),
                 (1, in_dim),
                 1.0,
-                all_threads(),
+                parallelism,
             )
         };
+        let threads = rayon::current_num_threads();
+        if rows <= FEW_ROWS && threads > 1 && out_dim >= 2 * MIN_COLUMNS_PER_TASK {
+            // A matrix-vector product (batch 1): gemm runs it on one thread, and it streams the
+            // whole weight from memory (75 MB for the Keras example's head), so split the
+            // output columns across threads.
+            let per_task = out_dim.div_ceil(threads).max(MIN_COLUMNS_PER_TASK);
+            let dst = out.as_mut_ptr() as usize;
+            (0..out_dim.div_ceil(per_task)).into_par_iter().for_each(|t| {
+                let cols = t * per_task..out_dim.min((t + 1) * per_task);
+                // Tasks write disjoint columns of out.
+                columns(dst as *mut f32, cols, Parallelism::None);
+            });
+        } else {
+            columns(out.as_mut_ptr(), 0..out_dim, all_threads());
+        }
         Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
     }
 
