@@ -105,7 +105,8 @@ impl FusedAttention {
 
     fn forward(&self, q: &[f32], k: &[f32], v: &[f32], batch: usize, n: usize) -> Vec<f32> {
         let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
-        let mut out = vec![0f32; batch * n * h * dv];
+        let len = batch * n * h * dv;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = Shared(out.as_mut_ptr());
         (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
             || (vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
@@ -132,15 +133,17 @@ impl FusedAttention {
                 };
             },
         );
+        // SAFETY: the tasks wrote every head's columns of every row (gemm without
+        // accumulation writes all of its destination, reading none of it).
+        unsafe { out.set_len(len) };
         out
     }
 
     /// The gradients of `q`, `k` and `v` given that of the output, `dout`.
     fn backward(&self, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], batch: usize, n: usize) -> [Vec<f32>; 3] {
         let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
-        let mut dq = vec![0f32; q.len()];
-        let mut dk_ = vec![0f32; k.len()];
-        let mut dv_ = vec![0f32; v.len()];
+        let (mut dq, mut dk_, mut dv_) =
+            (Vec::<f32>::with_capacity(q.len()), Vec::<f32>::with_capacity(k.len()), Vec::<f32>::with_capacity(v.len()));
         let (dq_ptr, dk_ptr, dv_ptr) = (Shared(dq.as_mut_ptr()), Shared(dk_.as_mut_ptr()), Shared(dv_.as_mut_ptr()));
         (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
             || (vec![0f32; n * n], vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
@@ -179,6 +182,12 @@ impl FusedAttention {
                 }
             },
         );
+        // SAFETY: as in `forward`, each head's dQ, dK and dV columns were written in full.
+        unsafe {
+            dq.set_len(q.len());
+            dk_.set_len(k.len());
+            dv_.set_len(v.len());
+        }
         [dq, dk_, dv_]
     }
 

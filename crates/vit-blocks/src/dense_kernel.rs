@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::ops::{ColumnSum, chunk_rows, f32_slice, par_rows};
+use crate::ops::{ColumnSum, chunk_rows, f32_slice};
 
 /// `dst (= or +=) alpha * lhs · rhs` for an `m x k` by `k x n` product, every operand given by
 /// pointer and (row, column) strides in elements.
@@ -79,6 +79,22 @@ fn dims2(layout: &Layout, what: &str) -> Result<(usize, usize)> {
     }
 }
 
+/// `rows` copies of `b`, written in parallel into fresh memory (no zero-fill first).
+fn bias_rows(b: &[f32], rows: usize) -> Vec<f32> {
+    let len = rows * b.len();
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(chunk_rows(b.len())).for_each(|part| {
+        for row in part.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(o, &v)| {
+                o.write(v);
+            });
+        }
+    });
+    // SAFETY: the chunks, whole rows, cover 0..len, and every element was written.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// `x W^T + b` with `x: [R, in]`, `W: [out, in]`, `b: [out]`, all contiguous `f32` on the CPU.
 pub(crate) struct Dense;
 
@@ -107,9 +123,7 @@ impl CustomOp3 for Dense {
                 l1.dims()
             );
         }
-        let mut out = par_rows(rows * out_dim, chunk_rows(out_dim), |_, part| {
-            part.chunks_exact_mut(out_dim).for_each(|row| row.copy_from_slice(b));
-        });
+        let mut out = bias_rows(b, rows);
         // Each call computes output columns `cols` from the rows of W they need.
         // SAFETY (callers): `dst` addresses out, rows x out_dim; x is rows x in_dim, and W^T
         // is W read column-wise.
