@@ -142,8 +142,11 @@ impl FusedAttention {
     /// The gradients of `q`, `k` and `v` given that of the output, `dout`.
     fn backward(&self, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], batch: usize, n: usize) -> [Vec<f32>; 3] {
         let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
-        let (mut dq, mut dk_, mut dv_) =
-            (Vec::<f32>::with_capacity(q.len()), Vec::<f32>::with_capacity(k.len()), Vec::<f32>::with_capacity(v.len()));
+        let (mut dq, mut dk_, mut dv_) = (
+            Vec::<f32>::with_capacity(q.len()),
+            Vec::<f32>::with_capacity(k.len()),
+            Vec::<f32>::with_capacity(v.len()),
+        );
         let (dq_ptr, dk_ptr, dv_ptr) = (Shared(dq.as_mut_ptr()), Shared(dk_.as_mut_ptr()), Shared(dv_.as_mut_ptr()));
         (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
             || (vec![0f32; n * n], vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),

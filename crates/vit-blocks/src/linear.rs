@@ -58,7 +58,8 @@ impl Linear {
 
 impl Linear {
     /// `gelu(x W^T + b)` with the exact GELU. On the CPU in `f32` the product starts from the
-    /// bias, and outside autograd (a detached layer) GELU overwrites it in place.
+    /// bias, and outside autograd (a detached layer) GELU runs on each block of the product
+    /// while it is in cache.
     ///
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
@@ -91,12 +92,14 @@ impl Linear {
         let flat = x.rank() == 2;
         let x = x.contiguous()?;
         let x = if flat { x } else { x.reshape((rows, in_dim))? };
-        let y = ops::dense(&x, &self.weight, self.bias.as_ref())?;
         let y = match dropout {
             // Only reached where `forward_dropout` found the fused path eligible.
-            Some(dropout) => ops::act_dropout(&y, gelu, dropout.reserve(y.elem_count()))?,
-            None if gelu => ops::gelu_fresh(y)?,
-            None => y,
+            Some(dropout) => {
+                let y = ops::dense(&x, &self.weight, self.bias.as_ref())?;
+                ops::act_dropout(&y, gelu, dropout.reserve(y.elem_count()))?
+            }
+            None if gelu => ops::dense_gelu(&x, &self.weight, self.bias.as_ref())?,
+            None => ops::dense(&x, &self.weight, self.bias.as_ref())?,
         };
         if flat { Ok(y) } else { y.reshape(out_dims) }
     }

@@ -395,9 +395,9 @@ impl CustomOp3 for LayerNorm {
 /// - `x`: `[R, in]` (2-D), `weight`: `[out, in]`, `bias`: `[out]`; returns `[R, out]`.
 pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
-        Some(b) if fused_eligible(x) && fused_eligible(weight) && fused_eligible(b) && x.rank() == 2 => {
-            x.contiguous()?.apply_op3(&weight.contiguous()?, &b.contiguous()?, crate::dense_kernel::Dense)
-        }
+        Some(b) if fused_eligible(x) && fused_eligible(weight) && fused_eligible(b) && x.rank() == 2 => x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &b.contiguous()?, crate::dense_kernel::Dense { gelu: false }),
         _ => composed::dense(x, weight, bias),
     }
 }
@@ -410,10 +410,22 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if fused_eligible(x) { x.contiguous()?.apply_op1(Act { gelu: true, mask: None }) } else { composed::gelu(x) }
 }
 
+/// `gelu(dense(x, weight, bias))`. Outside autograd (inference) on the CPU with `f32`, GELU
+/// runs on each block of the product while it is still in cache.
+pub(crate) fn dense_gelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) if [x, weight, b].iter().all(|t| fused_eligible(t) && !t.track_op()) && x.rank() == 2 => {
+            let op = crate::dense_kernel::Dense { gelu: true };
+            x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &b.contiguous()?, &op)
+        }
+        _ => gelu_fresh(dense(x, weight, bias)?),
+    }
+}
+
 /// [`gelu`] of a tensor the caller has just created and holds the only handle to: when it
 /// records no graph (inference), the values are replaced in place, saving an allocation and a
 /// pass over memory.
-pub(crate) fn gelu_fresh(x: Tensor) -> Result<Tensor> {
+fn gelu_fresh(x: Tensor) -> Result<Tensor> {
     if fused_eligible(&x) && !x.track_op() && x.is_contiguous() {
         x.inplace_op1(&GeluInPlace)?;
         Ok(x)
@@ -481,7 +493,7 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    fn gelu_rows_in_place(x: &mut [f32]) {
+    pub(crate) fn gelu_rows_in_place(x: &mut [f32]) {
         x.iter_mut().for_each(|v| *v = gelu_and_grad(*v).0);
     }
 }

@@ -299,7 +299,9 @@ fn mlp_adds_its_own_residual() {
 #[test]
 fn fused_dense_matches_composed_forward_and_backward() {
     // Up to 4 rows with 128 or more outputs take the split over columns (batch 1).
-    for (rows, inputs, outputs) in [(7, 5, 3), (3000, 64, 48), (1, 1, 1), (300, 9, 200), (1, 30, 200), (4, 9, 1000)] {
+    for (rows, inputs, outputs) in
+        [(7, 5, 3), (3000, 64, 48), (1, 1, 1), (300, 9, 200), (1, 30, 200), (4, 9, 1000), (50, 300, 300)]
+    {
         let x = Var::from_tensor(&randn(&[rows, inputs], 21)).unwrap();
         let w = Var::from_tensor(&randn(&[outputs, inputs], 22)).unwrap();
         let b = Var::from_tensor(&randn(&[outputs], 23)).unwrap();
@@ -323,6 +325,19 @@ fn fused_dense_matches_composed_forward_and_backward() {
     assert!(grads.get(&x).is_none() && grads.get(&w).is_some() && grads.get(&b).is_some());
     let err = ops::dense(&randn(&[4, 5], 28), &w, Some(&b)).unwrap_err().to_string();
     assert!(err.contains("do not fit input [4, 5]"), "{err}");
+}
+
+#[test]
+fn detached_dense_layer_with_gelu_matches_composed() {
+    // Row blocks with a small weight, batch 1 split over columns, one large product.
+    for (rows, inputs, outputs) in [(700, 64, 96), (1, 300, 256), (50, 300, 300)] {
+        let store = SeededVarMap::new(80);
+        let layer = Linear::new(inputs, outputs, true, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let x = randn(&[rows, inputs], 81);
+        let fused = layer.detached().forward_gelu(&x).unwrap();
+        let reference = composed::gelu(&composed::dense(&x, layer.weight(), layer.bias()).unwrap()).unwrap();
+        assert!(max_rel_diff(&fused, &reference) < 1e-5, "[{rows}, {inputs}] -> {outputs}");
+    }
 }
 
 #[test]
