@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Storage
 use rayon::prelude::*;
 
 use crate::dropout::MaskDraw;
-use crate::ops::{f32_slice, softmax_in_place};
+use crate::ops::{f32_slice, mul_in_place, softmax_grad_rows, softmax_in_place};
 
 /// `softmax(scale * q k^T) v` per head, with dropout on the weights when `mask` is set.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +115,7 @@ impl FusedAttention {
                 let (qk_at, v_at) = (b * n * h * dk + head * dk, b * n * h * dv + head * dv);
                 self.weights(task, n, q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), p, keep);
                 if self.mask.is_some() {
-                    p.iter_mut().zip(keep.iter()).for_each(|(p, &f)| *p *= f);
+                    mul_in_place(p, keep);
                 }
                 // SAFETY: this task writes only its own head's columns of row block b.
                 unsafe {
@@ -164,8 +164,8 @@ impl FusedAttention {
                     matmul((n, n, dv), dp.as_mut_ptr(), (n, 1), false, gp, (vs, 1), vp, (1, vs), 1.0);
                     let dropped = if self.mask.is_some() {
                         // dP = dP' ⊙ keep; then keep becomes the dropped weights P ⊙ keep.
-                        dp.iter_mut().zip(keep.iter()).for_each(|(g, &f)| *g *= f);
-                        keep.iter_mut().zip(p.iter()).for_each(|(f, &pv)| *f *= pv);
+                        mul_in_place(dp, keep);
+                        mul_in_place(keep, p);
                         keep.as_ptr()
                     } else {
                         p.as_ptr()
@@ -174,10 +174,7 @@ impl FusedAttention {
                     matmul((n, dv, n), dv_ptr.at(v_at), (vs, 1), false, dropped, (1, n), gp, (vs, 1), 1.0);
                 }
                 // dS = P ⊙ (dP - rowsum(dP ⊙ P)), the softmax backward, in place in dp.
-                for (g, y) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
-                    g.iter_mut().zip(y).for_each(|(g, &y)| *g = y * (*g - dot));
-                }
+                softmax_grad_rows(dp, p, n);
                 unsafe {
                     // dQ = scale * dS · K, dK = scale * dS^T · Q.
                     matmul((n, dk, n), dq_ptr.at(qk_at), (ds, 1), false, dp.as_ptr(), (n, 1), kp, (ds, 1), self.scale);
