@@ -16,7 +16,7 @@
 //!   addition happens where the MLP's output is produced rather than as a separate step.
 //! - [`TransformerBlock`]: pre-norm, `LayerNorm -> attention -> +residual; LayerNorm -> Mlp`,
 //!   with optional stochastic depth and layer scale.
-//! - [`ops`]: softmax and LayerNorm with a backward pass. candle's fused
+//! - [`ops`]: softmax, LayerNorm, the dense layer and GELU with a backward pass. candle's fused
 //!   `candle_nn::ops::softmax_last_dim`, `layer_norm`, `rms_norm` and `candle_nn::LayerNorm` on its
 //!   fused path record no backward, so gradients silently stop there. The versions here run
 //!   fused CPU kernels with fused backward kernels, and fall back to composed candle ops
