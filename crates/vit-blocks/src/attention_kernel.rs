@@ -12,6 +12,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
+use crate::dense_kernel::gemm_f32;
 use crate::dropout::MaskDraw;
 use crate::ops::{f32_slice, mul_in_place, softmax_grad_rows, softmax_in_place};
 
@@ -51,40 +52,18 @@ impl Shared {
 /// must not alias the operands.
 #[allow(clippy::too_many_arguments)]
 unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: *mut f32,
-    (dst_rs, dst_cs): (usize, usize),
+    dst_strides: (usize, usize),
     accumulate: bool,
     lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
+    lhs_strides: (usize, usize),
     rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
+    rhs_strides: (usize, usize),
     alpha: f32,
 ) {
-    // gemm computes dst = beta_dst * dst + alpha_prod * lhs * rhs, strides column first.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs as isize,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            alpha,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    let parallelism = gemm::Parallelism::None;
+    unsafe { gemm_f32(dims, dst, dst_strides, accumulate, lhs, lhs_strides, rhs, rhs_strides, alpha, parallelism) }
 }
 
 impl FusedAttention {

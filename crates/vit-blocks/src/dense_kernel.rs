@@ -95,17 +95,20 @@ fn dims2(layout: &Layout, what: &str) -> Result<(usize, usize)> {
     }
 }
 
+/// Writes `b` into each row of `part` (whole rows of `b.len()`).
+fn write_rows(part: &mut [std::mem::MaybeUninit<f32>], b: &[f32]) {
+    for row in part.chunks_exact_mut(b.len()) {
+        row.iter_mut().zip(b).for_each(|(o, &v)| {
+            o.write(v);
+        });
+    }
+}
+
 /// `rows` copies of `b`, written in parallel into fresh memory (no zero-fill first).
 fn bias_rows(b: &[f32], rows: usize) -> Vec<f32> {
     let len = rows * b.len();
     let mut out: Vec<f32> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len].par_chunks_mut(chunk_rows(b.len())).for_each(|part| {
-        for row in part.chunks_exact_mut(b.len()) {
-            row.iter_mut().zip(b).for_each(|(o, &v)| {
-                o.write(v);
-            });
-        }
-    });
+    out.spare_capacity_mut()[..len].par_chunks_mut(chunk_rows(b.len())).for_each(|part| write_rows(part, b));
     // SAFETY: the chunks, whole rows, cover 0..len, and every element was written.
     unsafe { out.set_len(len) };
     out
@@ -166,11 +169,7 @@ impl CustomOp3 for Dense {
             let len = rows * out_dim;
             let mut out: Vec<f32> = Vec::with_capacity(len);
             out.spare_capacity_mut()[..len].par_chunks_mut(block * out_dim).enumerate().for_each(|(i, part)| {
-                for row in part.chunks_exact_mut(out_dim) {
-                    row.iter_mut().zip(b).for_each(|(o, &v)| {
-                        o.write(v);
-                    });
-                }
+                write_rows(part, b);
                 // SAFETY: every element of `part` was written just above.
                 let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
                 let block_rows = part.len() / out_dim.max(1);
