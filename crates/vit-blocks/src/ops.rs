@@ -198,10 +198,27 @@ fn lanes_fold(row: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 simd_kernel! {
     /// Softmax of one row, in place.
     pub(crate) fn softmax_in_place(row: &mut [f32]) {
-        let max = lanes_fold(row, f32::NEG_INFINITY, f32::max);
-        row.iter_mut().for_each(|v| *v = exp(*v - max));
-        let inv = 1.0 / lanes_fold(row, 0.0, |a, b| a + b);
-        row.iter_mut().for_each(|v| *v *= inv);
+        // `f32::max` handles NaN with a compare and a blend per vector; this is one `maxps`,
+        // and a NaN still reaches the sum through `exp` below.
+        let max = lanes_fold(row, f32::NEG_INFINITY, |a, b| if a > b { a } else { b });
+        // The exponentials and their sum in one pass, the sum over 8 lanes.
+        let mut lanes = [0f32; 8];
+        let mut chunks = row.chunks_exact_mut(8);
+        for c in &mut chunks {
+            for j in 0..8 {
+                c[j] = exp(c[j] - max);
+                lanes[j] += c[j];
+            }
+        }
+        let mut sum = lanes.iter().sum::<f32>();
+        for v in chunks.into_remainder() {
+            *v = exp(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 
