@@ -119,10 +119,11 @@ impl MultiHeadAttention {
     }
 
     /// The CPU path: all heads in one kernel that never materialises the `[B, H, N, N]`
-    /// weights (see `attention_kernel`); equal to [`attend`](Self::attend) within rounding,
-    /// dropout masks included.
+    /// weights outside training (see `attention_kernel`); equal to [`attend`](Self::attend)
+    /// within rounding, dropout masks included.
     fn attend_fused(&self, x: &Tensor, b: usize, n: usize, train: bool) -> Result<Tensor> {
         let mask = (train && self.dropout.p() > 0.0).then(|| self.dropout.reserve(b * self.num_heads * n * n));
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
         let kernel = FusedAttention {
             batch: b,
             tokens: n,
@@ -131,8 +132,9 @@ impl MultiHeadAttention {
             value_dim: self.value_dim,
             scale: (1.0 / (self.key_dim as f64).sqrt()) as f32,
             mask,
+            // Training keeps the weights for the backward pass rather than recomputing them.
+            saved_weights: (train && q.track_op()).then(Default::default),
         };
-        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
         let mixed = q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, kernel)?;
         self.output.forward(&mixed)
     }

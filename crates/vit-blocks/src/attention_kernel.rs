@@ -9,6 +9,8 @@
 //! projections are read in place through strides, and the backward pass draws the same dropout
 //! mask again and recomputes the weights from `q` and `k`, as flash attention does.
 
+use std::sync::{Arc, OnceLock};
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
@@ -17,7 +19,7 @@ use crate::dropout::MaskDraw;
 use crate::ops::{f32_slice, mul_in_place, softmax_grad_rows, softmax_in_place};
 
 /// `softmax(scale * q k^T) v` per head, with dropout on the weights when `mask` is set.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct FusedAttention {
     /// Images and tokens per image: `q`, `k` and `v` are `[batch, tokens, heads * dim]`, or
     /// the same rows flattened to `[batch * tokens, heads * dim]`.
@@ -28,6 +30,12 @@ pub(crate) struct FusedAttention {
     pub value_dim: usize,
     pub scale: f32,
     pub mask: Option<MaskDraw>,
+    /// In training: where the forward pass keeps the weights (after the softmax, before
+    /// dropout) for the backward pass, which otherwise recomputes them. Recomputing costs
+    /// `q k^T` again (a fifth of a training step's attention FLOPs) and the softmax; keeping
+    /// them costs `[B, H, N, N]` floats per block until the backward pass (85 MB for the
+    /// Keras example at batch 256), freed with the graph.
+    pub saved_weights: Option<Arc<OnceLock<Vec<f32>>>>,
 }
 
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
@@ -87,12 +95,19 @@ impl FusedAttention {
         let len = batch * n * h * dv;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = Shared(out.as_mut_ptr());
+        let saved_len = if self.saved_weights.is_some() { batch * h * n * n } else { 0 };
+        let mut saved: Vec<f32> = Vec::with_capacity(saved_len);
+        let saved_at = Shared(saved.as_mut_ptr());
         (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
             || (vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
             |(p, keep), task| {
                 let (b, head) = (task / h, task % h);
                 let (qk_at, v_at) = (b * n * h * dk + head * dk, b * n * h * dv + head * dv);
                 self.weights(task, n, q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), p, keep);
+                if saved_len > 0 {
+                    // SAFETY: each task writes its own n * n stretch of `saved`.
+                    unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), saved_at.at(task * n * n), n * n) };
+                }
                 if self.mask.is_some() {
                     mul_in_place(p, keep);
                 }
@@ -113,8 +128,16 @@ impl FusedAttention {
             },
         );
         // SAFETY: the tasks wrote every head's columns of every row (gemm without
-        // accumulation writes all of its destination, reading none of it).
-        unsafe { out.set_len(len) };
+        // accumulation writes all of its destination, reading none of it), and every head's
+        // weights into `saved`.
+        unsafe {
+            out.set_len(len);
+            saved.set_len(saved_len);
+        }
+        if let Some(slot) = &self.saved_weights {
+            // A second forward through the same op (it is not reused) would keep the first.
+            let _ = slot.set(saved);
+        }
         out
     }
 
@@ -127,6 +150,7 @@ impl FusedAttention {
             Vec::<f32>::with_capacity(v.len()),
         );
         let (dq_ptr, dk_ptr, dv_ptr) = (Shared(dq.as_mut_ptr()), Shared(dk_.as_mut_ptr()), Shared(dv_.as_mut_ptr()));
+        let saved = self.saved_weights.as_ref().and_then(|slot| slot.get()).filter(|w| w.len() == batch * h * n * n);
         (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
             || (vec![0f32; n * n], vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
             |(p, dp, keep), task| {
@@ -135,7 +159,18 @@ impl FusedAttention {
                 let (qp, kp, vp, gp) =
                     (q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), v[v_at..].as_ptr(), dout[v_at..].as_ptr());
                 let (ds, vs) = (h * dk, h * dv);
-                self.weights(task, n, qp, kp, p, keep);
+                let p: &[f32] = match saved {
+                    Some(weights) => {
+                        if let Some(mask) = &self.mask {
+                            mask.factors(task * n * n, keep);
+                        }
+                        &weights[task * n * n..][..n * n]
+                    }
+                    None => {
+                        self.weights(task, n, qp, kp, p, keep);
+                        p
+                    }
+                };
                 // SAFETY (all products): operands address this head's rows through their strides,
                 // destinations are this task's buffers or its own head's columns.
                 unsafe {
