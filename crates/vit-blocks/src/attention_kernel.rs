@@ -1,13 +1,14 @@
-//! Scaled dot-product attention of all heads in one CPU pass, with a backward pass that
-//! recomputes the attention weights instead of storing them.
+//! Scaled dot-product attention of all heads in one CPU pass, with its backward pass.
 //!
 //! The composed version (`softmax(q k^T) v` from candle ops) transposes the heads out of the
 //! projections and back, runs `B * H` small matrix products at about half the speed of one large
 //! one, and keeps the scores, the weights and the dropout mask (`[B, H, N, N]` each: 85 MB per
 //! block for the Keras example at batch 256) alive until the backward pass. Here each
-//! `(batch, head)` pair is one task: its `N x N` weights live in a buffer of the task, the
+//! `(batch, head)` pair is one task: its `N x N` scores live in a buffer of the task, the
 //! projections are read in place through strides, and the backward pass draws the same dropout
-//! mask again and recomputes the weights from `q` and `k`, as flash attention does.
+//! mask again instead of reading a stored one. In training the weights after the softmax are
+//! kept for the backward pass (one `[B, H, N, N]` buffer); otherwise the backward pass
+//! recomputes them from `q` and `k`, as flash attention does.
 
 use std::sync::{Arc, OnceLock};
 

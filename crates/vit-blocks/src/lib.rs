@@ -7,9 +7,10 @@
 //!   `key_dim` independent of the width, optional `value_dim`, biases, dropout on the attention
 //!   weights), and it can return the attention weights for attention maps. On the CPU with
 //!   `f32` all heads run in one kernel, parallel over batch and heads, that reads the
-//!   projections through strides and never stores the `[B, H, N, N]` weights: its backward
-//!   pass recomputes them and draws the same dropout mask again (tested equal to the composed
-//!   candle ops in forward and backward, dropout included).
+//!   projections through strides, stores no scores or dropout mask (the backward pass draws
+//!   the same mask again), and keeps the `[B, H, N, N]` weights only in training, for the
+//!   backward pass (tested equal to the composed candle ops in forward and backward, dropout
+//!   included).
 //! - [`Mlp`]: dense layers with GELU and dropout after each, **carrying its own residual
 //!   connection**. In the Keras example a block ends with `mlp(LayerNorm(x2)) + x2`; here the MLP
 //!   owns that addition, so a block is two residual units each closed by one module, and the
