@@ -97,6 +97,9 @@ fn dims2(layout: &Layout, what: &str) -> Result<(usize, usize)> {
 
 /// Writes `b` into each row of `part` (whole rows of `b.len()`).
 fn write_rows(part: &mut [std::mem::MaybeUninit<f32>], b: &[f32]) {
+    if b.is_empty() {
+        return; // no outputs: `part` is empty too
+    }
     for row in part.chunks_exact_mut(b.len()) {
         row.iter_mut().zip(b).for_each(|(o, &v)| {
             o.write(v);
@@ -168,16 +171,18 @@ impl CustomOp3 for Dense {
             let block = block_rows(rows, out_dim, threads);
             let len = rows * out_dim;
             let mut out: Vec<f32> = Vec::with_capacity(len);
-            out.spare_capacity_mut()[..len].par_chunks_mut(block * out_dim).enumerate().for_each(|(i, part)| {
-                write_rows(part, b);
-                // SAFETY: every element of `part` was written just above.
-                let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-                let block_rows = part.len() / out_dim.max(1);
-                product(part.as_mut_ptr(), block_rows, i * block * in_dim, 0..out_dim, Parallelism::None);
-                if self.gelu {
-                    gelu_rows_in_place(part);
-                }
-            });
+            out.spare_capacity_mut()[..len].par_chunks_mut((block * out_dim).max(1)).enumerate().for_each(
+                |(i, part)| {
+                    write_rows(part, b);
+                    // SAFETY: every element of `part` was written just above.
+                    let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                    let block_rows = part.len() / out_dim.max(1);
+                    product(part.as_mut_ptr(), block_rows, i * block * in_dim, 0..out_dim, Parallelism::None);
+                    if self.gelu {
+                        gelu_rows_in_place(part);
+                    }
+                },
+            );
             // SAFETY: the blocks, whole rows, cover 0..len, and every element was written.
             unsafe { out.set_len(len) };
             out

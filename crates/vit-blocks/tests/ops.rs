@@ -324,6 +324,15 @@ fn fused_dense_matches_composed_forward_and_backward() {
     let b = Var::from_tensor(&randn(&[3], 27)).unwrap();
     let grads = ops::dense(&x, &w, Some(&b)).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(&x).is_none() && grads.get(&w).is_some() && grads.get(&b).is_some());
+    // Degenerate sizes give empty results rather than a panic.
+    for (rows, outputs) in [(0, 3), (5, 0), (1, 0)] {
+        let (x, w) = (
+            randn(&[rows.max(1), 6], 29).narrow(0, 0, rows).unwrap(),
+            Tensor::zeros((outputs, 6), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let y = ops::dense(&x, &w, Some(&Tensor::zeros(outputs, DType::F32, &Device::Cpu).unwrap())).unwrap();
+        assert_eq!(y.dims(), [rows, outputs]);
+    }
     let err = ops::dense(&randn(&[4, 5], 28), &w, Some(&b)).unwrap_err().to_string();
     assert!(err.contains("do not fit input [4, 5]"), "{err}");
 }
