@@ -16,7 +16,7 @@
 //!
 //! The tests prove the fused kernels equal the composed versions in forward and backward.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, InplaceOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::dropout::MaskDraw;
@@ -442,19 +442,7 @@ pub(crate) fn dense_gelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
             let op = crate::dense_kernel::Dense { gelu: true };
             x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &b.contiguous()?, &op)
         }
-        _ => gelu_fresh(dense(x, weight, bias)?),
-    }
-}
-
-/// [`gelu`] of a tensor the caller has just created and holds the only handle to: when it
-/// records no graph (inference), the values are replaced in place, saving an allocation and a
-/// pass over memory.
-fn gelu_fresh(x: Tensor) -> Result<Tensor> {
-    if fused_eligible(&x) && !x.track_op() && x.is_contiguous() {
-        x.inplace_op1(&GeluInPlace)?;
-        Ok(x)
-    } else {
-        gelu(&x)
+        _ => gelu(&dense(x, weight, bias)?),
     }
 }
 
@@ -654,28 +642,6 @@ impl CustomOp2 for GeluBackward {
             gelu_grad_scale(out, &x[at..][..out.len()]);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-/// GELU over a tensor's own storage, for inference.
-struct GeluInPlace;
-
-impl InplaceOp1 for GeluInPlace {
-    fn name(&self) -> &'static str {
-        "vit-gelu-in-place"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("{}: needs a contiguous tensor", self.name());
-        };
-        match storage {
-            CpuStorage::F32(values) => {
-                values[start..end].par_chunks_mut(ELEMS_PER_TASK).for_each(gelu_rows_in_place);
-                Ok(())
-            }
-            _ => candle_core::bail!("{}: f32 only", self.name()),
-        }
     }
 }
 
