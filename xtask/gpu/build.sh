@@ -10,15 +10,15 @@ out=${1:-.gpu/bundle}
 : "${CUDA_COMPUTE_CAP:?set CUDA_COMPUTE_CAP to the compute capability of the GPU, e.g. 90 for an H100}"
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p "$out"
-cargo build --release --features cuda -p vit-train --bin vit
+cargo build --release --features cuda -p vit-cli --bin vit
 cp "$target/release/vit" "$out/vit"
 # The integration tests that use `device_tests!` (a cpu and a cuda variant of each test).
-cargo test --release --features cuda --no-run -p vit-blocks -p vit-model --message-format json 2>/dev/null |
+cargo test --release --features cuda --no-run -p vit-kernels -p vit-blocks -p vit-model --message-format json 2>/dev/null |
   python3 -c '
 import json, shutil, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("ops", "model", "parity"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("kernels", "modules", "model", "parity"):
         shutil.copy(m["executable"], sys.argv[1] + "/test-" + m["target"]["name"])
         print("copied", m["target"]["name"])
 ' "$out"

@@ -99,15 +99,15 @@ fn ci() -> Result<(), String> {
 
 /// The package that holds the `vit` binary; until it exists, `train` says so.
 fn vit_package_exists() -> bool {
-    workspace_root().join("crates/vit-train/Cargo.toml").exists()
+    workspace_root().join("crates/vit-cli/Cargo.toml").exists()
 }
 
 fn train(args: &[String]) -> Result<(), String> {
     if !vit_package_exists() {
-        return Err("the `vit` command (crates/vit-train) is not built yet".into());
+        return Err("the `vit` command (crates/vit-cli) is not built yet".into());
     }
     let mut command = cargo();
-    command.args(["run", "--release", "--package", "vit-train", "--bin", "vit", "--", "train"]);
+    command.args(["run", "--release", "--package", "vit-cli", "--bin", "vit", "--", "train"]);
     command.args(args);
     step("vit train", command)
 }
@@ -124,7 +124,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let options = bench::Options::parse(args, &root)?;
     let mut build = cargo();
-    build.args(["build", "--release", "--package", "vit-train", "--bin", "vit"]);
+    build.args(["build", "--release", "--package", "vit-cli", "--bin", "vit"]);
     step("cargo build --release --bin vit", build)?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(|d| root.join(d)).unwrap_or_else(|| root.join("target"));
     bench::run(&root, &target.join("release/vit"), &options)

@@ -1,10 +1,11 @@
 //! Multi-head self-attention with Keras' `MultiHeadAttention` semantics.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use vit_kernels::AttentionDims;
+use vit_kernels::rng::SharedRng;
 
-use crate::attention_kernel::FusedAttention;
-use crate::{Dropout, Linear, SharedRng, WeightMap, ops};
+use crate::{Dropout, Linear, NamedParameter, WeightMap};
 
 /// Shape and regularisation of a [`MultiHeadAttention`].
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +40,8 @@ impl AttentionConfig {
 ///
 /// Q, K and V project `dim -> num_heads * key_dim` (value: `num_heads * value_dim`) and the
 /// output projects back to `dim`, as Keras does: with the Keras example's width 64 and 4 heads
-/// of key_dim 64 the inner width is 256. Parameters: `query`, `key`, `value`, `output`.
+/// of key_dim 64 the inner width is 256. Parameters: `query`, `key`, `value`, `output`. The
+/// attention itself is [`vit_kernels::attention`].
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
     query: Linear,
@@ -93,49 +95,30 @@ impl MultiHeadAttention {
         })
     }
 
+    /// Its parameters, projection by projection.
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        [&self.query, &self.key, &self.value, &self.output].iter().flat_map(|l| l.parameters()).collect()
+    }
+
     /// Self-attention over the tokens of `x`; dropout only when `train`.
     ///
     /// # Shapes
     /// - `x`: `[B, N, dim]`; returns `[B, N, dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
-            let (b, n, _) = x.dims3()?;
-            return self.attend_fused(x, b, n, train);
-        }
-        Ok(self.attend(x, train)?.0)
+        let (b, n, _) = x.dims3()?;
+        self.forward_rows(x, b, n, train)
     }
 
     /// [`forward_t`](Self::forward_t) on the tokens of `batch` images flattened to rows, as
-    /// [`crate::TransformerBlock`] runs it: on the CPU no reshape enters the graph.
+    /// [`crate::TransformerBlock`] runs it: no reshape enters the graph.
     ///
     /// # Shapes
-    /// - `rows`: `[batch * tokens, dim]`; returns `[batch * tokens, dim]`.
+    /// - `rows`: `[batch * tokens, dim]` (or `[batch, tokens, dim]`); returns the same shape.
     pub(crate) fn forward_rows(&self, rows: &Tensor, batch: usize, tokens: usize, train: bool) -> Result<Tensor> {
-        if rows.device().is_cpu() && rows.dtype() == DType::F32 {
-            return self.attend_fused(rows, batch, tokens, train);
-        }
-        let dim = rows.dim(1)?;
-        self.forward_t(&rows.reshape((batch, tokens, dim))?, train)?.reshape((batch * tokens, dim))
-    }
-
-    /// The CPU path: all heads in one kernel that never materialises the `[B, H, N, N]`
-    /// weights outside training (see `attention_kernel`); equal to [`attend`](Self::attend)
-    /// within rounding, dropout masks included.
-    fn attend_fused(&self, x: &Tensor, b: usize, n: usize, train: bool) -> Result<Tensor> {
-        let mask = (train && self.dropout.p() > 0.0).then(|| self.dropout.reserve(b * self.num_heads * n * n));
-        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
-        let kernel = FusedAttention {
-            batch: b,
-            tokens: n,
-            heads: self.num_heads,
-            key_dim: self.key_dim,
-            value_dim: self.value_dim,
-            scale: (1.0 / (self.key_dim as f64).sqrt()) as f32,
-            mask,
-            // Training keeps the weights for the backward pass rather than recomputing them.
-            saved_weights: (train && q.track_op()).then(Default::default),
-        };
-        let mixed = q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, kernel)?;
+        let dims = self.dims(batch, tokens);
+        let mask = self.dropout.mask(batch * self.num_heads * tokens * tokens, train);
+        let (q, k, v) = (self.query.forward(rows)?, self.key.forward(rows)?, self.value.forward(rows)?);
+        let mixed = vit_kernels::attention(&q, &k, &v, &dims, mask.as_ref(), train)?;
         self.output.forward(&mixed)
     }
 
@@ -145,21 +128,15 @@ impl MultiHeadAttention {
     /// # Shapes
     /// - `x`: `[B, N, dim]`; returns `[B, N, dim]` and weights `[B, num_heads, N, N]`.
     pub fn forward_with_weights(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        self.attend(x, train)
+        let (b, n, _) = x.dims3()?;
+        let mask = self.dropout.mask(b * self.num_heads * n * n, train);
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let (mixed, weights) = vit_kernels::attention_with_weights(&q, &k, &v, &self.dims(b, n), mask.as_ref())?;
+        Ok((self.output.forward(&mixed)?, weights))
     }
 
-    fn attend(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let (b, n, _) = x.dims3()?;
-        let scale = 1.0 / (self.key_dim as f64).sqrt();
-        let heads = |t: Tensor, d: usize| t.reshape((b, n, self.num_heads, d))?.transpose(1, 2)?.contiguous();
-        // Scaling the query (as Keras does) touches N*dk values instead of N*N scores.
-        let q = (heads(self.query.forward(x)?, self.key_dim)? * scale)?;
-        let k = heads(self.key.forward(x)?, self.key_dim)?;
-        let v = heads(self.value.forward(x)?, self.value_dim)?;
-        let weights = ops::softmax_last_dim(&q.matmul(&k.t()?)?)?; // [B, H, N, N]
-        let mixed = self.dropout.forward_t(&weights, train)?.matmul(&v)?; // [B, H, N, dv]
-        let merged = mixed.transpose(1, 2)?.reshape((b, n, self.num_heads * self.value_dim))?;
-        Ok((self.output.forward(&merged)?, weights))
+    fn dims(&self, batch: usize, tokens: usize) -> AttentionDims {
+        AttentionDims { batch, tokens, heads: self.num_heads, key_dim: self.key_dim, value_dim: self.value_dim }
     }
 }
 

@@ -1,10 +1,12 @@
 //! The pre-norm transformer block.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
+use vit_kernels::rng::SharedRng;
 
-use crate::rng::{block_u64, unit_f32};
-use crate::{AttentionConfig, LayerNorm, Mlp, MlpConfig, MultiHeadAttention, SharedRng, WeightMap};
+use crate::{
+    AttentionConfig, DropPath, LayerNorm, LayerScale, Mlp, MlpConfig, MultiHeadAttention, NamedParameter, WeightMap,
+};
 
 /// Everything a [`TransformerBlock`] needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,9 +35,8 @@ pub struct TransformerBlock {
     attention: MultiHeadAttention,
     norm2: LayerNorm,
     mlp: Mlp,
-    layer_scale: Option<(Tensor, Tensor)>,
-    drop_path: f32,
-    rng: SharedRng,
+    layer_scale: Option<(LayerScale, LayerScale)>,
+    drop_path: DropPath,
 }
 
 impl TransformerBlock {
@@ -48,10 +49,11 @@ impl TransformerBlock {
         if !(0.0..1.0).contains(&cfg.drop_path) {
             candle_core::bail!("block: drop_path must be in [0, 1), got {}", cfg.drop_path);
         }
+        let drop_path = DropPath::new(cfg.drop_path, rng.clone())?;
         let layer_scale = match cfg.layer_scale {
             Some(init) => Some((
-                vb.get_with_hints(dim, "layer_scale1", Init::Const(init))?,
-                vb.get_with_hints(dim, "layer_scale2", Init::Const(init))?,
+                LayerScale::new(dim, init, "layer_scale1", vb.clone())?,
+                LayerScale::new(dim, init, "layer_scale2", vb.clone())?,
             )),
             None => None,
         };
@@ -59,10 +61,9 @@ impl TransformerBlock {
             norm1: LayerNorm::new(dim, cfg.layer_norm_eps, vb.pp("norm1"))?,
             attention: MultiHeadAttention::new(&cfg.attention, rng.clone(), vb.pp("attention"))?,
             norm2: LayerNorm::new(dim, cfg.layer_norm_eps, vb.pp("norm2"))?,
-            mlp: Mlp::new(&cfg.mlp, rng.clone(), vb.pp("mlp"))?,
+            mlp: Mlp::new(&cfg.mlp, rng, vb.pp("mlp"))?,
             layer_scale,
-            drop_path: cfg.drop_path,
-            rng,
+            drop_path,
         })
     }
 
@@ -76,8 +77,8 @@ impl TransformerBlock {
             attention: self.attention.detached(),
             norm2: self.norm2.detached(),
             mlp: self.mlp.detached(),
-            layer_scale: self.layer_scale.as_ref().map(|(a, b)| (a.detach(), b.detach())),
-            ..self.clone()
+            layer_scale: self.layer_scale.as_ref().map(|(a, b)| (a.detached(), b.detached())),
+            drop_path: self.drop_path.clone(),
         }
     }
 
@@ -93,10 +94,23 @@ impl TransformerBlock {
             layer_scale: self
                 .layer_scale
                 .as_ref()
-                .map(|(a, b)| Ok::<_, candle_core::Error>((f(a)?, f(b)?)))
+                .map(|(a, b)| Ok::<_, candle_core::Error>((a.map_weights(f)?, b.map_weights(f)?)))
                 .transpose()?,
-            ..self.clone()
+            drop_path: self.drop_path.clone(),
         })
+    }
+
+    /// Its parameters.
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = self.norm1.parameters();
+        out.extend(self.attention.parameters());
+        out.extend(self.norm2.parameters());
+        out.extend(self.mlp.parameters());
+        if let Some((a, b)) = &self.layer_scale {
+            out.extend(a.parameters());
+            out.extend(b.parameters());
+        }
+        out
     }
 
     /// The attention layer, e.g. to read attention maps.
@@ -115,12 +129,14 @@ impl TransformerBlock {
     /// Like [`forward_t`](Self::forward_t), also returning the attention weights
     /// `[B, num_heads, N, N]`.
     pub fn forward_with_attention(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let (out, weights) = self.run(x, train, true)?;
-        Ok((out, weights.expect("weights were asked for")))
+        match self.run(x, train, true)? {
+            (out, Some(weights)) => Ok((out, weights)),
+            (_, None) => candle_core::bail!("block: the attention weights were asked for but not returned"),
+        }
     }
 
     fn run(&self, x: &Tensor, train: bool, want_weights: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let plain = self.layer_scale.is_none() && (self.drop_path == 0.0 || !train);
+        let plain = self.layer_scale.is_none() && !self.drop_path.is_active(train);
         if plain && !want_weights {
             // The tokens of all images as rows, one reshape in and one out: the layers inside
             // take rows as they are, and every reshape saved is a zeroed gradient and an add
@@ -151,21 +167,10 @@ impl TransformerBlock {
 
     fn scale_and_drop(&self, branch: Tensor, which: usize, train: bool) -> Result<Tensor> {
         let branch = match &self.layer_scale {
-            Some(scales) => branch.broadcast_mul(if which == 0 { &scales.0 } else { &scales.1 })?,
+            Some((first, second)) => (if which == 0 { first } else { second }).forward(&branch)?,
             None => branch,
         };
-        if !train || self.drop_path == 0.0 {
-            return Ok(branch);
-        }
-        let b = branch.dim(0)?;
-        let (seed, first) = self.rng.reserve(b as u64);
-        let keep = 1.0 - self.drop_path;
-        let mask: Vec<f32> =
-            (0..b as u64).map(|i| if unit_f32(block_u64(seed, first, i)) < keep { 1.0 / keep } else { 0.0 }).collect();
-        let mut shape = vec![1usize; branch.rank()];
-        shape[0] = b;
-        let mask = Tensor::from_vec(mask, shape, branch.device())?.to_dtype(branch.dtype())?;
-        branch.broadcast_mul(&mask)
+        self.drop_path.forward_t(&branch, train)
     }
 }
 

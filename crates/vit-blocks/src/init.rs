@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 
-use crate::rng::{splitmix64, unit_f32};
+use vit_kernels::rng::{splitmix64, unit_f32};
 
 /// A `VarMap` whose new variables are initialised from `seed` and their name.
 #[derive(Clone)]
@@ -37,6 +37,13 @@ impl SeededVarMap {
     /// The underlying `VarMap` (trainable variables by name).
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    /// Every variable by name, in name order (a `BTreeMap`, so that anything iterating over
+    /// them, a gradient norm's sum for one, runs in the same order in every run).
+    pub fn vars(&self) -> std::collections::BTreeMap<String, Var> {
+        let data = self.varmap.data().lock().expect("varmap lock poisoned");
+        data.iter().map(|(name, var)| (name.clone(), var.clone())).collect()
     }
 
     /// A `VarBuilder` that creates variables in this store.

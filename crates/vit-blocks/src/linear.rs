@@ -3,7 +3,7 @@
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::{Dropout, ops};
+use crate::{Dropout, NamedParameter};
 
 /// A function applied to every parameter of a layer by `map_weights`: a cast to the compute
 /// dtype for mixed precision, a detach, a move to another device.
@@ -12,13 +12,14 @@ pub type WeightMap<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
 /// `y = x W^T + b` over the last dimension, with `weight: [out, in]` and `bias: [out]`
 /// (PyTorch's layout). Initialised as Keras' `Dense`: Glorot-uniform weight, zero bias.
 ///
-/// candle's CPU batched matmul gives wrong results for some non-contiguous 3-D inputs (see
-/// the crate docs); this layer flattens its input to a contiguous 2-D matrix first, which is
-/// also the fastest shape for the matmul.
+/// candle 0.11's CPU batched matmul gives wrong results for some non-contiguous 3-D inputs
+/// (`candle_nn::Linear` on `x.transpose(1, 2)`); this layer flattens its input to a contiguous
+/// 2-D matrix first, which is also the shape the dense kernels take.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    prefix: String,
 }
 
 impl Linear {
@@ -27,22 +28,22 @@ impl Linear {
         let bound = (6.0 / (in_dim + out_dim) as f64).sqrt();
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Uniform { lo: -bound, up: bound })?;
         let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?) } else { None };
-        Ok(Self { weight, bias })
+        Ok(Self { weight, bias, prefix: vb.prefix() })
     }
 
-    /// A layer from existing tensors.
-    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+    /// A layer from existing tensors, its parameters named `prefix.weight` and `prefix.bias`.
+    pub fn from_weights(prefix: &str, weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias, prefix: prefix.to_string() }
     }
 
     /// The same layer outside autograd (see [`crate::TransformerBlock::detached`]).
     pub fn detached(&self) -> Self {
-        Self { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach) }
+        Self { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach), prefix: self.prefix.clone() }
     }
 
     /// The same layer with `f` applied to each parameter (see [`crate::TransformerBlock::map_weights`]).
     pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
-        Ok(Self { weight: f(&self.weight)?, bias: self.bias.as_ref().map(f).transpose()? })
+        Ok(Self { weight: f(&self.weight)?, bias: self.bias.as_ref().map(f).transpose()?, prefix: self.prefix.clone() })
     }
 
     /// The weight, `[out, in]`.
@@ -54,9 +55,14 @@ impl Linear {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
-}
 
-impl Linear {
+    /// Its parameters: the weight decays, the bias does not.
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = vec![NamedParameter::new(&self.prefix, "weight", &self.weight, true)];
+        out.extend(self.bias.iter().map(|b| NamedParameter::new(&self.prefix, "bias", b, false)));
+        out
+    }
+
     /// `gelu(x W^T + b)` with the exact GELU. On the CPU in `f32` the product starts from the
     /// bias, and outside autograd (a detached layer) GELU runs on each block of the product
     /// while it is in cache.
@@ -64,7 +70,7 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, true, None)
+        self.on_rows(x, |rows| vit_kernels::dense_gelu(rows, &self.weight, self.bias.as_ref()))
     }
 
     /// `dropout(forward(x))`, or with `gelu`, `dropout(forward_gelu(x))`, the dropout only when
@@ -74,33 +80,25 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     pub fn forward_dropout(&self, x: &Tensor, gelu: bool, dropout: &Dropout, train: bool) -> Result<Tensor> {
-        let active = train && dropout.p() > 0.0;
-        let fusable = self.bias.as_ref().is_some_and(ops::fused_eligible) && ops::fused_eligible(&self.weight);
-        if active && fusable && ops::fused_eligible(x) {
-            return self.apply(x, gelu, Some(dropout));
-        }
-        dropout.forward_t(&self.apply(x, gelu, None)?, train)
+        self.on_rows(x, |rows| {
+            let mask = dropout.mask(rows.dim(0)? * self.weight.dim(0)?, train);
+            vit_kernels::dense_dropout(rows, &self.weight, self.bias.as_ref(), gelu, mask.as_ref())
+        })
     }
 
-    fn apply(&self, x: &Tensor, gelu: bool, dropout: Option<&Dropout>) -> Result<Tensor> {
+    /// `op` on `x` as a contiguous `[rows, in]` matrix, its result shaped back to `x`'s leading
+    /// dimensions. A 2-D input is used as it is: each reshape is a graph node whose backward
+    /// allocates a zeroed gradient and adds into it (see `TransformerBlock`, which feeds rows).
+    fn on_rows(&self, x: &Tensor, op: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let in_dim = x.dim(D::Minus1)?;
         let mut out_dims = x.dims().to_vec();
-        *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        if let Some(last) = out_dims.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
         let rows = x.elem_count() / in_dim.max(1);
-        // A 2-D input is used as it is: each reshape is a graph node whose backward allocates
-        // a zeroed gradient and adds into it (see TransformerBlock, which feeds rows).
         let flat = x.rank() == 2;
         let x = x.contiguous()?;
-        let x = if flat { x } else { x.reshape((rows, in_dim))? };
-        let y = match dropout {
-            // Only reached where `forward_dropout` found the fused path eligible.
-            Some(dropout) => {
-                let y = ops::dense(&x, &self.weight, self.bias.as_ref())?;
-                ops::act_dropout(&y, gelu, dropout.reserve(y.elem_count()))?
-            }
-            None if gelu => ops::dense_gelu(&x, &self.weight, self.bias.as_ref())?,
-            None => ops::dense(&x, &self.weight, self.bias.as_ref())?,
-        };
+        let y = op(&if flat { x } else { x.reshape((rows, in_dim))? })?;
         if flat { Ok(y) } else { y.reshape(out_dims) }
     }
 }
@@ -109,6 +107,6 @@ impl Module for Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false, None)
+        self.on_rows(x, |rows| vit_kernels::dense(rows, &self.weight, self.bias.as_ref()))
     }
 }

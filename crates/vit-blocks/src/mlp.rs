@@ -3,7 +3,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::{Dropout, Linear, SharedRng, WeightMap};
+use vit_kernels::rng::SharedRng;
+
+use crate::{Dropout, Linear, NamedParameter, WeightMap};
 
 /// Shape and regularisation of an [`Mlp`].
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +63,11 @@ impl Mlp {
     /// The same layers with `f` applied to each parameter.
     pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
         Ok(Self { layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?, ..self.clone() })
+    }
+
+    /// Its parameters, layer by layer.
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        self.layers.iter().flat_map(Linear::parameters).collect()
     }
 
     /// The dense stack alone, without the residual: what a block scales or drops (layer

@@ -3,18 +3,18 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::WeightMap;
-use crate::ops;
+use crate::{NamedParameter, WeightMap};
 
 /// LayerNorm over the last dimension with a learned scale (`weight`) and shift (`bias`).
 ///
 /// Unlike `candle_nn::LayerNorm`, whose fused path records no backward pass, this one always
-/// carries gradients to its input and both parameters (see [`crate::ops`]).
+/// carries gradients to its input and both parameters (see [`vit_kernels::layer_norm`]).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    prefix: String,
 }
 
 impl LayerNorm {
@@ -22,19 +22,25 @@ impl LayerNorm {
     pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
-        Ok(Self { weight, bias, eps })
+        Ok(Self { weight, bias, eps, prefix: vb.prefix() })
     }
-}
 
-impl LayerNorm {
     /// The same layer outside autograd.
     pub fn detached(&self) -> Self {
-        Self { weight: self.weight.detach(), bias: self.bias.detach(), eps: self.eps }
+        Self { weight: self.weight.detach(), bias: self.bias.detach(), ..self.clone() }
     }
 
     /// The same layer with `f` applied to each parameter.
     pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
-        Ok(Self { weight: f(&self.weight)?, bias: f(&self.bias)?, eps: self.eps })
+        Ok(Self { weight: f(&self.weight)?, bias: f(&self.bias)?, ..self.clone() })
+    }
+
+    /// Its parameters, neither with weight decay.
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        vec![
+            NamedParameter::new(&self.prefix, "weight", &self.weight, false),
+            NamedParameter::new(&self.prefix, "bias", &self.bias, false),
+        ]
     }
 }
 
@@ -42,6 +48,6 @@ impl Module for LayerNorm {
     /// # Shapes
     /// - `x`: `[.., dim]`; returns the same shape.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+        vit_kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }

@@ -2,7 +2,7 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use vit_blocks::Linear;
+use vit_blocks::{Linear, NamedParameter, WeightMap};
 use vit_patches::{PatchSpec, extract_patch_tokens};
 
 use crate::position::{Interpolation, PositionEmbedding, resize_grid, sincos_2d};
@@ -10,10 +10,12 @@ use crate::position::{Interpolation, PositionEmbedding, resize_grid, sincos_2d};
 /// Shape and options of a [`PatchEncoder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchEncoderConfig {
+    /// How images are cut into patches: the one patch spec of a model.
+    pub patch: PatchSpec,
+    /// Channels of the input images.
+    pub channels: usize,
     /// The patch grid `(rows, cols)`: `num_patches = rows * cols`.
     pub grid: (usize, usize),
-    /// Length of one flattened patch, `kh * kw * C`.
-    pub patch_dim: usize,
     /// Width of the token stream.
     pub projection_dim: usize,
     /// Prepend a learned class token (with a position of its own).
@@ -23,9 +25,15 @@ pub struct PatchEncoderConfig {
 }
 
 impl PatchEncoderConfig {
-    /// The Keras example's encoder: learned positions, no class token.
-    pub fn new(grid: (usize, usize), patch_dim: usize, projection_dim: usize) -> Self {
-        Self { grid, patch_dim, projection_dim, class_token: false, position: PositionEmbedding::Learned }
+    /// The Keras example's encoder: learned positions, no class token. Images of `channels`
+    /// channels are cut by `patch` into a `grid` of patches, each projected to `projection_dim`.
+    pub fn new(patch: PatchSpec, channels: usize, grid: (usize, usize), projection_dim: usize) -> Self {
+        Self { patch, channels, grid, projection_dim, class_token: false, position: PositionEmbedding::Learned }
+    }
+
+    /// Length of one flattened patch, `kh * kw * channels`.
+    pub fn patch_dim(&self) -> usize {
+        self.patch.size.0 * self.patch.size.1 * self.channels
     }
 
     /// Number of patches, `rows * cols`.
@@ -51,13 +59,14 @@ pub struct PatchEncoder {
     position: Tensor,
     class_token: Option<Tensor>,
     cfg: PatchEncoderConfig,
+    prefix: String,
 }
 
 impl PatchEncoder {
     /// Builds the encoder.
     pub fn new(cfg: &PatchEncoderConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.projection_dim;
-        let projection = Linear::new(cfg.patch_dim, d, true, vb.pp("projection"))?;
+        let projection = Linear::new(cfg.patch_dim(), d, true, vb.pp("projection"))?;
         let class_token = if cfg.class_token {
             Some(vb.get_with_hints((1, 1, d), "class_token", Init::Randn { mean: 0.0, stdev: 0.02 })?)
         } else {
@@ -75,7 +84,7 @@ impl PatchEncoder {
                 if cfg.class_token { table.pad_with_zeros(0, 1, 0)? } else { table }
             }
         };
-        Ok(Self { projection, position, class_token, cfg: cfg.clone() })
+        Ok(Self { projection, position, class_token, cfg: cfg.clone(), prefix: vb.prefix() })
     }
 
     /// The same encoder outside autograd, for inference.
@@ -84,18 +93,29 @@ impl PatchEncoder {
             projection: self.projection.detached(),
             position: self.position.detach(),
             class_token: self.class_token.as_ref().map(Tensor::detach),
-            cfg: self.cfg.clone(),
+            ..self.clone()
         }
     }
 
     /// The same encoder with `f` applied to each parameter (a cast for mixed precision, say).
-    pub fn map_weights(&self, f: &vit_blocks::WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
         Ok(Self {
             projection: self.projection.map_weights(f)?,
             position: f(&self.position)?,
             class_token: self.class_token.as_ref().map(f).transpose()?,
-            cfg: self.cfg.clone(),
+            ..self.clone()
         })
+    }
+
+    /// Its parameters: the projection (its weight decays), the learned position table and the
+    /// class token (neither decays). A sin-cos table is no parameter.
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = self.projection.parameters();
+        if self.cfg.position == PositionEmbedding::Learned {
+            out.push(NamedParameter::new(&self.prefix, "position_embedding.weight", &self.position, false));
+        }
+        out.extend(self.class_token.iter().map(|t| NamedParameter::new(&self.prefix, "class_token", t, false)));
+        out
     }
 
     /// The configuration.
@@ -124,15 +144,15 @@ impl PatchEncoder {
                 if cfg.class_token { table.pad_with_zeros(0, 1, 0)? } else { table }
             }
         };
-        Ok(Self { projection: self.projection.clone(), position, class_token: self.class_token.clone(), cfg })
+        Ok(Self { position, cfg, ..self.clone() })
     }
 
-    /// Cuts NHWC images into patches with `spec` and encodes them.
+    /// Cuts NHWC images into patches with the config's patch spec and encodes them.
     ///
     /// # Shapes
     /// - `images`: `[B, H, W, C]`; returns `[B, N(+1), D]`.
-    pub fn forward_images(&self, images: &Tensor, spec: &PatchSpec) -> Result<Tensor> {
-        let tokens = extract_patch_tokens(images, spec).map_err(candle_core::Error::wrap)?;
+    pub fn forward_images(&self, images: &Tensor) -> Result<Tensor> {
+        let tokens = extract_patch_tokens(images, &self.cfg.patch).map_err(candle_core::Error::wrap)?;
         self.forward(&tokens)
     }
 }

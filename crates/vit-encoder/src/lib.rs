@@ -10,7 +10,8 @@
 //!   fine-tunes at another.
 //!
 //! Input comes from [`vit_patches`]: `[B, N, patch_dim]` tokens, or NHWC images through
-//! [`PatchEncoder::forward_images`].
+//! [`PatchEncoder::forward_images`], which cuts them with the config's patch spec (the one
+//! place a model keeps it).
 //!
 //! ```
 //! use candle_core::{DType, Device, Module, Tensor};
@@ -21,16 +22,16 @@
 //! let store = SeededVarMap::new(0);
 //! let vb = store.var_builder(DType::F32, &Device::Cpu);
 //! // The Keras example: 72x72x3 images, 6x6 patches -> a 12x12 grid of 108-long patches.
-//! let cfg = PatchEncoderConfig::new((12, 12), 6 * 6 * 3, 64);
+//! let cfg = PatchEncoderConfig::new(PatchSpec::square(6), 3, (12, 12), 64);
 //! let encoder = PatchEncoder::new(&cfg, vb.pp("patch_encoder"))?;
 //! let images = Tensor::rand(0f32, 1., (2, 72, 72, 3), &Device::Cpu)?;
-//! let tokens = encoder.forward_images(&images, &PatchSpec::square(6))?;
+//! let tokens = encoder.forward_images(&images)?;
 //! assert_eq!(tokens.dims(), [2, 144, 64]);
 //!
 //! // The same model at 96x96: a 16x16 grid, the position table resampled.
 //! let larger = encoder.with_grid((16, 16), Interpolation::Bicubic)?;
 //! let images = Tensor::rand(0f32, 1., (2, 96, 96, 3), &Device::Cpu)?;
-//! assert_eq!(larger.forward_images(&images, &PatchSpec::square(6))?.dims(), [2, 256, 64]);
+//! assert_eq!(larger.forward_images(&images)?.dims(), [2, 256, 64]);
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 //!

@@ -1,14 +1,17 @@
 //! Position embeddings: the fixed 2-D sin-cos table, and resizing a learned grid.
 
 use candle_core::{DType, Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
 
-/// How positions are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// How positions are encoded; in config files `learned` or `sincos2d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PositionEmbedding {
     /// A learned table, one row per token (Keras' `Embedding`).
     #[default]
     Learned,
     /// The fixed 2-D sine-cosine table (MAE, "ViT-S/16 with sincos"): no parameters.
+    #[serde(rename = "sincos2d")]
     SinCos2d,
 }
 

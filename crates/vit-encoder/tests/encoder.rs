@@ -1,6 +1,7 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
 use vit_blocks::SeededVarMap;
 use vit_encoder::{Interpolation, PatchEncoder, PatchEncoderConfig, PositionEmbedding, resize_grid, sincos_2d};
+use vit_patches::PatchSpec;
 
 fn vec2(t: &Tensor) -> Vec<Vec<f32>> {
     t.to_vec2().unwrap()
@@ -9,7 +10,7 @@ fn vec2(t: &Tensor) -> Vec<Vec<f32>> {
 #[test]
 fn output_is_projection_plus_position_and_class_token_comes_first() {
     let store = SeededVarMap::new(1);
-    let cfg = PatchEncoderConfig { class_token: true, ..PatchEncoderConfig::new((2, 3), 4, 8) };
+    let cfg = PatchEncoderConfig { class_token: true, ..PatchEncoderConfig::new(PatchSpec::new(2, 2), 1, (2, 3), 8) };
     let enc = PatchEncoder::new(&cfg, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let names: Vec<(String, Vec<usize>)> = {
         let mut v: Vec<_> =
@@ -43,7 +44,10 @@ fn output_is_projection_plus_position_and_class_token_comes_first() {
 #[test]
 fn sincos_has_no_parameters_and_known_values() {
     let store = SeededVarMap::new(2);
-    let cfg = PatchEncoderConfig { position: PositionEmbedding::SinCos2d, ..PatchEncoderConfig::new((3, 3), 4, 8) };
+    let cfg = PatchEncoderConfig {
+        position: PositionEmbedding::SinCos2d,
+        ..PatchEncoderConfig::new(PatchSpec::new(2, 2), 1, (3, 3), 8)
+    };
     let enc = PatchEncoder::new(&cfg, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
     assert!(!store.varmap().data().lock().unwrap().contains_key("position_embedding.weight"));
     let table = vec2(enc.position_table());
@@ -99,7 +103,7 @@ fn resizing_matches_pytorch_interpolate() {
 #[test]
 fn gradients_reach_every_parameter_through_a_resized_grid() {
     let store = SeededVarMap::new(3);
-    let cfg = PatchEncoderConfig { class_token: true, ..PatchEncoderConfig::new((2, 2), 3, 4) };
+    let cfg = PatchEncoderConfig { class_token: true, ..PatchEncoderConfig::new(PatchSpec::new(1, 3), 1, (2, 2), 4) };
     let enc = PatchEncoder::new(&cfg, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let enc = enc.with_grid((3, 3), Interpolation::Bilinear).unwrap();
     let patches = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 9, 3), &Device::Cpu).unwrap()).unwrap();

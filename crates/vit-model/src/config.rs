@@ -22,17 +22,6 @@ pub enum HeadKind {
     MeanPool,
 }
 
-/// Position embedding kind, as written in config files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum PositionKind {
-    /// Learned, one row per token.
-    #[default]
-    Learned,
-    /// Fixed 2-D sine-cosine.
-    Sincos2d,
-}
-
 /// Every hyper-parameter of a [`Vit`](crate::Vit).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,7 +66,7 @@ pub struct VitConfig {
     pub num_classes: usize,
     /// Position embedding.
     #[serde(default)]
-    pub position: PositionKind,
+    pub position: PositionEmbedding,
     /// Stochastic depth rate, the same for every block.
     #[serde(default)]
     pub drop_path: f32,
@@ -117,7 +106,7 @@ impl VitConfig {
             head_units: vec![2048, 1024],
             head_dropout: 0.5,
             num_classes: 100,
-            position: PositionKind::Learned,
+            position: PositionEmbedding::Learned,
             drop_path: 0.0,
             layer_scale: None,
         }
@@ -158,7 +147,7 @@ impl VitConfig {
             head_units: vec![],
             head_dropout: 0.0,
             num_classes: 1000,
-            position: PositionKind::Learned,
+            position: PositionEmbedding::Learned,
             drop_path: 0.0,
             layer_scale: None,
         }
@@ -253,7 +242,7 @@ impl VitConfig {
                 return Err(ModelError::invalid(field, format!("must be in [0, 1), got {p}")));
             }
         }
-        if self.position == PositionKind::Sincos2d && self.projection_dim % 4 != 0 {
+        if self.position == PositionEmbedding::SinCos2d && self.projection_dim % 4 != 0 {
             return Err(ModelError::invalid("projection_dim", "must be a multiple of 4 for sincos2d positions"));
         }
         if self.layer_norm_eps <= 0.0 {
@@ -291,14 +280,12 @@ impl VitConfig {
     /// The encoder's config.
     pub fn encoder(&self) -> PatchEncoderConfig {
         PatchEncoderConfig {
+            patch: self.patch_spec(),
+            channels: self.channels,
             grid: self.grid(),
-            patch_dim: self.patch_dim(),
             projection_dim: self.projection_dim,
             class_token: self.head == HeadKind::ClassToken,
-            position: match self.position {
-                PositionKind::Learned => PositionEmbedding::Learned,
-                PositionKind::Sincos2d => PositionEmbedding::SinCos2d,
-            },
+            position: self.position,
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! A Vision Transformer image classifier on [candle]: [`VitConfig`] with named presets,
 //! [`Vit`] (patches, patch encoder, pre-norm blocks, LayerNorm, head), self-describing
-//! safetensors [`checkpoint`]s, and import of Hugging Face ViT weights ([`hf`]).
+//! safetensors [`checkpoint`]s, and import of pretrained weights ([`import`]: Hugging Face ViTs).
 //!
 //! Presets: [`VitConfig::keras_cifar100`] (the Keras example exactly, 21.8M parameters),
 //! [`VitConfig::mnist`], and the standard [`VitConfig::vit_tiny_16`], [`VitConfig::vit_small_16`],
@@ -43,10 +43,14 @@
 pub mod checkpoint;
 mod config;
 mod error;
-pub mod hf;
+mod head;
+pub mod import;
 mod vit;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
-pub use config::{HeadKind, PositionKind, VitConfig};
+pub use config::{HeadKind, VitConfig};
 pub use error::ModelError;
+pub use head::ClassifierHead;
 pub use vit::{Summary, Vit, group_thousands};
+/// How positions are encoded (`position` in a config), from `vit-encoder`.
+pub use vit_encoder::PositionEmbedding;

@@ -1,30 +1,28 @@
 //! The Vision Transformer classifier.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use vit_blocks::{Dropout, LayerNorm, Linear, SeededVarMap, SharedRng, TransformerBlock};
-use vit_encoder::PatchEncoder;
-use vit_patches::extract_patch_tokens;
+use vit_blocks::{LayerNorm, NamedParameter, SeededVarMap, SharedRng, TransformerBlock, WeightMap};
+use vit_encoder::{PatchEncoder, PositionEmbedding};
 
+use crate::head::ClassifierHead;
 use crate::{HeadKind, ModelError, VitConfig};
 
 /// A ViT image classifier: patches, [`PatchEncoder`], [`TransformerBlock`]s, LayerNorm and a
-/// head (flatten + MLP as in Keras, class token, or mean pool).
+/// [`ClassifierHead`] (flatten + MLP as in Keras, class token, or mean pool).
 ///
 /// Parameter names follow the module tree: `patch_encoder.*`, `blocks.{i}.*`, `norm.*`,
-/// `head.layers.{j}.*`, `head.classifier.*`.
+/// `head.layers.{j}.*`, `head.classifier.*`; [`parameters`](Self::parameters) lists them.
 #[derive(Debug, Clone)]
 pub struct Vit {
     cfg: VitConfig,
     encoder: PatchEncoder,
     blocks: Vec<TransformerBlock>,
     norm: LayerNorm,
-    head_input_dropout: Dropout,
-    head_layers: Vec<Linear>,
-    head_dropout: Dropout,
-    classifier: Linear,
+    head: ClassifierHead,
     rng: SharedRng,
 }
 
@@ -39,26 +37,8 @@ impl Vit {
             .map(|i| TransformerBlock::new(&block_cfg, rng.clone(), vb.pp(format!("blocks.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         let norm = LayerNorm::new(cfg.projection_dim, cfg.layer_norm_eps, vb.pp("norm"))?;
-        let head = vb.pp("head");
-        let mut head_layers = Vec::with_capacity(cfg.head_units.len());
-        let mut prev = cfg.head_input_dim();
-        for (j, &units) in cfg.head_units.iter().enumerate() {
-            head_layers.push(Linear::new(prev, units, true, head.pp(format!("layers.{j}")))?);
-            prev = units;
-        }
-        let classifier = Linear::new(prev, cfg.num_classes, true, head.pp("classifier"))?;
-        let input_dropout = if cfg.head == HeadKind::Flatten { cfg.head_dropout } else { 0.0 };
-        Ok(Self {
-            cfg: cfg.clone(),
-            encoder,
-            blocks,
-            norm,
-            head_input_dropout: Dropout::new(input_dropout, rng.clone())?,
-            head_layers,
-            head_dropout: Dropout::new(cfg.head_dropout, rng.clone())?,
-            classifier,
-            rng,
-        })
+        let head = ClassifierHead::new(cfg, rng.clone(), vb.pp("head"))?;
+        Ok(Self { cfg: cfg.clone(), encoder, blocks, norm, head, rng })
     }
 
     /// A freshly initialised, trainable model: parameters from `seed` (reproducible) in the
@@ -78,20 +58,18 @@ impl Vit {
             encoder: self.encoder.detached(),
             blocks: self.blocks.iter().map(TransformerBlock::detached).collect(),
             norm: self.norm.detached(),
-            head_layers: self.head_layers.iter().map(Linear::detached).collect(),
-            classifier: self.classifier.detached(),
+            head: self.head.detached(),
             ..self.clone()
         }
     }
 
     /// The same model with `f` applied to each parameter; it shares the dropout stream.
-    pub fn map_weights(&self, f: &vit_blocks::WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
         Ok(Self {
             encoder: self.encoder.map_weights(f)?,
             blocks: self.blocks.iter().map(|b| b.map_weights(f)).collect::<Result<_>>()?,
             norm: self.norm.map_weights(f)?,
-            head_layers: self.head_layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?,
-            classifier: self.classifier.map_weights(f)?,
+            head: self.head.map_weights(f)?,
             ..self.clone()
         })
     }
@@ -106,7 +84,7 @@ impl Vit {
 
     /// The dtype the model computes in (that of its parameters).
     pub fn compute_dtype(&self) -> DType {
-        self.classifier.weight().dtype()
+        self.head.classifier().weight().dtype()
     }
 
     /// The configuration.
@@ -124,22 +102,64 @@ impl Vit {
         &self.encoder
     }
 
+    /// The classification head.
+    pub fn head(&self) -> &ClassifierHead {
+        &self.head
+    }
+
+    /// Every parameter with its checkpoint name and whether weight decay applies, in the order
+    /// of the module tree. An optimizer takes these instead of guessing from names.
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = self.encoder.parameters();
+        out.extend(self.blocks.iter().flat_map(TransformerBlock::parameters));
+        out.extend(self.norm.parameters());
+        out.extend(self.head.parameters());
+        out
+    }
+
+    /// The names of the parameters that take no weight decay (biases, norms, position
+    /// embeddings, the class token, layer scales), as timm's `no_weight_decay()`.
+    pub fn no_weight_decay(&self) -> BTreeSet<String> {
+        self.parameters().into_iter().filter(|p| !p.weight_decay).map(|p| p.name).collect()
+    }
+
     /// Images to logits; dropout only when `train`.
     ///
     /// # Shapes
     /// - `images`: `[B, H, W, C]` float (NHWC), `(H, W, C)` as in the config
     /// - returns: `[B, num_classes]` logits, `f32` whatever the compute dtype
     pub fn forward(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.run(images, train, false)?.0)
+        self.forward_head(&self.forward_features(images, train)?, train)
+    }
+
+    /// Images to the normalised token stream: patches, encoder, blocks and the final LayerNorm.
+    ///
+    /// # Shapes
+    /// - `images`: `[B, H, W, C]`; returns `[B, T, D]` in the compute dtype (`T` tokens, the
+    ///   class token first when there is one).
+    pub fn forward_features(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.features(images, train, false)?.0)
+    }
+
+    /// The normalised token stream to logits.
+    ///
+    /// # Shapes
+    /// - `features`: `[B, T, D]` (from [`forward_features`](Self::forward_features)); returns
+    ///   `[B, num_classes]` in `f32`.
+    pub fn forward_head(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        // Logits leave in f32 whatever the compute dtype, so that the loss and the softmax of a
+        // mixed-precision model are taken at full precision.
+        self.head.forward_t(features, train)?.to_dtype(DType::F32)
     }
 
     /// Like [`forward`](Self::forward), also returning each block's attention weights
     /// `[B, num_heads, T, T]`.
     pub fn forward_with_attention(&self, images: &Tensor, train: bool) -> Result<(Tensor, Vec<Tensor>)> {
-        self.run(images, train, true)
+        let (features, attention) = self.features(images, train, true)?;
+        Ok((self.forward_head(&features, train)?, attention))
     }
 
-    fn run(&self, images: &Tensor, train: bool, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
+    fn features(&self, images: &Tensor, train: bool, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
         let expected = [self.cfg.image_size[0], self.cfg.image_size[1], self.cfg.channels];
         if images.rank() != 4 || images.dims()[1..] != expected {
             candle_core::bail!(
@@ -152,8 +172,7 @@ impl Vit {
         }
         // Images arrive as f32 from the loaders; a bf16 or f16 model computes in its own dtype.
         let images = images.to_dtype(self.compute_dtype())?;
-        let tokens = extract_patch_tokens(&images, &self.cfg.patch_spec()).map_err(candle_core::Error::wrap)?;
-        let mut x = self.encoder.forward(&tokens)?;
+        let mut x = self.encoder.forward_images(&images)?;
         let mut attention = Vec::new();
         for block in &self.blocks {
             if want_attention {
@@ -164,19 +183,7 @@ impl Vit {
                 x = block.forward_t(&x, train)?;
             }
         }
-        let x = self.norm.forward(&x)?;
-        let pooled = match self.cfg.head {
-            HeadKind::Flatten => self.head_input_dropout.forward_t(&x.flatten_from(1)?, train)?,
-            HeadKind::ClassToken => x.narrow(1, 0, 1)?.squeeze(1)?,
-            HeadKind::MeanPool => x.mean(1)?,
-        };
-        let mut h = pooled;
-        for layer in &self.head_layers {
-            h = layer.forward_dropout(&h, true, &self.head_dropout, train)?;
-        }
-        // Logits leave in f32 whatever the compute dtype, so that the loss and the softmax of a
-        // mixed-precision model are taken at full precision.
-        Ok((self.classifier.forward(&h)?.to_dtype(DType::F32)?, attention))
+        Ok((self.norm.forward(&x)?, attention))
     }
 
     /// Class probabilities (softmax of the logits), inference mode.
@@ -184,7 +191,7 @@ impl Vit {
     /// # Shapes
     /// - `images`: `[B, H, W, C]`; returns `[B, num_classes]`.
     pub fn predict_proba(&self, images: &Tensor) -> Result<Tensor> {
-        vit_blocks::ops::softmax_last_dim(&self.forward(images, false)?.contiguous()?)
+        vit_kernels::softmax_last_dim(&self.forward(images, false)?.contiguous()?)
     }
 
     /// A one-screen summary, like Keras' `model.summary()`.
@@ -217,7 +224,7 @@ impl Summary {
             block += 2 * d;
         }
         let class_token = usize::from(cfg.head == HeadKind::ClassToken) * d;
-        let positions = if cfg.position == crate::PositionKind::Learned { t * d } else { 0 };
+        let positions = if cfg.position == PositionEmbedding::Learned { t * d } else { 0 };
         let [ih, iw] = cfg.image_size;
         let mut rows = vec![
             ("input".to_string(), vec![ih, iw, cfg.channels], 0),

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Tensor};
-use vit_model::{HeadKind, hf};
+use vit_model::HeadKind;
+use vit_model::import::hf;
 use vit_patches::extract_patch_tokens;
 
 #[test]

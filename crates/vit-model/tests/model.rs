@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use vit_model::checkpoint::{self, CheckpointMeta};
-use vit_model::{HeadKind, ModelError, PositionKind, Summary, Vit, VitConfig, group_thousands};
+use vit_model::{HeadKind, ModelError, PositionEmbedding, Summary, Vit, VitConfig, group_thousands};
 
 fn tmp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vit-model-{name}-{}", std::process::id()));
@@ -44,6 +44,53 @@ fn param_count(store: &vit_blocks::SeededVarMap) -> usize {
 }
 
 #[test]
+fn the_model_names_every_parameter_and_which_take_weight_decay() {
+    // Every head and every optional part: class token, learned and sin-cos positions, layer
+    // scale, head MLP.
+    for cfg in [
+        VitConfig { layer_scale: Some(0.1), ..tiny(HeadKind::ClassToken) },
+        VitConfig { position: PositionEmbedding::SinCos2d, ..tiny(HeadKind::MeanPool) },
+        tiny(HeadKind::Flatten),
+    ] {
+        let (model, store) = Vit::init(&cfg, 3, &Device::Cpu).unwrap();
+        let listed: Vec<String> = model.parameters().into_iter().map(|p| p.name).collect();
+        let mut sorted = listed.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), listed.len(), "a parameter is listed twice");
+        assert_eq!(sorted, store.vars().into_keys().collect::<Vec<_>>(), "listed parameters differ from the store");
+        for p in model.parameters() {
+            let var = &store.vars()[&p.name];
+            assert_eq!(p.tensor.id(), var.as_tensor().id(), "{}: not the variable's tensor", p.name);
+        }
+        let no_decay = model.no_weight_decay();
+        for name in &listed {
+            // Biases, norms, positions, the class token and layer scales take no weight decay.
+            let exempt = name.ends_with(".bias")
+                || name.contains("norm")
+                || name.contains("position_embedding")
+                || name.contains("class_token")
+                || name.contains("layer_scale");
+            assert_eq!(no_decay.contains(name), exempt, "{name}");
+        }
+    }
+    let (model, _) =
+        Vit::init(&VitConfig { layer_scale: Some(0.1), ..tiny(HeadKind::ClassToken) }, 3, &Device::Cpu).unwrap();
+    let no_decay = model.no_weight_decay();
+    for name in [
+        "blocks.0.attention.query.bias",
+        "blocks.1.norm1.weight",
+        "norm.weight",
+        "patch_encoder.position_embedding.weight",
+        "patch_encoder.class_token",
+        "blocks.1.layer_scale1",
+    ] {
+        assert!(no_decay.contains(name), "{name}");
+    }
+    assert!(!no_decay.contains("blocks.0.attention.query.weight") && !no_decay.contains("head.classifier.weight"));
+}
+
+#[test]
 fn presets_have_the_published_parameter_counts() {
     // Keras' model.summary() of the example: 21,759,012; timm's ViT-Ti/S/B-16 at 224 with 1000 classes.
     assert_eq!(Summary::of(&VitConfig::keras_cifar100()).total_parameters(), 21_759_012);
@@ -69,7 +116,7 @@ fn summary_matches_the_built_model() {
         VitConfig::keras_cifar100(),
         VitConfig::mnist(),
         tiny(HeadKind::ClassToken),
-        VitConfig { layer_scale: Some(0.1), position: PositionKind::Sincos2d, ..tiny(HeadKind::MeanPool) },
+        VitConfig { layer_scale: Some(0.1), position: PositionEmbedding::SinCos2d, ..tiny(HeadKind::MeanPool) },
     ] {
         let (model, store) = Vit::init(&cfg, 0, &Device::Cpu).unwrap();
         assert_eq!(model.summary().total_parameters(), param_count(&store), "{cfg:?}");
@@ -101,7 +148,7 @@ fn forward_shapes_and_input_checks() {
     }
 }
 
-vit_blocks::device_tests! {
+vit_kernels::device_tests! {
 fn every_trainable_parameter_gets_a_nonzero_gradient(device: &Device) {
     // bf16 and f16: the mixed-precision step, whose gradients reach the f32 variables through
     // the casts of `with_compute_dtype`.

@@ -106,7 +106,7 @@ fn check(name: &str, device: &Device, dtype: DType, tol: Tolerance) {
     );
 }
 
-vit_blocks::device_tests! {
+vit_kernels::device_tests! {
     fn keras_flatten_head_matches_pytorch(device: &Device) {
         check("flatten", device, DType::F32, Tolerance::f32(device));
     }

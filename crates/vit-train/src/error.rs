@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::data::DataError;
+use vit_data::DataError;
 
 /// Why training, evaluation or prediction stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,13 @@ pub enum TrainError {
         lr: f64,
         /// The last checkpoint written, if any.
         last_good: String,
+    },
+    /// A model and its parameter store disagree (a parameter the store lacks, or a variable
+    /// the model does not list): training would leave something untrained.
+    #[error("the model and its parameters disagree: {message}")]
+    Inconsistent {
+        /// What differs.
+        message: String,
     },
     /// A resume found inconsistent files.
     #[error("cannot resume from {path}: {message}")]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use vit_model::CheckpointMeta;
 
-use crate::augment::Normalizer;
+use vit_data::augment::Normalizer;
 
 const NORMALIZER_KEY: &str = "data.normalizer";
 const DATA_SIZE_KEY: &str = "data.image_size";

@@ -1,4 +1,5 @@
-//! AdamW with decoupled weight decay, the warm-up + cosine schedule, and global-norm clipping.
+//! AdamW with decoupled weight decay over the parameters a model lists, and the global
+//! gradient norm (for clipping and overflow detection).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -6,15 +7,36 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use vit_blocks::SeededVarMap;
+use vit_model::Vit;
 
-/// True for parameters that get weight decay: weight matrices, not biases, norms, position
-/// embeddings, the class token or layer scales (as timm and most ViT recipes do).
-pub fn decays(name: &str) -> bool {
-    !(name.ends_with(".bias")
-        || name.contains("norm")
-        || name.contains("position_embedding")
-        || name.contains("class_token")
-        || name.contains("layer_scale"))
+/// One parameter to optimise: its name (the key of its moments in the optimizer state), its
+/// variable, and whether weight decay applies (the model says: `Vit::parameters`).
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// The parameter's name.
+    pub name: String,
+    /// The variable to update.
+    pub var: Var,
+    /// Whether decoupled weight decay applies.
+    pub weight_decay: bool,
+}
+
+/// The variables of `store` as the model lists its parameters, with the model's weight-decay
+/// flags. Every parameter the model names must be a variable of the store and every variable
+/// a parameter of the model: a parameter left out would silently never train.
+pub fn params_of(model: &Vit, store: &SeededVarMap) -> std::result::Result<Vec<Param>, String> {
+    let mut vars = store.vars();
+    let mut params = Vec::new();
+    for p in model.parameters() {
+        let var =
+            vars.remove(&p.name).ok_or_else(|| format!("the model's parameter `{}` is not in its store", p.name))?;
+        params.push(Param { name: p.name, var, weight_decay: p.weight_decay });
+    }
+    if let Some(name) = vars.keys().next() {
+        return Err(format!("variable `{name}` of the store is no parameter the model lists"));
+    }
+    Ok(params)
 }
 
 /// AdamW hyper-parameters.
@@ -60,23 +82,23 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimiser for `vars` (name -> variable); the order of updates is the names' order.
-    pub fn new(vars: &HashMap<String, Var>, cfg: AdamWConfig) -> Result<Self> {
-        Self::build(vars, cfg, false)
+    /// An optimiser for `params`; the order of updates is the names' order.
+    pub fn new(params: &[Param], cfg: AdamWConfig) -> Result<Self> {
+        Self::build(params, cfg, false)
     }
 
     /// Like [`new`](Self::new) but with the tensor-op path that GPU parameters take, whatever
     /// the device: it lets the CPU test that path against the fused one.
-    pub fn new_with_tensor_ops(vars: &HashMap<String, Var>, cfg: AdamWConfig) -> Result<Self> {
-        Self::build(vars, cfg, true)
+    pub fn new_with_tensor_ops(params: &[Param], cfg: AdamWConfig) -> Result<Self> {
+        Self::build(params, cfg, true)
     }
 
-    fn build(vars: &HashMap<String, Var>, cfg: AdamWConfig, tensor_ops: bool) -> Result<Self> {
-        let mut names: Vec<&String> = vars.keys().collect();
-        names.sort();
-        let mut slots = Vec::with_capacity(names.len());
-        for name in names {
-            let var = vars[name].clone();
+    fn build(params: &[Param], cfg: AdamWConfig, tensor_ops: bool) -> Result<Self> {
+        let mut sorted: Vec<&Param> = params.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut slots = Vec::with_capacity(sorted.len());
+        for param in sorted {
+            let var = param.var.clone();
             let host = !tensor_ops && var.device().is_cpu();
             let moments = if host {
                 Moments::Host { m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] }
@@ -84,7 +106,7 @@ impl AdamW {
                 let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
                 Moments::Device { m: zeros.clone(), v: zeros }
             };
-            slots.push(Slot { name: name.clone(), var, moments, decay: decays(name) });
+            slots.push(Slot { name: param.name.clone(), var, moments, decay: param.weight_decay });
         }
         Ok(Self { cfg, slots, step: 0 })
     }
@@ -191,36 +213,11 @@ impl AdamW {
     }
 }
 
-/// Linear warm-up to `peak`, then cosine decay to `min_lr` at `total` steps.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    /// Peak learning rate.
-    pub peak: f64,
-    /// Final learning rate.
-    pub min_lr: f64,
-    /// Warm-up steps.
-    pub warmup: u64,
-    /// Total steps.
-    pub total: u64,
-}
-
-impl Schedule {
-    /// The learning rate for step `step` (0-based).
-    pub fn lr(&self, step: u64) -> f64 {
-        if step < self.warmup {
-            return self.peak * (step + 1) as f64 / self.warmup as f64;
-        }
-        let span = self.total.saturating_sub(self.warmup).max(1);
-        let progress = ((step - self.warmup) as f64 / span as f64).min(1.0);
-        self.min_lr + 0.5 * (self.peak - self.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
-    }
-}
-
 /// The global L2 norm of all gradients of `vars`.
 ///
 /// The squares are summed on the gradients' device and read back once (on a GPU one read per
 /// parameter would synchronise a hundred times a step). An overflowed gradient makes it
-/// infinite or NaN, which is how [`LossScaler`] detects overflow.
+/// infinite or NaN, which is how [`crate::LossScaler`] detects overflow.
 pub fn global_grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
     let mut total: Option<Tensor> = None;
     for v in vars {
@@ -238,55 +235,4 @@ pub fn global_grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
         .map(|t| t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.to_scalar::<f64>())
         .transpose()?
         .map_or(0.0, f64::sqrt))
-}
-
-/// Dynamic loss scaling for `f16` training, as `torch.amp.GradScaler` does it: the loss is
-/// multiplied by `scale` before the backward pass so that small gradients survive `f16`'s
-/// narrow exponent; a step whose gradients overflow is skipped and halves the scale, and
-/// every `growth_interval` good steps in a row double it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LossScaler {
-    /// The current factor.
-    pub scale: f64,
-    /// Good steps since the last change of scale.
-    pub good_steps: u64,
-    /// Good steps in a row before the scale doubles.
-    pub growth_interval: u64,
-}
-
-impl Default for LossScaler {
-    fn default() -> Self {
-        Self { scale: 65536.0, good_steps: 0, growth_interval: 2000 }
-    }
-}
-
-impl LossScaler {
-    /// A scaler that never scales (`f32` and `bf16`, whose exponent is as wide as `f32`'s).
-    pub fn disabled() -> Self {
-        Self { scale: 1.0, good_steps: 0, growth_interval: u64::MAX }
-    }
-
-    /// Whether it scales at all.
-    pub fn is_enabled(&self) -> bool {
-        self.growth_interval != u64::MAX
-    }
-
-    /// Records a step whose scaled gradients had global norm `scaled_norm`; returns whether the
-    /// optimizer may take the step (false: the gradients overflowed, skip it).
-    pub fn update(&mut self, scaled_norm: f64) -> bool {
-        if !self.is_enabled() {
-            return true;
-        }
-        if !scaled_norm.is_finite() {
-            self.scale = (self.scale * 0.5).max(1.0);
-            self.good_steps = 0;
-            return false;
-        }
-        self.good_steps += 1;
-        if self.good_steps >= self.growth_interval {
-            self.scale *= 2.0;
-            self.good_steps = 0;
-        }
-        true
-    }
 }

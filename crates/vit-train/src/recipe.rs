@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
+use vit_data::DatasetKind;
+use vit_data::augment::AugmentConfig;
 use vit_model::VitConfig;
 
 use crate::TrainError;
-use crate::augment::AugmentConfig;
-use crate::data::DatasetKind;
 
 /// Which data and how to split it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +69,7 @@ pub struct TrainSpec {
 /// `bf16` and `f16` are mixed precision: the `f32` variables are the master weights, the
 /// optimizer updates them in `f32`, and each step casts them to the compute dtype on the way
 /// into the model. Softmax, LayerNorm, the logits and the loss stay in `f32`. `f16` adds
-/// dynamic loss scaling ([`crate::optim::LossScaler`]); `bf16` needs none. Both are meant for
+/// dynamic loss scaling ([`crate::LossScaler`]); `bf16` needs none. Both are meant for
 /// GPUs: on a CPU, candle has no fast half-precision kernels and they run slower than `f32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

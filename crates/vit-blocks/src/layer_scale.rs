@@ -1,0 +1,47 @@
+//! Layer scale as a module.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::{NamedParameter, WeightMap};
+
+/// A learned per-channel scale on a residual branch (CaiT, DeiT III), initialised to a small
+/// constant.
+#[derive(Debug, Clone)]
+pub struct LayerScale {
+    gamma: Tensor,
+    prefix: String,
+    name: String,
+}
+
+impl LayerScale {
+    /// A scale over `dim` channels, initialised to `init`, stored as the parameter `vb/name`
+    /// (the block's `layer_scale1` and `layer_scale2`).
+    pub fn new(dim: usize, init: f64, name: &str, vb: VarBuilder) -> Result<Self> {
+        let gamma = vb.get_with_hints(dim, name, Init::Const(init))?;
+        Ok(Self { gamma, prefix: vb.prefix(), name: name.to_string() })
+    }
+
+    /// The same layer with `f` applied to its parameter.
+    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+        Ok(Self { gamma: f(&self.gamma)?, ..self.clone() })
+    }
+
+    /// The same layer outside autograd.
+    pub fn detached(&self) -> Self {
+        Self { gamma: self.gamma.detach(), ..self.clone() }
+    }
+
+    /// Its parameter (no weight decay).
+    pub fn parameters(&self) -> Vec<NamedParameter> {
+        vec![NamedParameter::new(&self.prefix, &self.name, &self.gamma, false)]
+    }
+
+    /// Scales `branch` channel by channel.
+    ///
+    /// # Shapes
+    /// - `branch`: `[.., dim]`; returns the same shape.
+    pub fn forward(&self, branch: &Tensor) -> Result<Tensor> {
+        branch.broadcast_mul(&self.gamma)
+    }
+}

@@ -1,0 +1,201 @@
+//! `vit bench`: throughput measurements of the real model at the two reference configurations, printed in
+//! the same `ANCHOR key=value ...` format as the PyTorch and Keras reference scripts, so that
+//! `cargo xtask bench --vs-reference` can set them side by side.
+//!
+//! - config K: the `keras_cifar100` preset (the Keras example), training batch 256;
+//! - config M: the `mnist` preset, training batch 128;
+//! - modes: `train` (forward + backward + AdamW step), `infer` (batch 256), `latency` (batch 1),
+//!   and `matmul` (the machine's fp32 2048x2048 matmul rate through candle).
+//!
+//! Run one mode per process so that the peak memory belongs to that mode.
+
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use candle_core::{DType, Device, Tensor};
+use clap::ValueEnum;
+use vit_blocks::SeededVarMap;
+use vit_model::{Vit, VitConfig};
+use vit_train::Precision;
+use vit_train::metrics::cross_entropy;
+use vit_train::optim::{AdamW, AdamWConfig, params_of};
+
+use crate::args::device_name;
+
+/// A reference configuration, named as in the reference scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchConfig {
+    /// The Keras example (`keras_cifar100`), training batch 256.
+    #[value(name = "K")]
+    K,
+    /// The `mnist` preset, training batch 128.
+    #[value(name = "M")]
+    M,
+}
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Forward, backward and AdamW step.
+    Train,
+    /// Inference at batch 256.
+    Infer,
+    /// Batch-1 inference latency.
+    Latency,
+    /// The machine's fp32 2048x2048 matmul rate through candle.
+    Matmul,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    /// `key=value` pairs in print order.
+    pub fields: Vec<(String, String)>,
+}
+
+impl BenchResult {
+    /// The `ANCHOR ...` line.
+    pub fn line(&self) -> String {
+        let parts: Vec<String> = self.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("ANCHOR {}", parts.join(" "))
+    }
+}
+
+/// Peak resident memory of this process in MiB (`VmHWM`), if the platform tells.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let m = xs.len() / 2;
+    if xs.len() % 2 == 1 { xs[m] } else { 0.5 * (xs[m - 1] + xs[m]) }
+}
+
+/// The model and training batch of a reference configuration.
+pub fn config(which: BenchConfig) -> (VitConfig, usize) {
+    match which {
+        BenchConfig::K => (VitConfig::keras_cifar100(), 256),
+        BenchConfig::M => (VitConfig::mnist(), 128),
+    }
+}
+
+/// Measures `mode` on config `name` (`K` or `M`) computing in `precision` (see
+/// [`Precision`]: `bf16` and `f16` keep `f32` master weights, as training does); `iters` and
+/// `warmup` of 0 pick the reference scripts' defaults.
+pub fn run(
+    which: BenchConfig,
+    mode: BenchMode,
+    iters: usize,
+    warmup: usize,
+    precision: Precision,
+    device: &Device,
+) -> Result<BenchResult> {
+    let (cfg, train_batch) = config(which);
+    let big = cfg.image_size[0] >= 64;
+    let (batch, auto_iters, auto_warm) = match mode {
+        BenchMode::Train => (train_batch, if big { 6 } else { 20 }, if big { 2 } else { 5 }),
+        BenchMode::Infer => (256, if big { 6 } else { 20 }, if big { 2 } else { 5 }),
+        BenchMode::Latency => (1, if big { 50 } else { 200 }, if big { 10 } else { 20 }),
+        BenchMode::Matmul => return matmul(iters.max(1), device),
+    };
+    let name = match which {
+        BenchConfig::K => "K",
+        BenchConfig::M => "M",
+    };
+    let train = mode == BenchMode::Train;
+    let mode = match mode {
+        BenchMode::Train => "train",
+        BenchMode::Infer => "infer",
+        _ => "latency",
+    };
+    let (iters, warmup) = (if iters == 0 { auto_iters } else { iters }, if warmup == 0 { auto_warm } else { warmup });
+    let (model, store): (Vit, SeededVarMap) = Vit::init(&cfg, 0, device)?;
+    let [h, w] = cfg.image_size;
+    let images = Tensor::rand(0f32, 1., (batch, h, w, cfg.channels), device)?;
+    let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7919) % cfg.num_classes as u32).collect();
+    let labels = Tensor::new(labels.as_slice(), device)?;
+    let params = params_of(&model, &store).map_err(|e| anyhow!(e))?;
+    let mut optimizer = AdamW::new(&params, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() })?;
+    // Inference runs outside autograd, as `vit eval` and `vit predict` do.
+    let inference = model.detached();
+    let dtype = precision.compute_dtype();
+    let inference = inference.with_compute_dtype(dtype)?;
+    let mut step = || -> Result<()> {
+        if train {
+            let net = model.with_compute_dtype(dtype)?;
+            let loss = cross_entropy(&net.forward(&images, true)?, &labels, 0.0)?;
+            let grads = loss.backward()?;
+            optimizer.step(&grads, 1e-3, 1.0)?;
+            loss.to_scalar::<f32>()?;
+        } else {
+            inference.forward(&images, false)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        }
+        Ok(())
+    };
+    let first = Instant::now();
+    step()?;
+    let first_s = first.elapsed().as_secs_f64();
+    for _ in 1..warmup {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let min = times.iter().copied().fold(f64::MAX, f64::min);
+    let med = median(times);
+    let img_per_s = batch as f64 / med;
+    let flops = cfg.forward_flops() as f64 * if train { 3.0 } else { 1.0 };
+    let mut fields = vec![
+        ("fw", if precision.is_f32() { "vit-rs".to_string() } else { format!("vit-rs-{precision}") }),
+        ("device", device_name(device).to_string()),
+        ("cfg", name.to_string()),
+        ("mode", mode.to_string()),
+        ("batch", batch.to_string()),
+        ("threads", rayon::current_num_threads().to_string()),
+        ("median_s", format!("{med:.5}")),
+        ("min_s", format!("{min:.5}")),
+        ("img_per_s", format!("{img_per_s:.4}")),
+        ("gflops", format!("{:.4}", img_per_s * flops / 1e9)),
+    ];
+    if mode == "latency" {
+        fields.push(("latency_ms", format!("{:.4}", med * 1e3)));
+    }
+    fields.push(("first_iter_s", format!("{first_s:.4}")));
+    fields.push(("iters", iters.to_string()));
+    fields.push(("warmup", warmup.to_string()));
+    fields.push(("peak_rss_mb", format!("{:.1}", peak_rss_mb().unwrap_or(f64::NAN))));
+    Ok(BenchResult { fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect() })
+}
+
+fn matmul(iters: usize, device: &Device) -> Result<BenchResult> {
+    let n = 2048;
+    let a = Tensor::randn(0f32, 1., (n, n), device)?;
+    let b = Tensor::randn(0f32, 1., (n, n), device)?;
+    for _ in 0..3 {
+        a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        c.device().synchronize()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let med = median(times);
+    let fields = vec![
+        ("fw".to_string(), "vit-rs-candle".to_string()),
+        ("bench".to_string(), "matmul_fp32".to_string()),
+        ("n".to_string(), n.to_string()),
+        ("threads".to_string(), rayon::current_num_threads().to_string()),
+        ("median_ms".to_string(), format!("{:.3}", med * 1e3)),
+        ("gflops_median".to_string(), format!("{:.2}", 2.0 * (n as f64).powi(3) / med / 1e9)),
+    ];
+    Ok(BenchResult { fields })
+}

@@ -1,0 +1,33 @@
+//! `vit predict`: the most probable classes of image files.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use candle_core::Device;
+use clap::Args;
+use vit_model::Vit;
+use vit_train::predict::predict_files;
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The checkpoint (.safetensors).
+    checkpoint: PathBuf,
+    /// Image files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to show.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+}
+
+pub fn run(args: PredictArgs, device: Device) -> Result<()> {
+    let (model, _, meta) = Vit::load(&args.checkpoint, &device)?;
+    let results = predict_files(&model, &meta, &args.images, args.top, &device)?;
+    for (file, best) in args.images.iter().zip(results) {
+        println!("{}", file.display());
+        for (name, p) in best {
+            println!("  {:>6.2}%  {name}", p * 100.0);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! `vit train`: a recipe, its overrides, the run directory, Ctrl-C, and the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::Args;
+use vit_train::{Recipe, TrainOptions, TrainOutcome, train};
+
+use crate::args::{PrecisionArg, device_name};
+use crate::progress::Progress;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A built-in recipe (default, mnist, fashion-mnist, cifar10, keras-cifar100) or a TOML file.
+    #[arg(long, default_value = "default")]
+    recipe: String,
+    /// Data directory (else the recipe's, else $VIT_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Run directory (default: `runs/<recipe name>`, numbered if taken).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint, with the recipe saved in that run
+    /// (recipe and override flags are ignored).
+    #[arg(long)]
+    resume: bool,
+    /// Override the recipe's number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Override the recipe's batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Override the recipe's peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Override the recipe's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Override the recipe's compute precision: f32, or bf16/f16 (mixed precision, for GPUs:
+    /// f32 master weights, f16 with dynamic loss scaling).
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
+    /// No progress bars or per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `runs/<name>`, or `runs/<name>-2`, `-3`, ... if taken: a new run never overwrites an old one.
+fn fresh_run_dir(name: &str) -> PathBuf {
+    let base = Path::new("runs");
+    std::iter::once(base.join(name))
+        .chain((2..).map(|i| base.join(format!("{name}-{i}"))))
+        .find(|p| !p.exists())
+        .expect("an unused name exists")
+}
+
+pub fn run(args: TrainArgs, device: Device) -> Result<()> {
+    let origin = PathBuf::from(&args.recipe);
+    let mut recipe = Recipe::load(&args.recipe)?;
+    if let Some(e) = args.epochs {
+        recipe.train.epochs = e;
+    }
+    if let Some(b) = args.batch_size {
+        recipe.train.batch_size = b;
+    }
+    if let Some(lr) = args.lr {
+        recipe.train.learning_rate = lr;
+    }
+    if let Some(s) = args.seed {
+        recipe.train.seed = s;
+    }
+    if args.limit_train.is_some() {
+        recipe.data.limit_train = args.limit_train;
+    }
+    if let Some(p) = args.precision {
+        recipe.train.precision = p.into();
+    }
+    let run_dir = match args.out {
+        Some(dir) => dir,
+        None if args.resume => bail!("--resume needs --out <RUN DIR>: the run to continue"),
+        None => fresh_run_dir(&recipe.name),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    if !args.quiet {
+        println!("device: {}", device_name(&device));
+    }
+    let opts = TrainOptions {
+        recipe,
+        recipe_origin: origin,
+        data_dir: args.data_dir,
+        run_dir,
+        device,
+        resume: args.resume,
+        stop,
+        stop_after_steps: None,
+    };
+    match train(opts, &mut Progress::new(args.quiet))? {
+        TrainOutcome::Finished(r) => {
+            println!(
+                "done: best epoch {} (val top-1 {:.4}); test top-1 {:.4}, top-5 {:.4} on {} images; {:.1} s, {:.0} img/s; run dir {}",
+                r.best_epoch,
+                r.best_val_top1,
+                r.test_top1,
+                r.test_top5,
+                r.test_images,
+                r.wall_seconds,
+                r.images_per_second,
+                r.run_dir.display()
+            );
+        }
+        TrainOutcome::Interrupted { checkpoint, step } => {
+            println!(
+                "interrupted at step {step}; saved {}; continue with `vit train --resume --out {}`",
+                checkpoint.display(),
+                checkpoint.parent().unwrap_or(Path::new(".")).display()
+            );
+            std::process::exit(130);
+        }
+    }
+    Ok(())
+}

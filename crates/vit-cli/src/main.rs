@@ -1,0 +1,116 @@
+//! `vit`: train, evaluate and run Vision Transformers.
+//!
+//! The binary over the library crates: argument parsing, the allocator and thread set-up, one
+//! file per command (`commands/`), progress rendering and plots, downloads.
+
+mod args;
+mod commands;
+mod download;
+mod plot;
+mod progress;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::args::{DeviceArg, PrecisionArg, parse_device};
+use crate::commands::bench::{BenchConfig, BenchMode};
+
+// candle allocates and frees large tensors at every op; glibc's malloc hands those back to the
+// kernel each time, so every op page-faults afresh. mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "vit", version, about = "Train, evaluate and run Vision Transformers (candle)")]
+struct Cli {
+    /// Where to compute: auto (CUDA, then Metal, then CPU), cpu, cuda, cuda:N or metal.
+    #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
+    device: DeviceArg,
+    /// Worker threads for the CPU (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a recipe (default: the embedded MNIST subset).
+    Train(commands::train::TrainArgs),
+    /// Evaluate a checkpoint: top-1, top-5, per-class accuracy and the confusion matrix.
+    Eval(commands::eval::EvalArgs),
+    /// Print the most probable classes of each image.
+    Predict(commands::predict::PredictArgs),
+    /// Draw an image and its patches, as the Keras example does.
+    Patches(commands::patches::PatchesArgs),
+    /// Download a public data set (needs curl; tar for CIFAR) and check it.
+    Download(commands::download::DownloadArgs),
+    /// Measure the model at a reference configuration (K: the Keras example, M: mnist), one mode
+    /// per process; prints one `ANCHOR key=value ...` line like the reference scripts.
+    Bench {
+        /// The reference configuration.
+        #[arg(long, value_enum, default_value = "K")]
+        config: BenchConfig,
+        /// What to measure.
+        #[arg(long, value_enum, default_value = "train")]
+        mode: BenchMode,
+        /// Timed iterations (0: the reference scripts' default).
+        #[arg(long, default_value_t = 0)]
+        iters: usize,
+        /// Warm-up iterations (0: the reference scripts' default).
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
+        /// Compute precision: f32, or bf16/f16 with f32 master weights.
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: PrecisionArg,
+    },
+    /// Print a model preset's (or a config file's) layers, shapes and parameter counts.
+    Summary(commands::summary::SummaryArgs),
+}
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (between `eager_commit_delay` = 14 and
+/// `use_numa_nodes` = 16, which libmimalloc-sys names).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+fn main() -> Result<()> {
+    // Training frees and re-allocates the same large tensors at every step; returning them to the
+    // kernel between steps makes each one page-fault afresh.
+    // SAFETY: sets a global allocator option before any thread is started.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    let cli = Cli::parse();
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // candle's elementwise pool spins 25,000 times after each op before it parks; on few
+        // cores that spinning takes the core from the rayon workers running the next kernel.
+        // SAFETY: nothing else runs yet; no other thread reads the environment.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100") };
+    }
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = cli.threads {
+        // Both of candle's CPU pools read this: rayon (matmul) and its own elementwise pool.
+        // SAFETY: nothing else runs yet; no other thread reads the environment.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        pool = pool.num_threads(n);
+    }
+    let pool = pool.build().context("--threads")?;
+    // The whole command runs on a worker of the pool: each parallel kernel then splits between
+    // this thread and the others, instead of the main thread handing every kernel to the pool
+    // and sleeping until it is done (a wake-up and a context switch per kernel).
+    pool.install(|| run(cli))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = cli.device.open()?;
+    match cli.command {
+        Command::Train(args) => commands::train::run(args, device),
+        Command::Eval(args) => commands::eval::run(args, device),
+        Command::Predict(args) => commands::predict::run(args, device),
+        Command::Patches(args) => commands::patches::run(args),
+        Command::Download(args) => commands::download::run(args),
+        Command::Bench { config, mode, iters, warmup, precision } => {
+            let result = commands::bench::run(config, mode, iters, warmup, precision.into(), &device)?;
+            println!("{}", result.line());
+            Ok(())
+        }
+        Command::Summary(args) => commands::summary::run(args),
+    }
+}

@@ -1,0 +1,103 @@
+//! Drives the real `vit` binary end to end on a tiny data set: train, eval, predict, patches.
+
+#[path = "../../vit-data/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn vit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vit")).args(args).env_remove("VIT_DATA_DIR").output().expect("the vit binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn train_eval_predict_and_patches_through_the_binary() {
+    let data = tmp_dir("cli");
+    write_pattern_mnist(&data, 4, 2);
+    let recipe = data.join("patterns.toml");
+    std::fs::write(&recipe, pattern_recipe(&data, 3, 3e-3)).unwrap();
+    let run = data.join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+
+    let out = vit(&["train", "--device", "cpu", "--recipe", &s(&recipe), "--out", &s(&run), "--epochs", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(log.contains("epoch   2/2") && log.contains("done: best epoch") && log.contains("test top-1"), "{log}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    // The curves are drawn by the command's progress observer after each epoch.
+    let png = image::open(run.join("curves.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (960, 380));
+    assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("epochs = 2"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["test_images"], 20);
+
+    let best = s(&run.join("best.safetensors"));
+    let out = vit(&["eval", &best, "--data", "mnist", "--data-dir", &s(&data)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(
+        log.contains("mnist-test: 20 images") && log.contains("top-5") && log.contains("confusion matrix"),
+        "{log}"
+    );
+
+    let images: Vec<String> = (0..2)
+        .map(|c| {
+            let path = data.join(format!("digit{c}.png"));
+            image::GrayImage::from_raw(8, 8, pattern(c as u8, 7)).unwrap().save(&path).unwrap();
+            s(&path)
+        })
+        .collect();
+    let out = vit(&["predict", &best, &images[0], &images[1], "--top", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert_eq!(log.matches('%').count(), 6, "{log}");
+    assert!(log.contains("digit1.png"), "{log}");
+
+    let picture = data.join("picture.png");
+    image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 128])).save(&picture).unwrap();
+    let drawn = data.join("patches.png");
+    let out = vit(&["patches", &s(&picture), "--size", "6", "--resize", "72", "-o", &s(&drawn)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("144 patches of 108 values"), "{}", text(&out));
+    assert!(image::open(&drawn).unwrap().width() > 256);
+
+    let out = vit(&["summary", "keras_cifar100"]);
+    assert!(text(&out).contains("21,759,012"), "{}", text(&out));
+
+    let out = vit(&["train", "--recipe", &s(&data.join("absent.toml")), "--out", &s(&data.join("x"))]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("absent.toml"), "{}", text(&out));
+    let out = vit(&["eval", &best, "--data", "mnist"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("VIT_DATA_DIR"), "{}", text(&out));
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn flags_with_a_fixed_set_of_values_list_them_and_reject_a_typo() {
+    for (args, choices) in [
+        (
+            &["eval", "model.safetensors", "--data", "mnsit"][..],
+            "embedded-mnist, mnist, fashion-mnist, cifar10, cifar100, folder",
+        ),
+        (&["download", "cifar"][..], "mnist, fashion-mnist, cifar10, cifar100"),
+        (&["bench", "--config", "X"][..], "K, M"),
+        (&["bench", "--mode", "speed"][..], "train, infer, latency, matmul"),
+        (&["train", "--precision", "f64"][..], "f32, bf16, f16"),
+        (&["--device", "gpu", "summary"][..], "auto, cpu, cuda, cuda:N"),
+    ] {
+        let out = vit(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?} must be a usage error: {}", text(&out));
+        assert!(text(&out).contains(choices), "{args:?}: {}", text(&out));
+    }
+    let help = text(&vit(&["eval", "--help"]));
+    assert!(help.contains("embedded-mnist") && help.contains("fashion-mnist"), "{help}");
+}

@@ -1,0 +1,118 @@
+use crate::error::DataError;
+use std::path::Path;
+
+/// Images (u8, NHWC) with labels and class names, held in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// A short name, e.g. `mnist-train`.
+    pub name: String,
+    /// `len * height * width * channels` bytes, NHWC.
+    pub images: Vec<u8>,
+    /// One class index per image.
+    pub labels: Vec<u32>,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Channels (1 or 3).
+    pub channels: usize,
+    /// One name per class, in label order.
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    /// Checks sizes and labels; `source` names the origin in errors.
+    pub fn new(
+        name: impl Into<String>,
+        images: Vec<u8>,
+        labels: Vec<u32>,
+        (height, width, channels): (usize, usize, usize),
+        class_names: Vec<String>,
+        source: &Path,
+    ) -> Result<Self, DataError> {
+        let expected = labels.len() * height * width * channels;
+        if images.len() != expected {
+            return Err(DataError::WrongLength {
+                path: source.into(),
+                what: "image data",
+                expected,
+                found: images.len(),
+            });
+        }
+        if labels.is_empty() {
+            return Err(DataError::Empty { path: source.into() });
+        }
+        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= class_names.len()) {
+            return Err(DataError::LabelOutOfRange {
+                path: source.into(),
+                index,
+                label,
+                num_classes: class_names.len(),
+            });
+        }
+        Ok(Self { name: name.into(), images, labels, height, width, channels, class_names })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes of one image.
+    pub fn image_len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+
+    /// Image `i`, HWC bytes.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Images per class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes()];
+        for &l in &self.labels {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
+
+    /// A new data set of the given records, in that order.
+    pub fn select(&self, indices: &[usize], name: impl Into<String>) -> Self {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        Self {
+            name: name.into(),
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            height: self.height,
+            width: self.width,
+            channels: self.channels,
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// Splits off the last `fraction` of the records as a validation set, as Keras'
+    /// `validation_split` does (no shuffling: the order of the file decides).
+    pub fn split_validation(&self, fraction: f64) -> (Self, Self) {
+        let n_val = ((self.len() as f64) * fraction).round() as usize;
+        let n_val = n_val.min(self.len().saturating_sub(1));
+        let cut = self.len() - n_val;
+        let train: Vec<usize> = (0..cut).collect();
+        let val: Vec<usize> = (cut..self.len()).collect();
+        (self.select(&train, self.name.clone()), self.select(&val, format!("{}-val", self.name)))
+    }
+}

@@ -1,0 +1,60 @@
+//! An image folder: one sub-folder per class, any format the `image` crate reads.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+
+use crate::dataset::Dataset;
+use crate::error::DataError;
+
+/// Decodes one image file and resizes it to `height x width` with `channels` (1: grey, 3: RGB).
+pub fn read_image(path: &Path, height: usize, width: usize, channels: usize) -> Result<Vec<u8>, DataError> {
+    let img =
+        image::open(path).map_err(|e| DataError::UnreadableImage { path: path.into(), message: e.to_string() })?;
+    let (w, h) = (width as u32, height as u32);
+    Ok(match channels {
+        1 => image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle).into_raw(),
+        3 => image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle).into_raw(),
+        c => {
+            return Err(DataError::Malformed {
+                path: path.into(),
+                message: format!("images can be read with 1 or 3 channels, not {c}"),
+            });
+        }
+    })
+}
+
+/// Loads `root/<class>/<image>` for every class folder (sorted by name), resizing every image
+/// to `height x width x channels`. Class names are the folder names.
+pub fn load_folder(root: &Path, height: usize, width: usize, channels: usize) -> Result<Dataset, DataError> {
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| DataError::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::MissingFiles {
+            dir: root.into(),
+            missing: "class sub-folders".into(),
+            hint: "lay the images out as <dir>/<class name>/<image file>".into(),
+        });
+    }
+    let class_names: Vec<String> =
+        classes.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for (label, dir) in classes.iter().enumerate() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| DataError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        files.sort();
+        for file in files {
+            images.extend(read_image(&file, height, width, channels)?);
+            labels.push(label as u32);
+        }
+    }
+    let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".into());
+    Dataset::new(name, images, labels, (height, width, channels), class_names, root)
+}

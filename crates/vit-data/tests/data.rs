@@ -1,0 +1,175 @@
+//! Each reader parses its format and rejects each kind of corruption with a named error.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use vit_data::{
+    Cifar100Labels, DataError, embedded, idx, load_cifar10, load_cifar100, load_folder, parse_cifar10, parse_cifar100,
+};
+
+#[test]
+fn idx_raw_and_gz_parse_to_the_same_data() {
+    let dir = tmp_dir("idx");
+    write_pattern_mnist(&dir, 3, 2);
+    let train = idx::load_dir(&dir, idx::Split::Train, "mnist", vit_data::digit_names()).unwrap();
+    let test = idx::load_dir(&dir, idx::Split::Test, "mnist", vit_data::digit_names()).unwrap();
+    assert_eq!((train.len(), test.len()), (30, 20));
+    assert_eq!((train.height, train.width, train.channels), (8, 8, 1));
+    assert_eq!(train.image(11), pattern(1, 1).as_slice());
+    assert_eq!(train.labels[11], 1);
+    assert_eq!(train.class_counts(), vec![3; 10]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn idx_corruption_is_reported_with_the_file() {
+    let dir = tmp_dir("idx-bad");
+    let images = idx_images(&[pattern(0, 0), pattern(1, 0)], 8, 8);
+    let labels = idx_labels(&[0, 1]);
+    let names = vit_data::digit_names;
+
+    let good_i = write(&dir, "i", &images);
+    let good_l = write(&dir, "l", &labels);
+    assert_eq!(idx::load_pair("x", &good_i, &good_l, names()).unwrap().len(), 2);
+
+    let bad_magic = write(&dir, "magic", &labels); // a label file where images belong
+    let err = idx::load_pair("x", &bad_magic, &good_l, names()).unwrap_err();
+    assert!(matches!(err, DataError::BadMagic { expected: 0x803, found: 0x801, .. }), "{err}");
+    assert!(err.to_string().contains("magic"), "{err}");
+
+    let truncated = write(&dir, "trunc", &images[..images.len() - 5]);
+    let err = idx::load_pair("x", &truncated, &good_l, names()).unwrap_err();
+    assert!(matches!(err, DataError::WrongLength { expected: 144, found: 139, .. }), "{err}");
+    assert!(err.to_string().contains("trunc"), "{err}");
+
+    let gz_truncated = write(&dir, "trunc.gz", &gzip(&images)[..40]);
+    let err = idx::load_pair("x", &gz_truncated, &good_l, names()).unwrap_err();
+    assert!(matches!(err, DataError::Malformed { .. }), "{err}");
+
+    let header_only = write(&dir, "tiny", &images[..6]);
+    assert!(matches!(idx::load_pair("x", &header_only, &good_l, names()), Err(DataError::WrongLength { .. })));
+
+    let out_of_range = write(&dir, "range", &idx_labels(&[0, 10]));
+    let err = idx::load_pair("x", &good_i, &out_of_range, names()).unwrap_err();
+    assert!(matches!(err, DataError::LabelOutOfRange { index: 1, label: 10, num_classes: 10, .. }), "{err}");
+
+    let three = write(&dir, "three", &idx_labels(&[0, 1, 2]));
+    let err = idx::load_pair("x", &good_i, &three, names()).unwrap_err();
+    assert!(matches!(err, DataError::CountMismatch { image_count: 2, label_count: 3, .. }), "{err}");
+
+    let err = idx::load_dir(&dir, idx::Split::Train, "mnist", names()).unwrap_err();
+    assert!(matches!(err, DataError::MissingFiles { .. }), "{err}");
+    assert!(err.to_string().contains("train-images-idx3-ubyte(.gz)"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn cifar_record(label_bytes: &[u8], r: u8, g: u8, b: u8) -> Vec<u8> {
+    let mut rec = label_bytes.to_vec();
+    rec.extend(std::iter::repeat_n(r, 1024));
+    rec.extend(std::iter::repeat_n(g, 1024));
+    rec.extend(std::iter::repeat_n(b, 1024));
+    rec
+}
+
+#[test]
+fn cifar_batches_parse_planes_into_hwc_and_reject_corruption() {
+    let p = Path::new("batch.bin");
+    let bytes: Vec<u8> = [cifar_record(&[3], 10, 20, 30), cifar_record(&[9], 1, 2, 3)].concat();
+    let (images, labels) = parse_cifar10(&bytes, p).unwrap();
+    assert_eq!(labels, [3, 9]);
+    assert_eq!(&images[..6], &[10, 20, 30, 10, 20, 30]);
+    assert_eq!(&images[3072..3075], &[1, 2, 3]);
+    let err = parse_cifar10(&bytes[..3000], p).unwrap_err();
+    assert!(matches!(err, DataError::WrongLength { found: 3000, .. }), "{err}");
+    let err = parse_cifar10(&cifar_record(&[10], 0, 0, 0), p).unwrap_err();
+    assert!(matches!(err, DataError::LabelOutOfRange { label: 10, num_classes: 10, .. }), "{err}");
+
+    let hundred = cifar_record(&[19, 99], 5, 6, 7);
+    assert_eq!(parse_cifar100(&hundred, p, Cifar100Labels::Fine).unwrap().1, [99]);
+    assert_eq!(parse_cifar100(&hundred, p, Cifar100Labels::Coarse).unwrap().1, [19]);
+    let err = parse_cifar100(&cifar_record(&[20, 1], 0, 0, 0), p, Cifar100Labels::Coarse).unwrap_err();
+    assert!(matches!(err, DataError::LabelOutOfRange { label: 20, num_classes: 20, .. }), "{err}");
+    // A CIFAR-10 file read as CIFAR-100 has the wrong record length.
+    assert!(matches!(parse_cifar100(&bytes, p, Cifar100Labels::Fine), Err(DataError::WrongLength { .. })));
+}
+
+#[test]
+fn cifar_directories_load_with_class_names() {
+    let dir = tmp_dir("cifar");
+    for i in 1..=5 {
+        write(&dir, &format!("data_batch_{i}.bin"), &cifar_record(&[i as u8], 0, 0, 0));
+    }
+    write(&dir, "test_batch.bin", &cifar_record(&[0], 0, 0, 0));
+    let train = load_cifar10(&dir, true).unwrap();
+    assert_eq!(train.labels, [1, 2, 3, 4, 5]);
+    assert_eq!(train.class_names[3], "cat");
+    write(&dir, "train.bin", &cifar_record(&[1, 42], 0, 0, 0));
+    write(&dir, "fine_label_names.txt", &(0..100).map(|i| format!("f{i}\n")).collect::<String>().into_bytes());
+    let hundred = load_cifar100(&dir, true, Cifar100Labels::Fine).unwrap();
+    assert_eq!(hundred.class_names[42], "f42");
+    std::fs::remove_file(dir.join("data_batch_3.bin")).unwrap();
+    let err = load_cifar10(&dir, true).unwrap_err();
+    assert!(err.to_string().contains("data_batch_3.bin"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn image_folders_resize_and_name_unreadable_files() {
+    let dir = tmp_dir("folder");
+    for (class, color) in [("cat", [200u8, 10, 10]), ("dog", [10, 10, 200])] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..2 {
+            let img = image::RgbImage::from_pixel(10 + i, 7, image::Rgb(color));
+            img.save(dir.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let data = load_folder(&dir, 4, 4, 3).unwrap();
+    assert_eq!(data.class_names, ["cat", "dog"]);
+    assert_eq!(data.labels, [0, 0, 1, 1]);
+    assert_eq!(&data.image(3)[..3], &[10, 10, 200]);
+    let grey = load_folder(&dir, 4, 4, 1).unwrap();
+    assert_eq!(grey.channels, 1);
+
+    std::fs::write(dir.join("dog").join("broken.png"), b"not a png at all").unwrap();
+    let err = load_folder(&dir, 4, 4, 3).unwrap_err();
+    assert!(matches!(&err, DataError::UnreadableImage { path, .. } if path.ends_with("dog/broken.png")), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_embedded_test_set_is_the_real_mnist_test_set() {
+    use sha2::{Digest, Sha256};
+    let test = embedded::mnist_test().unwrap();
+    assert_eq!(test.len(), 10_000);
+    // Rebuild the canonical IDX bytes and compare with MNIST's published sha256.
+    let images = idx_images(&(0..test.len()).map(|i| test.image(i).to_vec()).collect::<Vec<_>>(), 28, 28);
+    let labels = idx_labels(&test.labels.iter().map(|&l| l as u8).collect::<Vec<_>>());
+    let hex = |b: &[u8]| Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(hex(&images), "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7");
+    assert_eq!(hex(&labels), "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2");
+    assert_eq!(test.class_counts(), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    let train = embedded::mnist_subset_train().unwrap();
+    assert_eq!(train.class_counts(), vec![1000; 10]);
+}
+
+/// The real MNIST files, when a data directory is given (CI points `VIT_DATA_DIR` at them).
+#[test]
+fn real_mnist_from_the_data_directory_parses_with_its_published_counts() {
+    let Some(dir) = std::env::var_os(vit_data::DATA_DIR_ENV) else {
+        eprintln!("VIT_DATA_DIR is not set: the real-MNIST check is not run");
+        return;
+    };
+    let (train, test) =
+        vit_data::load_splits(&vit_data::DatasetKind::Mnist, Some(Path::new(&dir)), (28, 28), 1).unwrap();
+    assert_eq!(train.class_counts(), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(test.class_counts(), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    assert_eq!((train.height, train.width, train.channels), (28, 28, 1));
+}

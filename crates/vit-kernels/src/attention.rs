@@ -1,0 +1,320 @@
+//! Scaled dot-product attention of all heads in one CPU pass, with its backward pass.
+//!
+//! The composed version (`softmax(q k^T) v` from candle ops) transposes the heads out of the
+//! projections and back, runs `B * H` small matrix products at about half the speed of one large
+//! one, and keeps the scores, the weights and the dropout mask (`[B, H, N, N]` each: 85 MB per
+//! block for the Keras example at batch 256) alive until the backward pass. Here each
+//! `(batch, head)` pair is one task: its `N x N` scores live in a buffer of the task, the
+//! projections are read in place through strides, and the backward pass draws the same dropout
+//! mask again instead of reading a stored one. In training the weights after the softmax are
+//! kept for the backward pass (one `[B, H, N, N]` buffer); otherwise the backward pass
+//! recomputes them from `q` and `k`, as flash attention does.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, StorageRef, Tensor};
+use rayon::prelude::*;
+
+use crate::cpu::f32_slice;
+use crate::dropout::DropoutMask;
+use crate::gemm::gemm_f32;
+use crate::simd::mul_in_place;
+use crate::softmax::{softmax_grad_rows, softmax_in_place};
+/// `softmax(scale * q k^T) v` per head, with dropout on the weights when `mask` is set.
+#[derive(Debug, Clone)]
+pub(crate) struct FusedAttention {
+    /// Images and tokens per image: `q`, `k` and `v` are `[batch, tokens, heads * dim]`, or
+    /// the same rows flattened to `[batch * tokens, heads * dim]`.
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub key_dim: usize,
+    pub value_dim: usize,
+    pub scale: f32,
+    pub mask: Option<DropoutMask>,
+    /// In training: where the forward pass keeps the weights (after the softmax, before
+    /// dropout) for the backward pass, which otherwise recomputes them. Recomputing costs
+    /// `q k^T` again (a fifth of a training step's attention FLOPs) and the softmax; keeping
+    /// them costs `[B, H, N, N]` floats per block until the backward pass (85 MB for the
+    /// Keras example at batch 256), freed with the graph.
+    pub saved_weights: Option<Arc<OnceLock<Vec<f32>>>>,
+}
+
+/// A pointer that rayon tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (its own head's columns).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The element `i` places on (a method, so that closures capture the whole `Shared`).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `dst (= or +=) alpha * lhs · rhs` for an `m x k` by `k x n` product, every operand given by
+/// pointer and (row, column) strides in elements, single-threaded: the parallelism is over heads.
+///
+/// # Safety
+/// The pointers and strides must address valid `m x k`, `k x n` and `m x n` matrices, and `dst`
+/// must not alias the operands.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    dims: (usize, usize, usize),
+    dst: *mut f32,
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_strides: (usize, usize),
+    rhs: *const f32,
+    rhs_strides: (usize, usize),
+    alpha: f32,
+) {
+    let parallelism = gemm::Parallelism::None;
+    unsafe { gemm_f32(dims, dst, dst_strides, accumulate, lhs, lhs_strides, rhs, rhs_strides, alpha, parallelism) }
+}
+
+impl FusedAttention {
+    /// The weights of head `(b, h)` after the softmax into `p`, and the dropout factors into
+    /// `keep` when there is a mask. `q` and `k` point at the head's first element.
+    fn weights(&self, task: usize, n: usize, q: *const f32, k: *const f32, p: &mut [f32], keep: &mut [f32]) {
+        let stride = self.heads * self.key_dim;
+        // SAFETY: q and k address n rows of key_dim values, `stride` apart; p holds n * n.
+        unsafe {
+            matmul((n, n, self.key_dim), p.as_mut_ptr(), (n, 1), false, q, (stride, 1), k, (1, stride), self.scale)
+        };
+        p.chunks_exact_mut(n).for_each(softmax_in_place);
+        if let Some(mask) = &self.mask {
+            // The composed path drops elements of a [B, H, N, N] tensor: the same indices here.
+            mask.factors(task * n * n, keep);
+        }
+    }
+
+    fn forward(&self, q: &[f32], k: &[f32], v: &[f32], batch: usize, n: usize) -> Vec<f32> {
+        let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
+        let len = batch * n * h * dv;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let dst = Shared(out.as_mut_ptr());
+        let saved_len = if self.saved_weights.is_some() { batch * h * n * n } else { 0 };
+        let mut saved: Vec<f32> = Vec::with_capacity(saved_len);
+        let saved_at = Shared(saved.as_mut_ptr());
+        (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
+            || (vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
+            |(p, keep), task| {
+                let (b, head) = (task / h, task % h);
+                let (qk_at, v_at) = (b * n * h * dk + head * dk, b * n * h * dv + head * dv);
+                self.weights(task, n, q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), p, keep);
+                if saved_len > 0 {
+                    // SAFETY: each task writes its own n * n stretch of `saved`.
+                    unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), saved_at.at(task * n * n), n * n) };
+                }
+                if self.mask.is_some() {
+                    mul_in_place(p, keep);
+                }
+                // SAFETY: this task writes only its own head's columns of row block b.
+                unsafe {
+                    matmul(
+                        (n, dv, n),
+                        dst.at(v_at),
+                        (h * dv, 1),
+                        false,
+                        p.as_ptr(),
+                        (n, 1),
+                        v[v_at..].as_ptr(),
+                        (h * dv, 1),
+                        1.0,
+                    )
+                };
+            },
+        );
+        // SAFETY: the tasks wrote every head's columns of every row (gemm without
+        // accumulation writes all of its destination, reading none of it), and every head's
+        // weights into `saved`.
+        unsafe {
+            out.set_len(len);
+            saved.set_len(saved_len);
+        }
+        if let Some(slot) = &self.saved_weights {
+            // A second forward through the same op (it is not reused) would keep the first.
+            let _ = slot.set(saved);
+        }
+        out
+    }
+
+    /// The gradients of `q`, `k` and `v` given that of the output, `dout`.
+    fn backward(&self, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], batch: usize, n: usize) -> [Vec<f32>; 3] {
+        let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
+        let (mut dq, mut dk_, mut dv_) = (
+            Vec::<f32>::with_capacity(q.len()),
+            Vec::<f32>::with_capacity(k.len()),
+            Vec::<f32>::with_capacity(v.len()),
+        );
+        let (dq_ptr, dk_ptr, dv_ptr) = (Shared(dq.as_mut_ptr()), Shared(dk_.as_mut_ptr()), Shared(dv_.as_mut_ptr()));
+        let saved = self.saved_weights.as_ref().and_then(|slot| slot.get()).filter(|w| w.len() == batch * h * n * n);
+        (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
+            || (vec![0f32; n * n], vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
+            |(p, dp, keep), task| {
+                let (b, head) = (task / h, task % h);
+                let (qk_at, v_at) = (b * n * h * dk + head * dk, b * n * h * dv + head * dv);
+                let (qp, kp, vp, gp) =
+                    (q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), v[v_at..].as_ptr(), dout[v_at..].as_ptr());
+                let (ds, vs) = (h * dk, h * dv);
+                let p: &[f32] = match saved {
+                    Some(weights) => {
+                        if let Some(mask) = &self.mask {
+                            mask.factors(task * n * n, keep);
+                        }
+                        &weights[task * n * n..][..n * n]
+                    }
+                    None => {
+                        self.weights(task, n, qp, kp, p, keep);
+                        p
+                    }
+                };
+                // SAFETY (all products): operands address this head's rows through their strides,
+                // destinations are this task's buffers or its own head's columns.
+                unsafe {
+                    // dP' = dO · V^T (the gradient of the weights after dropout).
+                    matmul((n, n, dv), dp.as_mut_ptr(), (n, 1), false, gp, (vs, 1), vp, (1, vs), 1.0);
+                    let dropped = if self.mask.is_some() {
+                        // dP = dP' ⊙ keep; then keep becomes the dropped weights P ⊙ keep.
+                        mul_in_place(dp, keep);
+                        mul_in_place(keep, p);
+                        keep.as_ptr()
+                    } else {
+                        p.as_ptr()
+                    };
+                    // dV = (dropped weights)^T · dO.
+                    matmul((n, dv, n), dv_ptr.at(v_at), (vs, 1), false, dropped, (1, n), gp, (vs, 1), 1.0);
+                }
+                // dS = P ⊙ (dP - rowsum(dP ⊙ P)), the softmax backward, in place in dp.
+                softmax_grad_rows(dp, p, n);
+                unsafe {
+                    // dQ = scale * dS · K, dK = scale * dS^T · Q.
+                    matmul((n, dk, n), dq_ptr.at(qk_at), (ds, 1), false, dp.as_ptr(), (n, 1), kp, (ds, 1), self.scale);
+                    matmul((n, dk, n), dk_ptr.at(qk_at), (ds, 1), false, dp.as_ptr(), (1, n), qp, (ds, 1), self.scale);
+                }
+            },
+        );
+        // SAFETY: as in `forward`, each head's dQ, dK and dV columns were written in full.
+        unsafe {
+            dq.set_len(q.len());
+            dk_.set_len(k.len());
+            dv_.set_len(v.len());
+        }
+        [dq, dk_, dv_]
+    }
+
+    /// Heads per rayon task: enough that a task is worth its scheduling (about a million
+    /// multiply-adds). One image of the MNIST model has 4 heads of 49 tokens: one task, which
+    /// keeps batch-1 latency from paying for thread hand-offs.
+    fn tasks_per_split(&self, n: usize) -> usize {
+        const MIN_TASK_MACS: usize = 1 << 20;
+        let per_head = n * n * (self.key_dim + self.value_dim);
+        MIN_TASK_MACS.div_ceil(per_head.max(1))
+    }
+
+    fn dims(&self, q: &Layout, v: &Layout) -> Result<(usize, usize)> {
+        let (b, n) = (self.batch, self.tokens);
+        let fits = |l: &Layout, d: usize| match l.dims() {
+            [rows, width] => *rows == b * n && *width == self.heads * d,
+            [bb, nn, width] => *bb == b && *nn == n && *width == self.heads * d,
+            _ => false,
+        };
+        if !fits(q, self.key_dim) || !fits(v, self.value_dim) {
+            candle_core::bail!(
+                "fused attention: q {:?} and v {:?} do not fit {b} images of {n} tokens, {} heads of key_dim {} and value_dim {}",
+                q.dims(),
+                v.dims(),
+                self.heads,
+                self.key_dim,
+                self.value_dim
+            );
+        }
+        Ok((b, n))
+    }
+
+    /// The output's shape: that of `v`'s rows with the value width.
+    fn out_shape(&self, v: &Layout) -> Shape {
+        let width = self.heads * self.value_dim;
+        if v.dims().len() == 2 {
+            Shape::from((self.batch * self.tokens, width))
+        } else {
+            Shape::from((self.batch, self.tokens, width))
+        }
+    }
+}
+
+/// The storage of a tensor that must live on the CPU, and its layout (the backward pass reads
+/// its inputs in place rather than copying them out).
+fn host_values(t: &Tensor) -> Result<(StorageRef<'_>, &Layout)> {
+    let (storage, layout) = t.storage_and_layout();
+    if !matches!(&*storage, Storage::Cpu(_)) {
+        candle_core::bail!("fused attention: a CPU kernel, given a tensor on {:?}", t.device());
+    }
+    Ok((storage, layout))
+}
+
+fn cpu(storage: &Storage) -> &CpuStorage {
+    match storage {
+        Storage::Cpu(s) => s,
+        _ => unreachable!("checked by host_values"),
+    }
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "vit-fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, n) = self.dims(l1, l3)?;
+        if l2.dims() != l1.dims() {
+            candle_core::bail!("fused attention: k {:?} differs from q {:?}", l2.dims(), l1.dims());
+        }
+        let (q, k, v) =
+            (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?, f32_slice(s3, l3, self.name())?);
+        let out = self.forward(q, k, v, b, n);
+        Ok((CpuStorage::F32(out), self.out_shape(l3)))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let [dq, dk, dv] = {
+            let ((sq, lq), (sk, lk), (sv, lv), (sg, lg)) =
+                (host_values(q)?, host_values(k)?, host_values(v)?, host_values(&grad)?);
+            let (b, n) = self.dims(lq, lv)?;
+            let name = self.name();
+            self.backward(
+                f32_slice(cpu(&sq), lq, name)?,
+                f32_slice(cpu(&sk), lk, name)?,
+                f32_slice(cpu(&sv), lv, name)?,
+                f32_slice(cpu(&sg), lg, name)?,
+                b,
+                n,
+            )
+        };
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), q.device())?),
+            Some(Tensor::from_vec(dk, k.shape(), k.device())?),
+            Some(Tensor::from_vec(dv, v.shape(), v.device())?),
+        ))
+    }
+}

@@ -1,0 +1,199 @@
+//! The ops, each with a backward pass: every entry point asks [`select`] for its path and runs
+//! the fused CPU kernel, candle's GPU kernel with an attached backward, or the composed
+//! reference. Tests prove the paths equal in forward and backward.
+
+use std::sync::Arc;
+
+use candle_core::{D, DType, Result, Tensor};
+
+use crate::activation::Act;
+use crate::attached;
+use crate::attention::FusedAttention;
+use crate::composed::{self, AttentionDims};
+use crate::dense::Dense;
+use crate::dropout::DropoutMask;
+use crate::layer_norm::LayerNorm;
+use crate::path::{KernelPath, is_half, select};
+use crate::softmax::Softmax;
+
+/// Softmax over the last dimension. `bf16` and `f16` input is computed in `f32` and returned
+/// in its own dtype.
+///
+/// # Shapes
+/// - `x`: `[.., N]`; returns the same shape.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if is_half(x.dtype()) {
+        return softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype());
+    }
+    match select(&[x]) {
+        KernelPath::CpuFused => x.contiguous()?.apply_op1(Softmax),
+        KernelPath::GpuAttached => attached::softmax_last_dim(x),
+        KernelPath::Composed => composed::softmax_last_dim(x),
+    }
+}
+
+/// LayerNorm over the last dimension, `(x - mean) / sqrt(var + eps) * weight + bias`, with
+/// gradients for `x`, `weight` and `bias`. `bf16` and `f16` input is computed in `f32`.
+///
+/// # Shapes
+/// - `x`: `[.., D]`; `weight`, `bias`: `[D]`; returns the shape of `x`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if is_half(x.dtype()) {
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        return layer_norm(&f32(x)?, &f32(weight)?, &f32(bias)?, eps)?.to_dtype(x.dtype());
+    }
+    match select(&[x, weight, bias]) {
+        KernelPath::CpuFused => {
+            let d = x.dim(D::Minus1)?;
+            if weight.dims() != [d] || bias.dims() != [d] {
+                candle_core::bail!(
+                    "layer_norm: weight {:?} and bias {:?} must be [{d}] for input {:?}",
+                    weight.dims(),
+                    bias.dims(),
+                    x.dims()
+                );
+            }
+            x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNorm { eps: eps as f32 })
+        }
+        KernelPath::GpuAttached => attached::layer_norm(x, weight, bias, eps),
+        KernelPath::Composed => composed::layer_norm(x, weight, bias, eps),
+    }
+}
+
+/// A dense layer, `x W^T + bias`, with gradients for all three. On the CPU with `f32` and a
+/// bias it is one graph node: the bias is the matrix product's starting value, and the
+/// backward pass runs two products with the transposes in the strides and sums the bias
+/// gradient over rows in parallel (candle's broadcast backward does that in one
+/// single-threaded loop).
+///
+/// # Shapes
+/// - `x`: `[R, in]` (2-D for the fused path), `weight`: `[out, in]`, `bias`: `[out]`; returns
+///   `[R, out]`.
+pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) if select(&[x, weight, b]) == KernelPath::CpuFused && x.rank() == 2 => {
+            x.contiguous()?.apply_op3(&weight.contiguous()?, &b.contiguous()?, Dense { gelu: false })
+        }
+        _ => composed::dense(x, weight, bias),
+    }
+}
+
+/// The exact (erf) GELU, with gradients; one pass forward and backward on the CPU with `f32`.
+///
+/// # Shapes
+/// - `x`: any; returns the same shape.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    match select(&[x]) {
+        KernelPath::CpuFused => x.contiguous()?.apply_op1(Act { gelu: true, mask: None }),
+        _ => composed::gelu(x),
+    }
+}
+
+/// `gelu(dense(x, weight, bias))`. Outside autograd (inference) on the CPU with `f32`, GELU
+/// runs on each block of the product while it is still in cache.
+///
+/// # Shapes
+/// - `x`: `[R, in]`, `weight`: `[out, in]`, `bias`: `[out]`; returns `[R, out]`.
+pub fn dense_gelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b)
+            if select(&[x, weight, b]) == KernelPath::CpuFused
+                && ![x, weight, b].iter().any(|t| t.track_op())
+                && x.rank() == 2 =>
+        {
+            x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &b.contiguous()?, &Dense { gelu: true })
+        }
+        _ => gelu(&dense(x, weight, bias)?),
+    }
+}
+
+/// `dropout(act(dense(x, weight, bias)))`, `act` GELU when `gelu` and the identity otherwise,
+/// the dropout only with a `mask` (training). On the CPU with `f32` and a bias the activation
+/// and the dropout run as one pass after the product (and one pass backward): the same values
+/// and masks as the separate ops.
+///
+/// # Shapes
+/// - `x`: `[R, in]`, `weight`: `[out, in]`, `bias`: `[out]`; returns `[R, out]`.
+pub fn dense_dropout(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    gelu: bool,
+    mask: Option<&DropoutMask>,
+) -> Result<Tensor> {
+    match (mask, bias) {
+        (Some(mask), Some(b)) if select(&[x, weight, b]) == KernelPath::CpuFused => {
+            dense(x, weight, bias)?.contiguous()?.apply_op1(Act { gelu, mask: Some(*mask) })
+        }
+        _ => {
+            let y = if gelu { dense_gelu(x, weight, bias)? } else { dense(x, weight, bias)? };
+            match mask {
+                Some(mask) => dropout(&y, mask),
+                None => Ok(y),
+            }
+        }
+    }
+}
+
+/// `x * mask` (inverted dropout). On the CPU with `f32` the mask is never stored: the backward
+/// pass draws it again.
+///
+/// # Shapes
+/// - `x`: any; returns the same shape.
+pub fn dropout(x: &Tensor, mask: &DropoutMask) -> Result<Tensor> {
+    match select(&[x]) {
+        KernelPath::CpuFused => x.contiguous()?.apply_op1(*mask),
+        _ => composed::dropout(x, mask),
+    }
+}
+
+/// Multi-head scaled dot-product attention, `softmax(q k^T / sqrt(key_dim)) v` per head, with
+/// dropout on the weights when `mask` is given.
+///
+/// On the CPU with `f32` all heads run in one kernel, parallel over images and heads, that reads
+/// the projections in place through strides and stores no scores or dropout mask (the backward
+/// pass draws the same mask again). In `train`ing, when the inputs record a graph, it keeps the
+/// `[B, H, N, N]` weights for the backward pass; otherwise the backward pass would recompute
+/// them. Elsewhere it runs [`attention_with_weights`].
+///
+/// # Shapes
+/// - `q`, `k`: `[B * N, H * key_dim]` (or `[B, N, H * key_dim]`), `v`: the same with
+///   `value_dim`; returns the shape of `v` with `H * value_dim`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dims: &AttentionDims,
+    mask: Option<&DropoutMask>,
+    train: bool,
+) -> Result<Tensor> {
+    if select(&[q, k, v]) != KernelPath::CpuFused {
+        return Ok(attention_with_weights(q, k, v, dims, mask)?.0);
+    }
+    let kernel = FusedAttention {
+        batch: dims.batch,
+        tokens: dims.tokens,
+        heads: dims.heads,
+        key_dim: dims.key_dim,
+        value_dim: dims.value_dim,
+        scale: dims.scale() as f32,
+        mask: mask.copied(),
+        saved_weights: (train && q.track_op()).then(Arc::default),
+    };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, kernel)
+}
+
+/// [`attention`] built from this module's softmax and dropout, also returning the weights
+/// `[B, H, N, N]` (after the softmax, before dropout), for attention maps.
+///
+/// # Shapes
+/// - as [`attention`]; the weights are `[B, H, N, N]`.
+pub fn attention_with_weights(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dims: &AttentionDims,
+    mask: Option<&DropoutMask>,
+) -> Result<(Tensor, Tensor)> {
+    composed::attention_with(q, k, v, dims, mask, softmax_last_dim, dropout)
+}

@@ -1,0 +1,191 @@
+//! Import of Hugging Face / timm ViT weights (the `google/vit-base-patch16-224` layout).
+//!
+//! The patch embedding there is a convolution with kernel `[D, C, p, p]` over NCHW images; here
+//! it is a linear layer over TF-ordered patches (row, column, channel fastest), so the kernel is
+//! permuted to `[D, p, p, C]` and flattened. The attention's `query`/`key`/`value`/`output.dense`,
+//! `layernorm_before`/`after`, `intermediate.dense`/`output.dense` map onto the blocks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+use vit_blocks::{SeededVarMap, SharedRng};
+
+use crate::checkpoint::{CheckpointMeta, assign};
+use crate::{HeadKind, ModelError, PositionEmbedding, Vit, VitConfig};
+
+#[derive(Deserialize)]
+struct HfConfig {
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_image")]
+    image_size: usize,
+    #[serde(default = "default_patch")]
+    patch_size: usize,
+    #[serde(default = "default_channels")]
+    num_channels: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    id2label: BTreeMap<String, String>,
+}
+
+fn default_image() -> usize {
+    224
+}
+fn default_patch() -> usize {
+    16
+}
+fn default_channels() -> usize {
+    3
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+/// Reads a Hugging Face `config.json` of a ViT into a [`VitConfig`] and the class names
+/// (from `id2label`, in id order; `class_{i}` where absent).
+pub fn config_from_hf(path: impl AsRef<Path>) -> Result<(VitConfig, Vec<String>), ModelError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let hf: HfConfig = serde_json::from_str(&text)
+        .map_err(|e| ModelError::ConfigParse { path: path.into(), message: e.to_string() })?;
+    if hf.num_attention_heads == 0 || hf.hidden_size % hf.num_attention_heads != 0 {
+        return Err(ModelError::ConfigParse {
+            path: path.into(),
+            message: format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                hf.hidden_size, hf.num_attention_heads
+            ),
+        });
+    }
+    let num_classes = hf.id2label.len().max(1);
+    let mut names = vec![String::new(); num_classes];
+    for (id, label) in &hf.id2label {
+        match id.parse::<usize>() {
+            Ok(i) if i < num_classes => names[i] = label.clone(),
+            _ => {
+                return Err(ModelError::ConfigParse {
+                    path: path.into(),
+                    message: format!("id2label key `{id}` is not an id below {num_classes}"),
+                });
+            }
+        }
+    }
+    for (i, name) in names.iter_mut().enumerate() {
+        if name.is_empty() {
+            *name = format!("class_{i}");
+        }
+    }
+    let d = hf.hidden_size;
+    let cfg = VitConfig {
+        image_size: [hf.image_size, hf.image_size],
+        channels: hf.num_channels,
+        patch_size: hf.patch_size,
+        projection_dim: d,
+        num_heads: hf.num_attention_heads,
+        key_dim: d / hf.num_attention_heads,
+        value_dim: None,
+        num_layers: hf.num_hidden_layers,
+        mlp_units: vec![hf.intermediate_size, d],
+        mlp_activation_on_last: false,
+        dropout: 0.0,
+        layer_norm_eps: hf.layer_norm_eps,
+        head: HeadKind::ClassToken,
+        head_units: vec![],
+        head_dropout: 0.0,
+        num_classes,
+        position: PositionEmbedding::Learned,
+        drop_path: 0.0,
+        layer_scale: None,
+    };
+    cfg.validate()?;
+    Ok((cfg, names))
+}
+
+/// Renames and reshapes Hugging Face ViT tensors into this crate's parameter names.
+/// Tensors that have no counterpart (the pooler) are left out; `path` is only used in errors.
+pub fn import_tensors(
+    hf: &HashMap<String, Tensor>,
+    cfg: &VitConfig,
+    path: &Path,
+) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut out = HashMap::new();
+    for (name, t) in hf {
+        let key = name.strip_prefix("vit.").unwrap_or(name);
+        let mapped = match key {
+            "embeddings.cls_token" => Some(("patch_encoder.class_token".to_string(), t.clone())),
+            "embeddings.position_embeddings" => {
+                Some(("patch_encoder.position_embedding.weight".to_string(), t.squeeze(0)?))
+            }
+            "embeddings.patch_embeddings.projection.weight" => {
+                let (d, c, kh, kw) = t.dims4()?;
+                if c != cfg.channels || kh != cfg.patch_size || kw != cfg.patch_size {
+                    return Err(ModelError::ShapeMismatch {
+                        path: path.into(),
+                        name: name.clone(),
+                        expected: vec![cfg.projection_dim, cfg.channels, cfg.patch_size, cfg.patch_size],
+                        found: t.dims().to_vec(),
+                    });
+                }
+                // [D, C, p, p] -> [D, p, p, C]: TF patch order, channel fastest.
+                Some((
+                    "patch_encoder.projection.weight".to_string(),
+                    t.permute((0, 2, 3, 1))?.reshape((d, kh * kw * c))?,
+                ))
+            }
+            "embeddings.patch_embeddings.projection.bias" => {
+                Some(("patch_encoder.projection.bias".to_string(), t.clone()))
+            }
+            "layernorm.weight" => Some(("norm.weight".to_string(), t.clone())),
+            "layernorm.bias" => Some(("norm.bias".to_string(), t.clone())),
+            "classifier.weight" => Some(("head.classifier.weight".to_string(), t.clone())),
+            "classifier.bias" => Some(("head.classifier.bias".to_string(), t.clone())),
+            _ => block_key(key).map(|k| (k, t.clone())),
+        };
+        if let Some((k, v)) = mapped {
+            out.insert(k, v.contiguous()?);
+        }
+    }
+    Ok(out)
+}
+
+fn block_key(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("encoder.layer.")?;
+    let (index, rest) = rest.split_once('.')?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let ours = match module {
+        "layernorm_before" => "norm1",
+        "layernorm_after" => "norm2",
+        "attention.attention.query" => "attention.query",
+        "attention.attention.key" => "attention.key",
+        "attention.attention.value" => "attention.value",
+        "attention.output.dense" => "attention.output",
+        "intermediate.dense" => "mlp.layers.0",
+        "output.dense" => "mlp.layers.1",
+        _ => return None,
+    };
+    Some(format!("blocks.{index}.{ours}.{param}"))
+}
+
+/// Loads a Hugging Face ViT (`config.json` and `model.safetensors`) as a trainable model.
+/// Images go in as NHWC, normalised as the checkpoint expects (for Google's ViTs, mean 0.5 and
+/// std 0.5 per channel).
+pub fn load(
+    config_json: impl AsRef<Path>,
+    weights: impl AsRef<Path>,
+    device: &Device,
+) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
+    let (config, class_names) = config_from_hf(config_json)?;
+    let weights = weights.as_ref();
+    let hf = candle_core::safetensors::load(weights, device)
+        .map_err(|e| ModelError::Safetensors { path: weights.into(), message: e.to_string() })?;
+    let tensors = import_tensors(&hf, &config, weights)?;
+    let store = SeededVarMap::new(0);
+    let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
+    assign(store.varmap(), &tensors, weights)?;
+    Ok((model, store, CheckpointMeta { config, class_names, extra: BTreeMap::new() }))
+}

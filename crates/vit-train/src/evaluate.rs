@@ -1,0 +1,42 @@
+//! Inference over a whole data set, and the check that a data set fits a model.
+
+use std::sync::Arc;
+
+use candle_core::Device;
+use vit_data::{Dataset, Loader, Pipeline};
+use vit_model::{Vit, VitConfig};
+
+use crate::TrainError;
+use crate::metrics::{Tally, cross_entropy};
+
+/// Checks that `data` has the channels and classes the model `cfg` takes.
+pub fn check_fits(data: &Dataset, cfg: &VitConfig) -> Result<(), TrainError> {
+    let mismatch = |message: String| Err(TrainError::Mismatch { dataset: data.name.clone(), message });
+    if data.channels != cfg.channels {
+        return mismatch(format!("images have {} channels, the model takes {}", data.channels, cfg.channels));
+    }
+    if data.num_classes() != cfg.num_classes {
+        return mismatch(format!("{} classes, the model has {} outputs", data.num_classes(), cfg.num_classes));
+    }
+    Ok(())
+}
+
+/// Inference over a whole data set: loss, top-1, top-5 and the confusion matrix.
+pub fn evaluate(
+    model: &Vit,
+    data: &Arc<Dataset>,
+    pipeline: &Pipeline,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Tally, TrainError> {
+    let mut tally = Tally::new(data.num_classes());
+    let model = model.detached();
+    let order: Vec<usize> = (0..data.len()).collect();
+    for batch in Loader::spawn(data.clone(), pipeline.clone(), order, batch_size, 0, None) {
+        let (images, labels) = batch.to_tensors(device)?;
+        let logits = model.forward(&images, false)?;
+        let loss = cross_entropy(&logits, &labels, 0.0)?.to_scalar::<f32>()?;
+        tally.add(&logits.to_vec2::<f32>()?, &batch.labels, f64::from(loss));
+    }
+    Ok(tally)
+}

@@ -1,0 +1,293 @@
+//! The training loop: epochs of steps, validation, best/last checkpoints, exact resume, a NaN
+//! guard and `metrics.jsonl`. The parts live beside it: the run directory and its files
+//! (`run_dir.rs`), the resumable state (`state.rs`), one step (`step.rs`), what a run records
+//! (`report.rs`), and the events a run reports ([`TrainObserver`]).
+
+mod observer;
+mod report;
+mod run_dir;
+mod state;
+mod step;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::Device;
+use vit_data::augment::{Normalizer, shuffled};
+use vit_data::{Dataset, Loader, Pipeline, load_splits};
+use vit_model::{CheckpointMeta, Vit, VitConfig};
+
+pub use observer::{EpochEnd, RunStarted, Silent, StepProgress, TrainObserver};
+pub use report::{EpochRecord, TrainOutcome, TrainReport};
+
+use crate::evaluate::{check_fits, evaluate};
+use crate::loss_scale::LossScaler;
+use crate::metrics::Tally;
+use crate::optim::{AdamW, AdamWConfig, params_of};
+use crate::recipe::{Precision, Recipe};
+use crate::schedule::Schedule;
+use crate::{TrainError, metadata};
+use run_dir::RunDir;
+use state::{EpochTally, TrainState};
+use step::{StepOutcome, Stepper};
+
+/// Everything a training run needs besides the recipe.
+pub struct TrainOptions {
+    /// The recipe (on resume, the one saved in the run directory is used instead).
+    pub recipe: Recipe,
+    /// Where the recipe came from, for error messages.
+    pub recipe_origin: PathBuf,
+    /// Data directory (else the recipe's `data.dir`, else `VIT_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
+    /// The run directory: config, metrics, checkpoints.
+    pub run_dir: PathBuf,
+    /// Where to compute.
+    pub device: Device,
+    /// Continue the run in `run_dir` from its last checkpoint.
+    pub resume: bool,
+    /// Set (e.g. by Ctrl-C) to save a checkpoint and stop after the current step.
+    pub stop: Arc<AtomicBool>,
+    /// Stop as if interrupted after this many steps in all (to test resuming).
+    pub stop_after_steps: Option<u64>,
+}
+
+/// The prepared data of a run.
+struct Data {
+    train: Arc<Dataset>,
+    val: Arc<Dataset>,
+    test: Arc<Dataset>,
+    pipeline: Pipeline,
+}
+
+fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Result<Data, TrainError> {
+    let size = (cfg.image_size[0], cfg.image_size[1]);
+    let dir = data_dir.or(recipe.data.dir.as_deref());
+    let (mut train, test) = load_splits(&recipe.data.dataset, dir, size, cfg.channels)?;
+    if let Some(limit) = recipe.data.limit_train {
+        let keep: Vec<usize> = (0..limit.min(train.len())).collect();
+        train = train.select(&keep, train.name.clone());
+    }
+    check_fits(&train, cfg)?;
+    check_fits(&test, cfg)?;
+    let (train, val) = if recipe.data.validation_split > 0.0 {
+        train.split_validation(recipe.data.validation_split)
+    } else {
+        (train, test.clone())
+    };
+    let normalizer = Normalizer::fit(&train);
+    Ok(Data {
+        train: Arc::new(train),
+        val: Arc::new(val),
+        test: Arc::new(test),
+        pipeline: Pipeline { size, normalizer },
+    })
+}
+
+/// The metadata every checkpoint of the run carries: the config, the class names, how to
+/// prepare images, and the recipe.
+fn checkpoint_meta(cfg: &VitConfig, data: &Data, recipe: &Recipe) -> CheckpointMeta {
+    let mut extra = BTreeMap::new();
+    metadata::put_pipeline(&mut extra, &data.pipeline.normalizer, (data.train.height, data.train.width));
+    extra.insert("train.recipe".into(), recipe.to_toml());
+    CheckpointMeta { config: cfg.clone(), class_names: data.train.class_names.clone(), extra }
+}
+
+/// Runs (or resumes) training as the options say, telling `observer` how it goes.
+pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<TrainOutcome, TrainError> {
+    let device = opts.device.clone();
+    let run = RunDir::create(&opts.run_dir)?;
+
+    // The recipe, model, optimizer and state: fresh, or from the run directory.
+    let (recipe, origin) = if opts.resume {
+        (run.read_recipe()?, run.config_path())
+    } else {
+        run.ensure_empty()?;
+        (opts.recipe.clone(), opts.recipe_origin.clone())
+    };
+    let cfg = recipe.model_config(&origin)?;
+    let data = prepare_data(&recipe, &cfg, opts.data_dir.as_deref())?;
+    let t = &recipe.train;
+    let steps_per_epoch = data.train.len().div_ceil(t.batch_size);
+    let schedule = Schedule {
+        peak: t.learning_rate,
+        min_lr: t.min_learning_rate,
+        warmup: (t.warmup_epochs * steps_per_epoch as f64).round() as u64,
+        total: (t.epochs * steps_per_epoch) as u64,
+    };
+
+    let (model, store, mut state) = if opts.resume {
+        let (model, store, state) = run.load_last(&device)?;
+        model.rng().set_state(state.rng.into());
+        (model, store, state)
+    } else {
+        run.write_recipe(&recipe)?;
+        let (model, store) = Vit::init(&cfg, t.seed, &device)?;
+        let scaler = if t.precision == Precision::F16 { LossScaler::default() } else { LossScaler::disabled() };
+        let state = TrainState::fresh(model.rng().state(), scaler);
+        (model, store, state)
+    };
+    let params = params_of(&model, &store).map_err(|message| TrainError::Inconsistent { message })?;
+    let mut optimizer = AdamW::new(&params, AdamWConfig { weight_decay: t.weight_decay, ..AdamWConfig::default() })?;
+    if opts.resume {
+        run.load_optimizer(&mut optimizer)?;
+        run.check_optimizer(&optimizer, &state)?;
+    }
+    let mut vars: Vec<(String, candle_core::Var)> = params.into_iter().map(|p| (p.name, p.var)).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let stepper = Stepper {
+        vars: vars.into_iter().map(|(_, v)| v).collect(),
+        compute_dtype: t.precision.compute_dtype(),
+        label_smoothing: t.label_smoothing,
+        clip_grad_norm: t.clip_grad_norm,
+    };
+    let mut records = if opts.resume { run.read_metrics(state.epochs_done)? } else { Vec::new() };
+    observer.run_started(&RunStarted {
+        recipe: recipe.name.clone(),
+        dataset: data.train.name.clone(),
+        images: (data.train.len(), data.val.len(), data.test.len()),
+        device: format!("{device:?}"),
+        parameters: model.summary().total_parameters(),
+        run_dir: run.path().to_path_buf(),
+        resumed_after: opts.resume.then_some((state.epochs_done, state.step)),
+    });
+
+    let session_start = Instant::now();
+    let meta = checkpoint_meta(&cfg, &data, &recipe);
+    // The last checkpoint, with the wall time of this session added to the state it records.
+    let save_progress = |state: &TrainState, optimizer: &AdamW| -> Result<PathBuf, TrainError> {
+        let mut saved = state.clone();
+        saved.elapsed_seconds += session_start.elapsed().as_secs_f64();
+        run.save_last(&store, optimizer, &meta, &saved, &device)
+    };
+    while state.epochs_done < t.epochs {
+        let epoch = state.epochs_done + 1;
+        let order = shuffled(data.train.len(), t.seed, epoch as u64);
+        let augment = Some((recipe.augment.clone(), t.seed, epoch as u64));
+        let loader = Loader::spawn(
+            data.train.clone(),
+            data.pipeline.clone(),
+            order,
+            t.batch_size,
+            state.batch_in_epoch,
+            augment,
+        );
+        let mut tally = state.partial.resume(cfg.num_classes);
+        observer.epoch_started(epoch, t.epochs, steps_per_epoch, state.batch_in_epoch);
+        let mut epoch_train_seconds = 0.0;
+        let mut epoch_images = 0usize;
+        let mut lr = schedule.lr(state.step);
+        for batch in loader {
+            let step_start = Instant::now();
+            lr = schedule.lr(state.step);
+            let (images, labels) = batch.to_tensors(&device)?;
+            let outcome = stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &labels, lr)?;
+            let (loss, logits, skipped) = match outcome {
+                StepOutcome::Taken { loss, logits, skipped } => (loss, logits, skipped),
+                StepOutcome::NonFinite(loss) => {
+                    observer.epoch_stopped(EpochEnd::Diverged);
+                    let last = run.last_path();
+                    return Err(TrainError::NonFiniteLoss {
+                        loss,
+                        epoch,
+                        step: state.step,
+                        lr,
+                        last_good: if last.exists() {
+                            last.display().to_string()
+                        } else {
+                            "none (no checkpoint was written yet)".into()
+                        },
+                    });
+                }
+            };
+            state.skipped_steps += u64::from(skipped);
+            tally.add(&logits, &batch.labels, f64::from(loss));
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            let seconds = step_start.elapsed().as_secs_f64();
+            epoch_train_seconds += seconds;
+            epoch_images += batch.len();
+            state.train_seconds += seconds;
+            state.images_trained += batch.len() as u64;
+            observer.step_finished(&StepProgress {
+                epoch,
+                steps_done: state.batch_in_epoch,
+                steps_per_epoch,
+                loss: tally.loss(),
+                top1: tally.top1(),
+                images_per_second: epoch_images as f64 / epoch_train_seconds.max(1e-9),
+            });
+            let interrupted = opts.stop.load(Ordering::SeqCst) || opts.stop_after_steps == Some(state.step);
+            if interrupted && state.batch_in_epoch < steps_per_epoch {
+                observer.epoch_stopped(EpochEnd::Interrupted);
+                state.partial = EpochTally::of(&tally);
+                state.rng = model.rng().state().into();
+                let checkpoint = save_progress(&state, &optimizer)?;
+                return Ok(TrainOutcome::Interrupted { checkpoint, step: state.step });
+            }
+        }
+        observer.epoch_trained();
+
+        let val = evaluate(&model, &data.val, &data.pipeline, t.eval_batch_size, &device)?;
+        records.push(epoch_record(epoch, state.step, &tally, &val, lr, epoch_train_seconds, epoch_images));
+        state.epochs_done = epoch;
+        state.batch_in_epoch = 0;
+        state.partial = EpochTally::default();
+        let improved = val.top1() > state.best_val_top1;
+        if improved {
+            state.best_val_top1 = val.top1();
+            state.best_epoch = epoch;
+        }
+        state.rng = model.rng().state().into();
+        // Metrics first: a crash before the checkpoint leaves a line that resume drops.
+        run.write_metrics(&records)?;
+        if improved {
+            run.save_best(&store, &meta)?;
+        }
+        save_progress(&state, &optimizer)?;
+        observer.epoch_finished(&records, run.path());
+    }
+
+    // The best checkpoint, evaluated once on the test set.
+    let (best, _, _) = Vit::load(run.best_path(), &device)?;
+    let test = evaluate(&best, &data.test, &data.pipeline, t.eval_batch_size, &device)?;
+    let report = TrainReport {
+        best_epoch: state.best_epoch,
+        best_val_top1: state.best_val_top1,
+        test_loss: test.loss(),
+        test_top1: test.top1(),
+        test_top5: test.top5(),
+        test_images: test.count,
+        wall_seconds: state.elapsed_seconds + session_start.elapsed().as_secs_f64(),
+        images_per_second: state.images_trained as f64 / state.train_seconds.max(1e-9),
+        run_dir: run.path().to_path_buf(),
+    };
+    run.write_summary(&report)?;
+    Ok(TrainOutcome::Finished(report))
+}
+
+fn epoch_record(
+    epoch: usize,
+    step: u64,
+    train: &Tally,
+    val: &Tally,
+    learning_rate: f64,
+    train_seconds: f64,
+    images: usize,
+) -> EpochRecord {
+    EpochRecord {
+        epoch,
+        step,
+        train_loss: train.loss(),
+        train_top1: train.top1(),
+        train_top5: train.top5(),
+        val_loss: val.loss(),
+        val_top1: val.top1(),
+        val_top5: val.top5(),
+        learning_rate,
+        train_seconds,
+        images_per_second: images as f64 / train_seconds.max(1e-9),
+    }
+}

@@ -1,0 +1,70 @@
+//! What a run writes down: one record per epoch (`metrics.jsonl`), the final report
+//! (`summary.json`), and how the run ended.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Steps taken by the end of the epoch.
+    pub step: u64,
+    /// Mean training loss (with label smoothing, dropout on).
+    pub train_loss: f64,
+    /// Training top-1 accuracy.
+    pub train_top1: f64,
+    /// Training top-5 accuracy.
+    pub train_top5: f64,
+    /// Validation loss.
+    pub val_loss: f64,
+    /// Validation top-1 accuracy.
+    pub val_top1: f64,
+    /// Validation top-5 accuracy.
+    pub val_top5: f64,
+    /// Learning rate at the last step of the epoch.
+    pub learning_rate: f64,
+    /// Seconds of training steps in the epoch (evaluation excluded).
+    pub train_seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+}
+
+/// What a finished run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Epoch with the best validation top-1 (1-based).
+    pub best_epoch: usize,
+    /// That validation top-1.
+    pub best_val_top1: f64,
+    /// Test loss of the best checkpoint.
+    pub test_loss: f64,
+    /// Test top-1 of the best checkpoint.
+    pub test_top1: f64,
+    /// Test top-5 of the best checkpoint.
+    pub test_top5: f64,
+    /// Test images.
+    pub test_images: usize,
+    /// Wall time of the whole run, including earlier sessions of a resumed run.
+    pub wall_seconds: f64,
+    /// Training images per second over all epochs (steps only).
+    pub images_per_second: f64,
+    /// The run directory.
+    pub run_dir: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum TrainOutcome {
+    /// All epochs ran; the best checkpoint was evaluated on the test set.
+    Finished(TrainReport),
+    /// Stopped early (Ctrl-C); `vit train --resume` continues exactly.
+    Interrupted {
+        /// The checkpoint written.
+        checkpoint: PathBuf,
+        /// Steps done.
+        step: u64,
+    },
+}
