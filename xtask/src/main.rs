@@ -1,12 +1,16 @@
 //! Project automation, run as `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
 //!
-//! - `cargo xtask ci`: format check, clippy, tests and docs, exactly as CI runs them.
+//! - `cargo xtask ci`: the layering check, format check, clippy, tests and docs, exactly as CI
+//!   runs them.
+//! - `cargo xtask layers`: the layering check alone (crates depend only on crates below them;
+//!   no source files import each other in a circle).
 //! - `cargo xtask train [ARGS]`: builds the `vit` binary in release mode and runs `vit train ARGS`.
 //! - `cargo xtask bench [--vs-reference]`: the model against PyTorch and Keras, side by side.
 //!
 //! Plain `std` only, so that the xtask itself builds in seconds.
 
 mod bench;
+mod layers;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -16,7 +20,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  ci               cargo fmt --check, clippy -D warnings, cargo test, cargo doc (warnings denied)
+  ci               layers, cargo fmt --check, clippy -D warnings, cargo test, cargo doc (warnings denied)
+  layers [DIR]     crates depend only on crates listed before them in Cargo.toml's members;
+                   no source files of a crate import each other in a circle
+                   (DIR: another checkout of the workspace; default this one)
   train [ARGS]     build `vit` in release mode and run `vit train ARGS`
                    (no ARGS: the embedded default data set)
   bench [OPTIONS]  measure the model (configs K and M: training, inference, batch-1 latency,
@@ -38,6 +45,7 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "ci" => ci(),
+        "layers" => layers::check(&rest.first().map(PathBuf::from).unwrap_or_else(workspace_root)),
         "train" => train(rest),
         "bench" => bench(rest),
         "-h" | "--help" | "help" => {
@@ -76,6 +84,9 @@ fn step(name: &str, mut command: Command) -> Result<(), String> {
 }
 
 fn ci() -> Result<(), String> {
+    println!("==> layering check");
+    layers::check(&workspace_root())?;
+
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --check", fmt)?;
