@@ -21,6 +21,8 @@ pub struct Options {
     pub rounds: usize,
     pub out: PathBuf,
     pub threads: usize,
+    /// A `vit` binary to measure instead of building this tree's (to compare two builds).
+    pub vit: Option<PathBuf>,
 }
 
 impl Options {
@@ -35,6 +37,7 @@ impl Options {
             rounds: 3,
             out: root.join("target/bench/bench.json"),
             threads: 2,
+            vit: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -48,6 +51,7 @@ impl Options {
                 "--rounds" => o.rounds = value("--rounds")?.parse().map_err(|e| format!("--rounds: {e}"))?,
                 "--threads" => o.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
                 "--out" => o.out = value("--out")?.into(),
+                "--vit" => o.vit = Some(value("--vit")?.into()),
                 other => return Err(format!("bench: unknown option `{other}`")),
             }
         }

@@ -34,6 +34,8 @@ commands:
                          $VIT_REFERENCE_PYTHON)
       --anchors DIR      reference scripts (default: ../shared/anchors or $VIT_ANCHORS_DIR)
       --configs K,M  --modes train,infer,latency  --rounds 3  --threads 2  --out FILE
+      --vit PATH         measure this `vit` binary instead of building this tree's (e.g. an
+                         older build, to compare two versions with the same references)
       --criterion        run the criterion micro-benchmarks instead
 ";
 
@@ -134,6 +136,9 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     let root = workspace_root();
     let options = bench::Options::parse(args, &root)?;
+    if let Some(vit) = &options.vit {
+        return bench::run(&root, vit, &options);
+    }
     let mut build = cargo();
     build.args(["build", "--release", "--package", "vit-cli", "--bin", "vit"]);
     step("cargo build --release --bin vit", build)?;
