@@ -78,3 +78,8 @@ pub use parameters::NamedParameter;
 /// The random stream of dropout and stochastic depth, from `vit-kernels` (whose dropout masks
 /// draw from it), re-exported because the modules' constructors take it.
 pub use vit_kernels::rng::{RngState, SharedRng};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -42,3 +42,8 @@ mod position;
 
 pub use encoder::{PatchEncoder, PatchEncoderConfig};
 pub use position::{Interpolation, PositionEmbedding, resize_grid, sincos_2d};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -61,3 +61,8 @@ pub use ops::{
 };
 pub use path::KernelPath;
 pub use simd::{erf, exp};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

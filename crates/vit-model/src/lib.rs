@@ -54,3 +54,8 @@ pub use head::ClassifierHead;
 pub use vit::{Summary, Vit, group_thousands};
 /// How positions are encoded (`position` in a config), from `vit-encoder`.
 pub use vit_encoder::PositionEmbedding;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

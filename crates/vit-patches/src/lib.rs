@@ -66,3 +66,8 @@ pub use extract::{
 };
 pub use reconstruct::{Coverage, reconstruct, reconstruct_with_coverage};
 pub use spec::{Padding, PatchGeometry, PatchSpec};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -63,3 +63,8 @@ pub use trainer::{
     EpochEnd, EpochRecord, RunStarted, Silent, StepProgress, TrainObserver, TrainOptions, TrainOutcome, TrainReport,
     train,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
