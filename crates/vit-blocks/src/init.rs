@@ -2,17 +2,15 @@
 //!
 //! `candle_nn::VarMap` draws initial values from candle's unseeded generator, so two runs never
 //! start from the same weights. [`SeededVarMap`] is a drop-in backend for `VarBuilder` that
-//! draws them from a seed and the parameter's path instead: the same model built twice, or in
-//! another order, gets the same weights.
-
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+//! draws them from a seed and the parameter's path instead (through FNV-1a, a specified hash):
+//! the same model built twice, in another order, or by another Rust release, gets the same
+//! weights. It lives here, in the lowest crate that builds parameters.
 
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 
-use vit_kernels::rng::{splitmix64, unit_f32};
+use vit_kernels::rng::{fnv1a64, splitmix64, unit_f32};
 
 /// A `VarMap` whose new variables are initialised from `seed` and their name.
 #[derive(Clone)]
@@ -52,9 +50,7 @@ impl SeededVarMap {
     }
 
     fn draw(&self, shape: &Shape, name: &str, init: Init) -> Result<Vec<f32>> {
-        let mut hasher = DefaultHasher::new();
-        name.hash(&mut hasher);
-        let stream = splitmix64(self.seed ^ hasher.finish());
+        let stream = splitmix64(self.seed ^ fnv1a64(name.as_bytes()));
         let n = shape.elem_count();
         let uniform = |i: usize| unit_f32(splitmix64(stream ^ splitmix64(i as u64)));
         let values = match init {

@@ -3,6 +3,7 @@
 
 use candle_core::Device;
 use clap::ValueEnum;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use vit_data::DatasetKind;
 use vit_train::Precision;
 
@@ -66,55 +67,32 @@ pub fn device_name(device: &Device) -> &'static str {
     }
 }
 
-/// `--data` of `vit eval`: a data set by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DataArg {
-    /// The MNIST test set compiled into `vit`.
-    EmbeddedMnist,
-    /// MNIST IDX files.
-    Mnist,
-    /// Fashion-MNIST IDX files.
-    FashionMnist,
-    /// CIFAR-10 binary batches.
-    Cifar10,
-    /// CIFAR-100 binary files, fine labels.
-    Cifar100,
-    /// An image folder: `DIR/test/<class>/<image>`.
-    Folder,
+/// `--epochs`, `--batch-size`, `--limit-train`: a whole number of at least 1.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}`: expected a whole number of at least 1")),
+    }
 }
 
-impl DataArg {
-    pub fn kind(self) -> DatasetKind {
-        match self {
-            Self::EmbeddedMnist => DatasetKind::EmbeddedMnist,
-            Self::Mnist => DatasetKind::Mnist,
-            Self::FashionMnist => DatasetKind::FashionMnist,
-            Self::Cifar10 => DatasetKind::Cifar10,
-            Self::Cifar100 => DatasetKind::Cifar100,
-            Self::Folder => DatasetKind::Folder,
-        }
+/// `--lr`: a positive, finite number.
+pub fn positive_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("`{s}`: expected a positive number")),
     }
+}
+
+/// A value parser for a data set named on the command line, one of `kinds`: `--help` lists
+/// their names and any other is a usage error that lists them.
+pub fn dataset_parser(kinds: &'static [DatasetKind]) -> impl TypedValueParser<Value = DatasetKind> {
+    PossibleValuesParser::new(kinds.iter().map(|k| k.name()))
+        .try_map(|name| DatasetKind::parse(&name).ok_or_else(|| format!("`{name}` is no data set")))
 }
 
 /// The data sets `vit download` fetches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DownloadArg {
-    Mnist,
-    FashionMnist,
-    Cifar10,
-    Cifar100,
-}
-
-impl DownloadArg {
-    pub fn kind(self) -> DatasetKind {
-        match self {
-            Self::Mnist => DatasetKind::Mnist,
-            Self::FashionMnist => DatasetKind::FashionMnist,
-            Self::Cifar10 => DatasetKind::Cifar10,
-            Self::Cifar100 => DatasetKind::Cifar100,
-        }
-    }
-}
+pub const DOWNLOADABLE: [DatasetKind; 4] =
+    [DatasetKind::Mnist, DatasetKind::FashionMnist, DatasetKind::Cifar10, DatasetKind::Cifar100];
 
 /// `--precision`: the compute dtype of training and of `vit bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,6 +127,18 @@ mod tests {
         for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
             let err = parse_device(bad).unwrap_err();
             assert!(err.contains(bad) && err.contains("auto, cpu, cuda, cuda:N"), "{err}");
+        }
+    }
+
+    #[test]
+    fn counts_and_rates_reject_zero_negative_and_non_finite_values() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        for bad in ["0", "-1", "1.5", ""] {
+            assert!(at_least_one(bad).unwrap_err().contains("at least 1"), "{bad}");
+        }
+        assert_eq!(positive_number("1e-3"), Ok(1e-3));
+        for bad in ["0", "-1", "NaN", "inf", "x"] {
+            assert!(positive_number(bad).unwrap_err().contains("positive"), "{bad}");
         }
     }
 }

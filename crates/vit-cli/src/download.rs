@@ -1,70 +1,96 @@
 //! Downloads of the public data sets, for users who are online.
 //!
-//! Files are fetched with the system's `curl` (archives unpacked with `tar`), so the crate
-//! carries no HTTP or TLS stack. MNIST is checked against the published sha256 of its
-//! decompressed IDX files; the others are checked by parsing them and counting their records.
-//! Offline, the error says which files are expected and where to put them. Tests never call it.
+//! Files are fetched over https with the system's `curl` (archives unpacked with `tar`), so the
+//! crate carries no HTTP or TLS stack. Every file is checked against a checksum fixed here: the
+//! sha256 of MNIST's decompressed IDX files, and the md5 that the authors of Fashion-MNIST and
+//! CIFAR publish for their files; then the readers parse everything and the record counts must
+//! be the published ones. Offline, the error says which files are expected and where to put
+//! them. Tests never call it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use anyhow::{Result, anyhow, bail};
+use md5::Md5;
+use sha2::{Digest, Sha256};
 use vit_data::{Cifar100Labels, DataError, DatasetKind, digit_names, idx, load_cifar10, load_cifar100};
 
-/// A file to fetch: its name in the cache directory, where it comes from, and the sha256 of its
-/// content after gunzip, where a published one exists.
+/// How a fetched file is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checksum {
+    /// sha256 of the content after gunzip.
+    ContentSha256(&'static str),
+    /// md5 of the file as downloaded.
+    FileMd5(&'static str),
+}
+
+/// A file to fetch: its name in the cache directory, where it comes from, and its checksum.
 struct Remote {
     file: &'static str,
     url: &'static str,
-    content_sha256: Option<&'static str>,
+    checksum: Checksum,
 }
 
+const IDX_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
 const MNIST_MIRROR: &str = "https://ossci-datasets.s3.amazonaws.com/mnist/";
-const FASHION_MIRROR: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+/// Zalando's repository (their S3 website endpoint serves plain http only).
+const FASHION_MIRROR: &str = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/";
+const CIFAR_MIRROR: &str = "https://www.cs.toronto.edu/~kriz/";
 
 fn remotes(kind: &DatasetKind) -> Vec<Remote> {
-    let idx_files = |mirror: &'static str, sums: [Option<&'static str>; 4]| {
-        let names = [
-            "train-images-idx3-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-        ];
-        names
-            .into_iter()
-            .zip(sums)
-            .map(|(file, content_sha256)| Remote { file, url: mirror, content_sha256 })
-            .collect::<Vec<_>>()
+    let idx_files = |url: &'static str, sums: [Checksum; 4]| {
+        IDX_FILES.into_iter().zip(sums).map(|(file, checksum)| Remote { file, url, checksum }).collect::<Vec<_>>()
     };
     match kind {
         DatasetKind::Mnist => idx_files(
             MNIST_MIRROR,
             [
-                Some("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-                Some("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-                Some("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-                Some("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+                Checksum::ContentSha256("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+                Checksum::ContentSha256("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+                Checksum::ContentSha256("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+                Checksum::ContentSha256("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
             ],
         ),
-        DatasetKind::FashionMnist => idx_files(FASHION_MIRROR, [None; 4]),
+        // The md5 sums of Fashion-MNIST's README.
+        DatasetKind::FashionMnist => idx_files(
+            FASHION_MIRROR,
+            [
+                Checksum::FileMd5("8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                Checksum::FileMd5("25c81989df183df01b3e8a0aad5dffbe"),
+                Checksum::FileMd5("bef4ecab320f06d8554ea6380940ec79"),
+                Checksum::FileMd5("bb300cfdad3c16e7a12a480ee83cd310"),
+            ],
+        ),
+        // The md5 sums of the CIFAR page.
         DatasetKind::Cifar10 => vec![Remote {
             file: "cifar-10-binary.tar.gz",
-            url: "https://www.cs.toronto.edu/~kriz/",
-            content_sha256: None,
+            url: CIFAR_MIRROR,
+            checksum: Checksum::FileMd5("c32a1d4ab5d03f1284b67883e8d87530"),
         }],
         DatasetKind::Cifar100 => vec![Remote {
             file: "cifar-100-binary.tar.gz",
-            url: "https://www.cs.toronto.edu/~kriz/",
-            content_sha256: None,
+            url: CIFAR_MIRROR,
+            checksum: Checksum::FileMd5("03b5dce01913d631647c71ecec9e9cb8"),
         }],
         DatasetKind::EmbeddedMnist | DatasetKind::Folder => vec![],
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The checksum `remote` has, computed over `path`.
+fn checksum_of(path: &Path, checksum: Checksum) -> Result<String> {
+    Ok(match checksum {
+        Checksum::ContentSha256(_) => hex(&Sha256::digest(idx::read_maybe_gz(path)?)),
+        Checksum::FileMd5(_) => hex(&Md5::digest(std::fs::read(path).map_err(|e| anyhow!("{}: {e}", path.display()))?)),
+    })
 }
 
 fn run(command: &mut Command, what: &str, expected: &str, dir: &Path) -> Result<()> {
@@ -115,13 +141,14 @@ pub fn download(kind: &DatasetKind, cache: &Path) -> Result<PathBuf> {
             )?;
             std::fs::rename(&partial, &path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         }
-        if let Some(want) = remote.content_sha256 {
-            let content = idx::read_maybe_gz(&path)?;
-            let got = hex(&content);
-            if got != want {
-                let _ = std::fs::remove_file(&path);
-                bail!("{}: sha256 of the content is {got}, expected {want}; removed", path.display());
-            }
+        let (what, want) = match remote.checksum {
+            Checksum::ContentSha256(sum) => ("sha256 of the content", sum),
+            Checksum::FileMd5(sum) => ("md5", sum),
+        };
+        let got = checksum_of(&path, remote.checksum)?;
+        if got != want {
+            let _ = std::fs::remove_file(&path);
+            bail!("{}: {what} is {got}, expected {want}; removed", path.display());
         }
         if archive {
             let unpacked = dir.join(kind.default_subdir());
@@ -161,4 +188,38 @@ pub fn download(kind: &DatasetKind, cache: &Path) -> Result<PathBuf> {
         );
     }
     Ok(cache.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_downloadable_file_comes_over_https_with_a_fixed_checksum() {
+        for kind in crate::args::DOWNLOADABLE {
+            let files = remotes(&kind);
+            assert!(!files.is_empty(), "{kind:?}");
+            for remote in files {
+                assert!(remote.url.starts_with("https://"), "{}: {}", remote.file, remote.url);
+                let (Checksum::ContentSha256(sum) | Checksum::FileMd5(sum)) = remote.checksum;
+                let length = if matches!(remote.checksum, Checksum::FileMd5(_)) { 32 } else { 64 };
+                assert!(sum.len() == length && sum.chars().all(|c| c.is_ascii_hexdigit()), "{}", remote.file);
+            }
+        }
+    }
+
+    #[test]
+    fn checksums_are_computed_as_published() {
+        let dir = std::env::temp_dir().join(format!("vit-download-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        // RFC 1321 and FIPS 180-2 test vectors.
+        assert_eq!(checksum_of(&path, Checksum::FileMd5("")).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            checksum_of(&path, Checksum::ContentSha256("")).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -77,6 +77,13 @@ fn main() -> Result<()> {
     // kernel between steps makes each one page-fault afresh.
     // SAFETY: sets a global allocator option before any thread is started.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // A panic on any thread (a batch thread, a rayon worker) ends the process as a failure, even
+    // if the thread that panicked is not the one whose result decides the exit code.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
     let cli = Cli::parse();
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // candle's elementwise pool spins 25,000 times after each op before it parks; on few

@@ -136,9 +136,9 @@ fn draw_panel(img: &mut RgbImage, p: &Panel, title: &str, series: [&[f64]; 2]) {
 pub fn write_curves(path: &Path, records: &[EpochRecord]) -> Result<(), image::ImageError> {
     let mut img = RgbImage::from_pixel(960, 380, Rgb([255, 255, 255]));
     let train_loss: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
-    let val_loss: Vec<f64> = records.iter().map(|r| r.val_loss).collect();
+    let val_loss: Vec<f64> = records.iter().map(|r| r.val_loss.unwrap_or(f64::NAN)).collect();
     let train_acc: Vec<f64> = records.iter().map(|r| r.train_top1).collect();
-    let val_acc: Vec<f64> = records.iter().map(|r| r.val_top1).collect();
+    let val_acc: Vec<f64> = records.iter().map(|r| r.val_top1.unwrap_or(f64::NAN)).collect();
     draw_panel(&mut img, &Panel { x: 80, y: 50, w: 370, h: 270 }, "LOSS", [&train_loss, &val_loss]);
     draw_panel(&mut img, &Panel { x: 560, y: 50, w: 370, h: 270 }, "ACCURACY", [&train_acc, &val_acc]);
     text(&mut img, 380, 12, "TRAIN", TRAIN);

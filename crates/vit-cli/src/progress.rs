@@ -74,17 +74,15 @@ impl TrainObserver for Progress {
 
     fn epoch_finished(&mut self, history: &[EpochRecord], run_dir: &Path) {
         if let Some(r) = history.last().filter(|_| !self.quiet) {
+            let val = match (r.val_loss, r.val_top1, r.val_top5) {
+                (Some(loss), Some(top1), Some(top5)) => {
+                    format!("val_loss {loss:.4}  val_acc {top1:.4}  val_top5 {top5:.4}")
+                }
+                _ => "no validation split".to_string(),
+            };
             println!(
-                "epoch {:>3}/{}  loss {:.4}  acc {:.4}  val_loss {:.4}  val_acc {:.4}  val_top5 {:.4}  lr {:.2e}  {:.0} img/s",
-                r.epoch,
-                self.epochs,
-                r.train_loss,
-                r.train_top1,
-                r.val_loss,
-                r.val_top1,
-                r.val_top5,
-                r.learning_rate,
-                r.images_per_second
+                "epoch {:>3}/{}  loss {:.4}  acc {:.4}  {val}  lr {:.2e}  {:.0} img/s",
+                r.epoch, self.epochs, r.train_loss, r.train_top1, r.learning_rate, r.images_per_second
             );
         }
         let curves = run_dir.join("curves.png");

@@ -93,6 +93,11 @@ fn flags_with_a_fixed_set_of_values_list_them_and_reject_a_typo() {
         (&["bench", "--mode", "speed"][..], "train, infer, latency, matmul"),
         (&["train", "--precision", "f64"][..], "f32, bf16, f16"),
         (&["--device", "gpu", "summary"][..], "auto, cpu, cuda, cuda:N"),
+        (&["train", "--batch-size", "0"][..], "--batch-size"),
+        (&["train", "--lr=-1"][..], "--lr"),
+        (&["train", "--epochs", "0"][..], "--epochs"),
+        (&["train", "--limit-train", "0"][..], "--limit-train"),
+        (&["eval", "model.safetensors", "--data", "mnist", "--batch-size", "0"][..], "--batch-size"),
     ] {
         let out = vit(args);
         assert_eq!(out.status.code(), Some(2), "{args:?} must be a usage error: {}", text(&out));
@@ -100,4 +105,45 @@ fn flags_with_a_fixed_set_of_values_list_them_and_reject_a_typo() {
     }
     let help = text(&vit(&["eval", "--help"]));
     assert!(help.contains("embedded-mnist") && help.contains("fashion-mnist"), "{help}");
+}
+
+/// Runs `vit ARGS` until `metrics.jsonl` in `run` has more than `lines` lines, then sends
+/// SIGTERM; returns the exit code.
+fn train_until_then_terminate(args: &[&str], run: &Path, lines: usize) -> Option<i32> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vit")).args(args).env_remove("VIT_DATA_DIR").spawn().unwrap();
+    let started = std::time::Instant::now();
+    let written = || std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
+    while written() <= lines {
+        assert!(started.elapsed().as_secs() < 120, "no new epoch in 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    child.wait().unwrap().code()
+}
+
+#[test]
+fn sigterm_saves_the_run_exits_143_and_the_run_resumes() {
+    let data = tmp_dir("sigterm");
+    write_pattern_mnist(&data, 4, 1);
+    let recipe = data.join("patterns.toml");
+    // Far more epochs than the test lets it run.
+    std::fs::write(&recipe, pattern_recipe(&data, 10_000, 3e-3)).unwrap();
+    let run = data.join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let fresh = ["train", "--device", "cpu", "--quiet", "--recipe", &s(&recipe), "--out", &s(&run)];
+    assert_eq!(train_until_then_terminate(&fresh, &run, 0), Some(143), "SIGTERM exits with 128 + 15");
+    let saved = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count();
+    assert!(saved >= 1 && run.join("last.safetensors").is_file());
+    // The run continues from where it was saved, and a second SIGTERM stops it the same way.
+    let resume = ["train", "--device", "cpu", "--quiet", "--resume", "--out", &s(&run)];
+    assert_eq!(train_until_then_terminate(&resume, &run, saved), Some(143));
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let epochs: Vec<u64> = records.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, (1..=epochs.len() as u64).collect::<Vec<_>>(), "every epoch once, in order");
+    assert!(epochs.len() > saved);
+    std::fs::remove_dir_all(data).unwrap();
 }

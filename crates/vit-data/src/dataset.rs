@@ -30,7 +30,19 @@ impl Dataset {
         class_names: Vec<String>,
         source: &Path,
     ) -> Result<Self, DataError> {
-        let expected = labels.len() * height * width * channels;
+        if height == 0 || width == 0 || channels == 0 {
+            return Err(DataError::Malformed {
+                path: source.into(),
+                message: format!("images of {height}x{width}x{channels}: every dimension must be at least 1"),
+            });
+        }
+        let expected =
+            [height, width, channels].iter().try_fold(labels.len(), |n, &d| n.checked_mul(d)).ok_or_else(|| {
+                DataError::Malformed {
+                    path: source.into(),
+                    message: format!("{} images of {height}x{width}x{channels} do not fit in memory", labels.len()),
+                }
+            })?;
         if images.len() != expected {
             return Err(DataError::WrongLength {
                 path: source.into(),
@@ -105,14 +117,42 @@ impl Dataset {
         }
     }
 
-    /// Splits off the last `fraction` of the records as a validation set, as Keras'
-    /// `validation_split` does (no shuffling: the order of the file decides).
-    pub fn split_validation(&self, fraction: f64) -> (Self, Self) {
-        let n_val = ((self.len() as f64) * fraction).round() as usize;
-        let n_val = n_val.min(self.len().saturating_sub(1));
-        let cut = self.len() - n_val;
-        let train: Vec<usize> = (0..cut).collect();
-        let val: Vec<usize> = (cut..self.len()).collect();
-        (self.select(&train, self.name.clone()), self.select(&val, format!("{}-val", self.name)))
+    /// Splits off `fraction` of the records as a validation set, stratified and seeded: from
+    /// each class, `round(fraction * its count)` records drawn by a shuffle keyed by `seed`
+    /// and the class (at least one record of every class stays for training). Both parts keep
+    /// the file's order. A fraction that leaves no validation record, or no training record,
+    /// is an error.
+    pub fn split_validation(&self, fraction: f64, seed: u64) -> Result<(Self, Self), DataError> {
+        let source = std::path::PathBuf::from(&self.name);
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(DataError::Malformed {
+                path: source,
+                message: format!("a validation split must be a fraction in (0, 1), got {fraction}"),
+            });
+        }
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.num_classes()];
+        for (i, &label) in self.labels.iter().enumerate() {
+            by_class[label as usize].push(i);
+        }
+        let mut held_out = vec![false; self.len()];
+        for (class, members) in by_class.iter().enumerate() {
+            let take = ((members.len() as f64 * fraction).round() as usize).min(members.len().saturating_sub(1));
+            let order = crate::augment::shuffled(members.len(), seed ^ 0x7661_6c69_6461_7465, class as u64);
+            for &k in &order[..take] {
+                held_out[members[k]] = true;
+            }
+        }
+        let (val, train): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&i| held_out[i]);
+        if val.is_empty() {
+            return Err(DataError::Malformed {
+                path: source,
+                message: format!(
+                    "a validation split of {fraction} of {} records in {} classes holds no record: choose a larger fraction",
+                    self.len(),
+                    self.num_classes()
+                ),
+            });
+        }
+        Ok((self.select(&train, self.name.clone()), self.select(&val, format!("{}-val", self.name))))
     }
 }

@@ -83,6 +83,14 @@ pub enum DataError {
         /// Where.
         path: PathBuf,
     },
+    /// A batch cannot be prepared as asked.
+    #[error("{dataset}: {message}")]
+    Pipeline {
+        /// The data set.
+        dataset: String,
+        /// What was wrong.
+        message: String,
+    },
     /// Any other malformed content.
     #[error("{path}: {message}")]
     Malformed {

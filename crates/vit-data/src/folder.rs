@@ -9,8 +9,35 @@ use crate::error::DataError;
 
 /// Decodes one image file and resizes it to `height x width` with `channels` (1: grey, 3: RGB).
 pub fn read_image(path: &Path, height: usize, width: usize, channels: usize) -> Result<Vec<u8>, DataError> {
-    let img =
-        image::open(path).map_err(|e| DataError::UnreadableImage { path: path.into(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_image(&bytes, path, height, width, channels)
+}
+
+/// [`read_image`] of a file's bytes; `path` names it in errors. The format is read from the
+/// content; images of more than 2^26 pixels (say 8192 x 8192) are refused before decoding.
+pub fn decode_image(
+    bytes: &[u8],
+    path: &Path,
+    height: usize,
+    width: usize,
+    channels: usize,
+) -> Result<Vec<u8>, DataError> {
+    let unreadable = |message: String| DataError::UnreadableImage { path: path.into(), message };
+    if !(1..=1 << 14).contains(&height) || !(1..=1 << 14).contains(&width) {
+        return Err(DataError::Malformed {
+            path: path.into(),
+            message: format!("cannot resize to {height}x{width}: each side must be 1 to 16384 pixels"),
+        });
+    }
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(1 << 13);
+    limits.max_image_height = Some(1 << 13);
+    limits.max_alloc = Some(1 << 28);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| unreadable(e.to_string()))?;
     let (w, h) = (width as u32, height as u32);
     Ok(match channels {
         1 => image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle).into_raw(),

@@ -15,18 +15,30 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     decode_maybe_gz(raw, path)
 }
 
-/// Un-gzips `raw` if it is gzip data; `path` is used in errors.
+/// Un-gzips `raw` if it is gzip data; `path` is used in errors. The output is bounded by the
+/// size the gzip trailer declares (the uncompressed size modulo 2^32, so files up to 4 GiB):
+/// a stream that inflates past it is an error, not an unbounded allocation.
 pub fn decode_maybe_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 5);
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| DataError::Malformed {
-            path: path.into(),
-            message: format!("corrupt or truncated gzip data: {e}"),
-        })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let malformed = |message: String| DataError::Malformed { path: path.into(), message };
+    let declared = match raw.len().checked_sub(4).and_then(|at| raw.get(at..)) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => return Err(malformed("gzip data too short for its trailer".into())),
+    };
+    // The trailer is not trusted for the allocation: a few bytes can declare 4 GiB.
+    let mut out = Vec::with_capacity(declared.min(raw.len().saturating_mul(16)));
+    let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(declared as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| malformed(format!("corrupt or truncated gzip data: {e}")))?;
+    if out.len() != declared {
+        return Err(malformed(format!(
+            "gzip data inflates to {}{} bytes, but its trailer declares {declared}",
+            out.len(),
+            if out.len() > declared { " or more" } else { "" }
+        )));
+    }
+    Ok(out)
 }
 
 fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<u32, DataError> {
@@ -51,7 +63,17 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, V
     }
     let (n, rows, cols) =
         (be_u32(bytes, 4, path)? as usize, be_u32(bytes, 8, path)? as usize, be_u32(bytes, 12, path)? as usize);
-    let expected = 16 + n * rows * cols;
+    if rows == 0 || cols == 0 {
+        return Err(DataError::Malformed {
+            path: path.into(),
+            message: format!("the header declares {rows}x{cols} images: both sides must be at least 1"),
+        });
+    }
+    let expected = n.checked_mul(rows).and_then(|p| p.checked_mul(cols)).and_then(|p| p.checked_add(16));
+    let expected = expected.ok_or_else(|| DataError::Malformed {
+        path: path.into(),
+        message: format!("the header declares {n} images of {rows}x{cols}, more bytes than can be addressed"),
+    })?;
     if bytes.len() != expected {
         return Err(DataError::WrongLength { path: path.into(), what: "IDX images", expected, found: bytes.len() });
     }
@@ -70,7 +92,7 @@ pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u32>, DataError> {
         });
     }
     let n = be_u32(bytes, 4, path)? as usize;
-    let expected = 8 + n;
+    let expected = n.saturating_add(8);
     if bytes.len() != expected {
         return Err(DataError::WrongLength { path: path.into(), what: "IDX labels", expected, found: bytes.len() });
     }

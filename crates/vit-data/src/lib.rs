@@ -7,7 +7,7 @@
 //! augmentation reproducible from a seed ([`augment`]), and the batch loader that prepares
 //! batches on a background thread ([`Loader`]).
 //!
-//! With the `embedded` feature, 10,000 real MNIST training images (the first 1,000 of each
+//! With the `embedded` feature (on by default), 10,000 real MNIST training images (the first 1,000 of each
 //! digit) and the real MNIST test set are compiled in ([`embedded`], 3.1 MB): cut from the
 //! canonical MNIST IDX files (decompressed sha256 `ba891046…76db` train images, `65a50cbb…01c5`
 //! train labels, `0fa7898d…ce7` test images, `ff7bcfd4…f33f2` test labels) by
@@ -32,16 +32,17 @@
 //!
 //! let (train, _test) = load_splits(&DatasetKind::EmbeddedMnist, None, (28, 28), 1)?;
 //! assert_eq!(train.class_counts(), vec![1_000; 10]);
-//! let (train, val) = train.split_validation(0.1);
+//! let (train, val) = train.split_validation(0.1, 7)?;
 //! assert_eq!((train.len(), val.len()), (9_000, 1_000));
+//! assert_eq!(val.class_counts(), vec![100; 10]); // stratified
 //!
 //! let pipeline = Pipeline { size: (28, 28), normalizer: Normalizer::fit(&train) };
 //! let augment = AugmentConfig { rotation: 0.05, zoom: 0.1, ..Default::default() };
 //! let (seed, epoch) = (7, 1);
 //! let order = shuffled(train.len(), seed, epoch);
 //! let train = Arc::new(train);
-//! let mut batches = Loader::spawn(train, pipeline, order, 256, 0, Some((augment, seed, epoch)));
-//! let batch = batches.next().expect("a first batch");
+//! let mut batches = Loader::spawn(train, pipeline, order, 256, 0, Some((augment, seed, epoch)))?;
+//! let batch = batches.next().expect("a first batch")?;
 //! let (images, labels) = batch.to_tensors(&candle_core::Device::Cpu)?;
 //! assert_eq!(images.dims(), [256, 28, 28, 1]);
 //! assert_eq!(labels.dims(), [256]);
@@ -70,5 +71,10 @@ pub use cifar::{
 pub use classes::{FASHION_MNIST_CLASSES, digit_names};
 pub use dataset::Dataset;
 pub use error::DataError;
-pub use folder::{load_folder, read_image};
+pub use folder::{decode_image, load_folder, read_image};
 pub use loader::{Batch, Loader, Pipeline};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 
 use crate::augment::{AugmentConfig, Normalizer, prepare};
 use crate::dataset::Dataset;
+use crate::error::DataError;
 
 /// One batch of prepared images and their labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,21 +53,60 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Checks that this pipeline can prepare images of `data`: a non-empty output size and
+    /// normalisation statistics for as many channels as the images have.
+    pub fn check(&self, data: &Dataset) -> Result<(), DataError> {
+        let problem = if self.size.0 == 0 || self.size.1 == 0 {
+            Some(format!("the output size {:?} is empty", self.size))
+        } else if self.normalizer.mean.len() != data.channels || self.normalizer.std.len() != data.channels {
+            Some(format!(
+                "the normalisation has {} means and {} standard deviations for images of {} channels",
+                self.normalizer.mean.len(),
+                self.normalizer.std.len(),
+                data.channels
+            ))
+        } else if self.normalizer.std.iter().chain(&self.normalizer.mean).any(|v| !v.is_finite())
+            || self.normalizer.std.iter().any(|&s| s <= 0.0)
+        {
+            Some(format!("the normalisation {:?} is not finite and positive", self.normalizer))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => Err(DataError::Pipeline { dataset: data.name.clone(), message }),
+            None => Ok(()),
+        }
+    }
+
     /// The batch of `indices`, augmented with `(config, seed, epoch)` when given.
-    pub fn batch(&self, data: &Dataset, indices: &[usize], augment: Option<(&AugmentConfig, u64, u64)>) -> Batch {
+    pub fn batch(
+        &self,
+        data: &Dataset,
+        indices: &[usize],
+        augment: Option<(&AugmentConfig, u64, u64)>,
+    ) -> Result<Batch, DataError> {
+        self.check(data)?;
+        if let Some(&bad) = indices.iter().find(|&&i| i >= data.len()) {
+            return Err(DataError::Pipeline {
+                dataset: data.name.clone(),
+                message: format!("image {bad} asked for, but there are {}", data.len()),
+            });
+        }
         let mut images = Vec::with_capacity(indices.len() * self.size.0 * self.size.1 * data.channels);
         for &i in indices {
             images.extend(prepare(data, i, self.size, &self.normalizer, augment));
         }
         let labels = indices.iter().map(|&i| data.labels[i]).collect();
-        Batch { images, labels, image_shape: (self.size.0, self.size.1, data.channels) }
+        Ok(Batch { images, labels, image_shape: (self.size.0, self.size.1, data.channels) })
     }
 }
 
 /// Batches of `order` in chunks of `batch_size`, starting after `skip` batches, prepared on a
-/// thread of their own, at most [`Loader::AHEAD`] batches ahead of the consumer.
+/// thread of their own, at most [`Loader::AHEAD`] batches ahead of the consumer. It yields
+/// each batch or the error that stopped the thread; a panic there ends the iteration with an
+/// error, never quietly.
 pub struct Loader {
-    receiver: Receiver<Batch>,
+    receiver: Receiver<Result<Batch, DataError>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -74,7 +114,7 @@ impl Loader {
     /// Batches prepared ahead of the consumer at most.
     pub const AHEAD: usize = 3;
 
-    /// Starts the producer thread.
+    /// Checks the arguments and starts the producer thread.
     pub fn spawn(
         data: Arc<Dataset>,
         pipeline: Pipeline,
@@ -82,28 +122,52 @@ impl Loader {
         batch_size: usize,
         skip: usize,
         augment: Option<(AugmentConfig, u64, u64)>,
-    ) -> Self {
+    ) -> Result<Self, DataError> {
+        if batch_size == 0 {
+            return Err(DataError::Pipeline { dataset: data.name.clone(), message: "the batch size is 0".into() });
+        }
+        pipeline.check(&data)?;
         let (sender, receiver) = sync_channel(Self::AHEAD);
+        let name = data.name.clone();
         let handle = std::thread::Builder::new()
             .name("vit-batches".into())
             .spawn(move || {
                 for chunk in order.chunks(batch_size).skip(skip) {
                     let batch = pipeline.batch(&data, chunk, augment.as_ref().map(|(c, s, e)| (c, *s, *e)));
-                    if sender.send(batch).is_err() {
-                        return; // the consumer stopped early
+                    let failed = batch.is_err();
+                    if sender.send(batch).is_err() || failed {
+                        return; // the consumer stopped early, or was told why this thread stops
                     }
                 }
             })
-            .expect("spawning the batch thread");
-        Self { receiver, handle: Some(handle) }
+            .map_err(|e| DataError::Pipeline { dataset: name, message: format!("no thread for the batches: {e}") })?;
+        Ok(Self { receiver, handle: Some(handle) })
     }
 }
 
 impl Iterator for Loader {
-    type Item = Batch;
+    type Item = Result<Batch, DataError>;
 
-    fn next(&mut self) -> Option<Batch> {
-        self.receiver.recv().ok()
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Ok(batch) = self.receiver.recv() {
+            return Some(batch);
+        }
+        // The thread is done: normally after its last batch, or by a panic.
+        let handle = self.handle.take()?;
+        match handle.join() {
+            Ok(()) => None,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                Some(Err(DataError::Pipeline {
+                    dataset: "batches".into(),
+                    message: format!("the batch thread panicked: {message}"),
+                }))
+            }
+        }
     }
 }
 

@@ -164,6 +164,8 @@ fn the_embedded_test_set_is_the_real_mnist_test_set() {
 #[test]
 fn real_mnist_from_the_data_directory_parses_with_its_published_counts() {
     let Some(dir) = std::env::var_os(vit_data::DATA_DIR_ENV) else {
+        // CI always gives the data: there a missing directory is a failure, not a skip.
+        assert!(std::env::var_os("CI").is_none(), "CI is set but VIT_DATA_DIR is not: the real-MNIST check cannot run");
         eprintln!("VIT_DATA_DIR is not set: the real-MNIST check is not run");
         return;
     };
@@ -172,4 +174,77 @@ fn real_mnist_from_the_data_directory_parses_with_its_published_counts() {
     assert_eq!(train.class_counts(), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
     assert_eq!(test.class_counts(), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
     assert_eq!((train.height, train.width, train.channels), (28, 28, 1));
+}
+
+#[test]
+fn headers_that_overflow_or_declare_empty_images_and_gzip_that_inflates_past_its_trailer_are_errors() {
+    let path = Path::new("bad.idx");
+    // Zero rows: images of no pixels.
+    let mut zero_rows = Vec::new();
+    for v in [0x803u32, 3, 0, 28] {
+        zero_rows.extend(v.to_be_bytes());
+    }
+    let err = idx::parse_images(&zero_rows, path).unwrap_err().to_string();
+    assert!(err.contains("0x28") && err.contains("at least 1"), "{err}");
+    // A count and sides whose product overflows: an error, not a wrapped length or a panic.
+    let mut huge = Vec::new();
+    for v in [0x803u32, u32::MAX, u32::MAX, u32::MAX] {
+        huge.extend(v.to_be_bytes());
+    }
+    let err = idx::parse_images(&huge, path).unwrap_err().to_string();
+    assert!(err.contains("bad.idx") && (err.contains("addressed") || err.contains("expected")), "{err}");
+    // A gzip stream whose trailer understates its size is cut off at the declared size.
+    let mut bomb = gzip(&vec![0u8; 1 << 20]);
+    let at = bomb.len() - 4;
+    bomb[at..].copy_from_slice(&16u32.to_le_bytes());
+    let err = idx::decode_maybe_gz(bomb, path).unwrap_err().to_string();
+    assert!(err.contains("trailer declares 16"), "{err}");
+    assert!(idx::decode_maybe_gz(vec![0x1f, 0x8b, 0], path).is_err());
+}
+
+#[test]
+fn validation_splits_are_stratified_seeded_and_never_empty() {
+    let dir = tmp_dir("split");
+    write_pattern_mnist(&dir, 10, 1);
+    let train = idx::load_dir(&dir, idx::Split::Train, "mnist", vit_data::digit_names()).unwrap();
+    let (rest, val) = train.split_validation(0.2, 1).unwrap();
+    // Every class gives 2 of its 10 images, whatever the order of the file.
+    assert_eq!(val.class_counts(), vec![2; 10]);
+    assert_eq!(rest.class_counts(), vec![8; 10]);
+    let (_, again) = train.split_validation(0.2, 1).unwrap();
+    assert_eq!(again.images, val.images, "the same seed gives the same split");
+    let (_, other) = train.split_validation(0.2, 2).unwrap();
+    assert_ne!(other.images, val.images, "another seed gives another split");
+    // 1% of 100 images in 10 classes rounds to no image in any class.
+    let err = train.split_validation(0.01, 1).unwrap_err().to_string();
+    assert!(err.contains("holds no record"), "{err}");
+    assert!(train.split_validation(0.0, 1).is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_batch_thread_that_panics_ends_the_loader_with_an_error_and_bad_arguments_are_refused() {
+    use std::sync::Arc;
+    use vit_data::augment::Normalizer;
+    use vit_data::{Dataset, Loader, Pipeline};
+    let good =
+        Dataset::new("d", vec![7; 2 * 4 * 4], vec![0, 1], (4, 4, 1), vec!["a".into(), "b".into()], Path::new("d"))
+            .unwrap();
+    let pipeline = Pipeline { size: (4, 4), normalizer: Normalizer::fit(&good) };
+    let err = Loader::spawn(Arc::new(good.clone()), pipeline.clone(), vec![0, 1], 0, 0, None).err().unwrap();
+    assert!(err.to_string().contains("batch size is 0"), "{err}");
+    let err = pipeline.batch(&good, &[5], None).unwrap_err().to_string();
+    assert!(err.contains("image 5 asked for"), "{err}");
+    let three = Pipeline { size: (4, 4), normalizer: Normalizer::identity(3) };
+    assert!(Loader::spawn(Arc::new(good.clone()), three, vec![0], 1, 0, None).is_err());
+    // A data set built field by field, bypassing `Dataset::new`: one label, no image bytes.
+    // Preparing it panics on the batch thread; the loader says so instead of ending quietly.
+    let broken = Dataset { images: Vec::new(), ..good };
+    let results: Vec<_> = Loader::spawn(Arc::new(broken), pipeline, vec![0, 1], 1, 0, None).unwrap().collect();
+    let last = results.last().unwrap().as_ref().unwrap_err().to_string();
+    assert!(last.contains("panicked"), "{last}");
+    assert!(
+        Dataset::new("z", vec![], vec![0], (0, 4, 1), vec!["a".into()], Path::new("z")).is_err(),
+        "zero-height images are refused"
+    );
 }

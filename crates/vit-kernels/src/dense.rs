@@ -24,6 +24,11 @@ const SMALL_WEIGHT: usize = 1 << 16;
 const BLOCK_ELEMS: usize = 1 << 16;
 /// Rows of the shared dimension worth a task of a weight gradient's split.
 const MIN_DEPTH_PER_TASK: usize = 1024;
+/// The most tasks a weight gradient's split uses. A constant, not the thread count: the
+/// partial sums, and so the gradient's rounding, are then the same on any machine and with
+/// any `--threads`, and a resumed run ends where an uninterrupted one does whatever threads
+/// each had.
+const MAX_DEPTH_TASKS: usize = 8;
 
 /// Rows per block for `rows` rows of `width` outputs: at most [`BLOCK_ELEMS`] outputs, and a
 /// number of equal blocks that `threads` divides, so that no thread waits for another's last
@@ -243,7 +248,7 @@ impl CustomOp2 for Product {
             // A weight's gradient, `grad^T · x`: long in the shared dimension (every row of the
             // batch) and small in the result, which gemm parallelises poorly. Each task sums
             // its own stretch of rows; the partial results are added afterwards.
-            let tasks = (k / MIN_DEPTH_PER_TASK).min(2 * threads).max(1);
+            let tasks = (k / MIN_DEPTH_PER_TASK).clamp(1, MAX_DEPTH_TASKS);
             let depth = k.div_ceil(tasks);
             let partials: Vec<Vec<f32>> = (0..k.div_ceil(depth))
                 .into_par_iter()

@@ -16,6 +16,13 @@ pub fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// FNV-1a, 64 bits, over `bytes`: the specified hash that turns a parameter's name into its
+/// initial stream (`std`'s `DefaultHasher` may change between Rust releases, and with it every
+/// initial weight).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
 /// Uniform `f32` in `[0, 1)` from the top 24 bits of a 64-bit word.
 pub fn unit_f32(bits: u64) -> f32 {
     (bits >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
@@ -65,4 +72,17 @@ impl SharedRng {
 /// Number `i` of a block reserved with [`SharedRng::reserve`].
 pub fn block_u64(seed: u64, first: u64, i: u64) -> u64 {
     splitmix64(seed ^ splitmix64(first.wrapping_add(i)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_hash_is_fnv1a_as_published() {
+        // The FNV reference test vectors.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 }

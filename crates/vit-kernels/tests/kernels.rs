@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use vit_kernels::composed;
-use vit_kernels::rng::{splitmix64, unit_f32};
+use vit_kernels::rng::{fnv1a64, splitmix64, unit_f32};
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
     let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -13,10 +13,7 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// The values `vit_blocks::SeededVarMap::new(seed)` gives a parameter named `x` with
 /// `Init::Randn { mean: 0, stdev: 2 }`, drawn here without the modules crate above this one.
 fn randn(shape: &[usize], seed: u64) -> Tensor {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    "x".hash(&mut hasher);
-    let stream = splitmix64(seed ^ hasher.finish());
+    let stream = splitmix64(seed ^ fnv1a64(b"x"));
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n)
         .map(|i| {
@@ -204,10 +201,15 @@ vit_kernels::device_tests! {
             // Only the input's and the output's rounding: bf16 keeps 8 bits of mantissa.
             assert!(max_rel_diff(&f32(&softmax), &want_softmax) < 1e-2, "{dtype:?} softmax");
             assert!(max_rel_diff(&f32(&norm), &want_norm) < 2e-2, "{dtype:?} layer_norm");
-            let grads = (f32(&softmax).sum_all().unwrap() + f32(&norm).sqr().unwrap().sum_all().unwrap())
-                .unwrap()
-                .backward()
-                .unwrap();
+            // Weighted: the plain sum of a softmax is 1 whatever its input, so its gradient is
+            // zero and would prove nothing.
+            let upstream = randn(&[6, 49], 45).to_device(device).unwrap();
+            let weighted = (f32(&softmax) * &upstream).unwrap().sum_all().unwrap();
+            let through_softmax = weighted.backward().unwrap();
+            let g = through_softmax.get(&x).unwrap_or_else(|| panic!("{dtype:?}: no gradient through the softmax"));
+            let g_norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(g_norm.is_finite() && g_norm > 1e-6, "{dtype:?}: softmax gradient norm {g_norm}");
+            let grads = (weighted + f32(&norm).sqr().unwrap().sum_all().unwrap()).unwrap().backward().unwrap();
             for (name, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
                 let g = grads.get(var).unwrap_or_else(|| panic!("{dtype:?}: {name} has no gradient"));
                 assert_eq!(g.dtype(), DType::F32);
@@ -215,5 +217,26 @@ vit_kernels::device_tests! {
                 assert!(norm.is_finite() && norm > 0.0, "{dtype:?}: {name} gradient norm {norm}");
             }
         }
+    }
+}
+
+#[test]
+fn dense_gradients_are_bit_identical_with_any_number_of_threads() {
+    // Long enough in the shared dimension (rows) for the weight gradient's split over tasks.
+    let x = Var::from_tensor(&randn(&[9000, 24], 90)).unwrap();
+    let w = Var::from_tensor(&randn(&[16, 24], 91)).unwrap();
+    let b = Var::from_tensor(&randn(&[16], 92)).unwrap();
+    let upstream = randn(&[9000, 16], 93);
+    let grads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let y = vit_kernels::dense(&x, &w, Some(&b)).unwrap();
+            let g = (y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            [&x, &w, &b].map(|v| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        })
+    };
+    let one = grads(1);
+    for threads in [2, 3, 8] {
+        assert_eq!(grads(threads), one, "{threads} threads");
     }
 }

@@ -20,6 +20,9 @@ pub const CLASS_NAMES_KEY: &str = "vit.class_names";
 pub const FORMAT_KEY: &str = "vit.format";
 /// The current format tag.
 pub const FORMAT: &str = "vit-rs/1";
+/// Tensors whose names start with this belong to a training run's state (the optimizer's
+/// moments, in a run's `last.safetensors`), not to the model: loading a model leaves them out.
+pub const TRAINING_PREFIX: &str = "train.";
 
 /// What a checkpoint says about itself besides the weights.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,19 +42,41 @@ pub struct Checkpoint {
     pub path: PathBuf,
     /// Config, class names, extra metadata.
     pub meta: CheckpointMeta,
-    /// The tensors by name.
+    /// The model's tensors by name.
     pub tensors: HashMap<String, Tensor>,
+    /// The tensors of a training run's state (named `train.*`), if the file holds any.
+    pub training: HashMap<String, Tensor>,
 }
 
 /// Writes the variables of `varmap` and `meta` to `path` atomically: to a temporary file in
 /// the same directory, flushed to disk, then renamed over `path`. A crash leaves either the
 /// old file or the new one, never half of one.
 pub fn save(path: impl AsRef<Path>, varmap: &VarMap, meta: &CheckpointMeta) -> Result<(), ModelError> {
+    save_with_training(path, varmap, &BTreeMap::new(), meta)
+}
+
+/// [`save`], with the tensors of a training run's state (each named `train.*`, see
+/// [`TRAINING_PREFIX`]) in the same file: one file, committed by one rename, holds the whole
+/// state. [`Vit::load`] reads such a file as a model and leaves them out.
+pub fn save_with_training(
+    path: impl AsRef<Path>,
+    varmap: &VarMap,
+    training: &BTreeMap<String, Tensor>,
+    meta: &CheckpointMeta,
+) -> Result<(), ModelError> {
     let path = path.as_ref();
-    let tensors: BTreeMap<String, Tensor> = {
+    if let Some(name) = training.keys().find(|k| !k.starts_with(TRAINING_PREFIX)) {
+        return Err(ModelError::Metadata {
+            path: path.into(),
+            key: name.clone(),
+            message: format!("a training tensor's name must start with `{TRAINING_PREFIX}`"),
+        });
+    }
+    let mut tensors: BTreeMap<String, Tensor> = {
         let data = varmap.data().lock().expect("varmap lock poisoned");
         data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
     };
+    tensors.extend(training.iter().map(|(k, v)| (k.clone(), v.clone())));
     save_tensors(path, &tensors, meta)
 }
 
@@ -99,9 +124,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Checkpoint, ModelError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    from_bytes(&bytes, path, device)
+}
+
+/// [`load`] of the bytes of a file; `path` names it in errors. Every field of the metadata is
+/// checked before anything the size of the config is allocated.
+pub fn from_bytes(bytes: &[u8], path: &Path, device: &Device) -> Result<Checkpoint, ModelError> {
     let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors { path: path.into(), message: e.to_string() };
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(bad)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(bad)?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(bad)?;
     let mut metadata = header.metadata().clone().unwrap_or_default();
     let mut take = |key: &str| {
         metadata.remove(key).ok_or_else(|| ModelError::Metadata {
@@ -133,12 +164,43 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Checkpoint, Model
         key: CONFIG_KEY.into(),
         message: e.to_string(),
     })?;
-    let mut tensors = HashMap::new();
+    if class_names.len() != config.num_classes {
+        return Err(ModelError::Metadata {
+            path: path.into(),
+            key: CLASS_NAMES_KEY.into(),
+            message: format!("holds {} names, but the config has {} classes", class_names.len(), config.num_classes),
+        });
+    }
+    // A config that describes far more parameters than the file's model tensors hold (an absurd
+    // size, say) fails here, before anything the size of the config is allocated; a smaller
+    // disagreement is left to `assign`, which names the tensor that is missing or misshapen.
+    let in_file: u64 = st
+        .tensors()
+        .iter()
+        .filter(|(name, _)| !name.starts_with(TRAINING_PREFIX))
+        .map(|(_, view)| view.shape().iter().product::<usize>() as u64)
+        .sum();
+    let expected = config.parameter_count().unwrap_or(u64::MAX);
+    if expected > in_file.saturating_mul(2).saturating_add(1 << 20) {
+        return Err(ModelError::Metadata {
+            path: path.into(),
+            key: CONFIG_KEY.into(),
+            message: format!(
+                "describes a model of {expected} parameters, but the file's tensors hold {in_file} values"
+            ),
+        });
+    }
+    let (mut tensors, mut training) = (HashMap::new(), HashMap::new());
     for (name, view) in st.tensors() {
-        tensors.insert(name, view.load(device)?);
+        let tensor = view.load(device)?;
+        if name.starts_with(TRAINING_PREFIX) {
+            training.insert(name, tensor)
+        } else {
+            tensors.insert(name, tensor)
+        };
     }
     let meta = CheckpointMeta { config, class_names, extra: metadata.into_iter().collect() };
-    Ok(Checkpoint { path: path.into(), meta, tensors })
+    Ok(Checkpoint { path: path.into(), meta, tensors, training })
 }
 
 /// Copies `tensors` into the variables of `varmap`, checking that the names and shapes match
@@ -184,9 +246,15 @@ impl Vit {
     /// holding its parameters (to train or save again) and the checkpoint's metadata.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
         let checkpoint = load(path, device)?;
+        let (model, store) = Vit::from_checkpoint(&checkpoint, device)?;
+        Ok((model, store, checkpoint.meta))
+    }
+
+    /// The trainable model of a checkpoint already read with [`load`].
+    pub fn from_checkpoint(checkpoint: &Checkpoint, device: &Device) -> Result<(Vit, SeededVarMap), ModelError> {
         let store = SeededVarMap::new(0);
         let model = Vit::new(&checkpoint.meta.config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
         assign(store.varmap(), &checkpoint.tensors, &checkpoint.path)?;
-        Ok((model, store, checkpoint.meta))
+        Ok((model, store))
     }
 }

@@ -245,10 +245,84 @@ impl VitConfig {
         if self.position == PositionEmbedding::SinCos2d && self.projection_dim % 4 != 0 {
             return Err(ModelError::invalid("projection_dim", "must be a multiple of 4 for sincos2d positions"));
         }
-        if self.layer_norm_eps <= 0.0 {
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
             return Err(ModelError::invalid("layer_norm_eps", "must be positive"));
         }
-        Ok(())
+        if let Some(v) = self.layer_scale.filter(|v| !v.is_finite()) {
+            return Err(ModelError::invalid("layer_scale", format!("must be finite, got {v}")));
+        }
+        // Sizes a file could state to make loading allocate without bound: each stays within
+        // what a ViT has ever needed by a wide margin, and the whole model within 2^36 values.
+        let limits = [
+            ("image_size", self.image_size[0].max(self.image_size[1]), 1 << 14),
+            ("channels", self.channels, 1 << 10),
+            ("projection_dim", self.projection_dim, 1 << 16),
+            ("num_heads", self.num_heads, 1 << 10),
+            ("key_dim", self.key_dim, 1 << 16),
+            ("value_dim", self.value_dim.unwrap_or(0), 1 << 16),
+            ("num_layers", self.num_layers, 1 << 10),
+            ("num_classes", self.num_classes, 1 << 24),
+            ("num_tokens", self.num_tokens(), 1 << 16),
+        ];
+        for (field, value, most) in limits {
+            if value > most {
+                return Err(ModelError::invalid(
+                    field,
+                    format!("is {value}, more than the {most} this crate supports"),
+                ));
+            }
+        }
+        for (field, units) in [("mlp_units", &self.mlp_units), ("head_units", &self.head_units)] {
+            if let Some(&u) = units.iter().find(|&&u| u == 0 || u > 1 << 20) {
+                return Err(ModelError::invalid(field, format!("holds {u}: every layer needs 1 to 2^20 units")));
+            }
+        }
+        match self.parameter_count() {
+            Some(n) if n <= 1 << 36 => Ok(()),
+            n => Err(ModelError::invalid(
+                "num_layers",
+                format!(
+                    "the model would hold {} parameters, more than 2^36",
+                    n.map_or("too many".into(), |n| n.to_string())
+                ),
+            )),
+        }
+    }
+
+    /// The number of parameters (what a checkpoint of this config holds), in checked
+    /// arithmetic: `None` if it does not fit in a `u64`.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let mul = |a: usize, b: usize| (a as u64).checked_mul(b as u64);
+        let dense = |i: usize, o: usize| mul(i, o)?.checked_add(o as u64);
+        let (d, h, dk, dv) =
+            (self.projection_dim, self.num_heads, self.key_dim, self.value_dim.unwrap_or(self.key_dim));
+        let mut block =
+            [dense(d, mul(h, dk)? as usize)?, dense(d, mul(h, dk)? as usize)?, dense(d, mul(h, dv)? as usize)?]
+                .into_iter()
+                .try_fold(0u64, |a, b| a.checked_add(b))?;
+        block = block.checked_add(dense(mul(h, dv)? as usize, d)?)?.checked_add(4 * d as u64)?;
+        let mut prev = d;
+        for &u in &self.mlp_units {
+            block = block.checked_add(dense(prev, u)?)?;
+            prev = u;
+        }
+        if self.layer_scale.is_some() {
+            block = block.checked_add(2 * d as u64)?;
+        }
+        let (tokens, patch) = (self.num_tokens(), self.patch_dim());
+        let positions = if self.position == PositionEmbedding::Learned { mul(tokens, d)? } else { 0 };
+        let class_token = if self.head == HeadKind::ClassToken { d as u64 } else { 0 };
+        let mut total = dense(patch, d)?.checked_add(positions)?.checked_add(class_token)?;
+        total = total.checked_add(block.checked_mul(self.num_layers as u64)?)?.checked_add(2 * d as u64)?;
+        let mut prev = match self.head {
+            HeadKind::Flatten => mul(tokens, d)? as usize,
+            HeadKind::ClassToken | HeadKind::MeanPool => d,
+        };
+        for &u in self.head_units.iter().chain([&self.num_classes]) {
+            total = total.checked_add(dense(prev, u)?)?;
+            prev = u;
+        }
+        Some(total)
     }
 
     /// The patch spec: square, non-overlapping, VALID.
@@ -324,22 +398,23 @@ impl VitConfig {
     /// one image: patch projection, Q/K/V/O, the two attention products, block MLPs and head.
     /// Training costs about three times this.
     pub fn forward_flops(&self) -> u64 {
-        let mm = |m: usize, k: usize, n: usize| 2 * (m * k * n) as u64;
+        // In f64 (exact below 2^53, which every real model is), so that no config overflows it.
+        let mm = |m: usize, k: usize, n: usize| 2.0 * m as f64 * k as f64 * n as f64;
         let (n, d) = (self.num_tokens(), self.projection_dim);
         let (h, dk, dv) = (self.num_heads, self.key_dim, self.value_dim.unwrap_or(self.key_dim));
-        let mut block = 2 * mm(n, d, h * dk) + mm(n, d, h * dv) + mm(n, h * dv, d);
-        block += h as u64 * (mm(n, dk, n) + mm(n, n, dv));
+        let mut block = 2.0 * mm(n, d, h * dk) + mm(n, d, h * dv) + mm(n, h * dv, d);
+        block += h as f64 * (mm(n, dk, n) + mm(n, n, dv));
         let mut prev = d;
         for &u in &self.mlp_units {
             block += mm(n, prev, u);
             prev = u;
         }
-        let mut head = 0;
+        let mut head = 0.0;
         let mut prev = self.head_input_dim();
         for &u in self.head_units.iter().chain([&self.num_classes]) {
             head += mm(1, prev, u);
             prev = u;
         }
-        mm(self.num_patches(), self.patch_dim(), d) + self.num_layers as u64 * block + head
+        (mm(self.num_patches(), self.patch_dim(), d) + self.num_layers as f64 * block + head) as u64
     }
 }

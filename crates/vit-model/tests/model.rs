@@ -255,6 +255,29 @@ fn bad_checkpoints_give_named_errors() {
     assert!(err.to_string().contains("truncated.safetensors"), "{err}");
     let err = Vit::load(dir.join("absent.safetensors"), &Device::Cpu).unwrap_err();
     assert!(matches!(err, ModelError::Io { .. }), "{err}");
+
+    // Metadata that disagrees with itself or with the tensors: fewer class names than classes,
+    // and a config far larger than the tensors (which would allocate before any tensor check).
+    let raw = |name: &str, config: &VitConfig, class_names: usize| {
+        let metadata = HashMap::from([
+            ("vit.format".to_string(), "vit-rs/1".to_string()),
+            ("vit.config".to_string(), serde_json::to_string(config).unwrap()),
+            ("vit.class_names".to_string(), serde_json::to_string(&vec!["c"; class_names]).unwrap()),
+        ]);
+        let path = dir.join(name);
+        std::fs::write(&path, safetensors::serialize(tensors.iter(), Some(metadata)).unwrap()).unwrap();
+        path
+    };
+    let err = Vit::load(raw("names.safetensors", &cfg, 3), &Device::Cpu).unwrap_err();
+    assert!(matches!(&err, ModelError::Metadata { key, .. } if key == "vit.class_names"), "{err}");
+    assert!(err.to_string().contains("holds 3 names, but the config has 5 classes"), "{err}");
+    let absurd = VitConfig { num_layers: 1000, projection_dim: 4096, mlp_units: vec![4096], ..cfg.clone() };
+    let err = Vit::load(raw("absurd.safetensors", &absurd, 5), &Device::Cpu).unwrap_err();
+    assert!(matches!(&err, ModelError::Metadata { key, .. } if key == "vit.config"), "{err}");
+    assert!(err.to_string().contains("parameters, but the file's tensors hold"), "{err}");
+    let beyond = VitConfig { num_layers: 1 << 20, ..cfg.clone() };
+    let err = Vit::load(raw("beyond.safetensors", &beyond, 5), &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("num_layers"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -62,6 +62,39 @@ pub enum TrainError {
         /// What differs.
         message: String,
     },
+    /// The loss was finite but a gradient was NaN or infinite; nothing was saved from that step.
+    #[error(
+        "gradient norm is {norm} at epoch {epoch}, step {step} (learning rate {lr:.3e}) although the loss is finite: \
+         training stopped before the weights changed; the last good checkpoint is {last_good} (try a lower \
+         learning rate or gradient clipping)"
+    )]
+    NonFiniteGradient {
+        /// The global gradient norm.
+        norm: f64,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Global step.
+        step: u64,
+        /// Learning rate at that step.
+        lr: f64,
+        /// The last checkpoint written, if any.
+        last_good: String,
+    },
+    /// The model gave NaN or infinite logits on evaluation images: its weights cannot be right.
+    #[error(
+        "{split}: {count} of {images} images got NaN or infinite logits at epoch {epoch}: the weights are not \
+         finite; nothing was saved from this epoch"
+    )]
+    NonFiniteLogits {
+        /// The split evaluated.
+        split: String,
+        /// Images with a non-finite logit.
+        count: usize,
+        /// Images evaluated.
+        images: usize,
+        /// 1-based epoch.
+        epoch: usize,
+    },
     /// A resume found inconsistent files.
     #[error("cannot resume from {path}: {message}")]
     Resume {

@@ -32,7 +32,8 @@ pub fn evaluate(
     let mut tally = Tally::new(data.num_classes());
     let model = model.detached();
     let order: Vec<usize> = (0..data.len()).collect();
-    for batch in Loader::spawn(data.clone(), pipeline.clone(), order, batch_size, 0, None) {
+    for batch in Loader::spawn(data.clone(), pipeline.clone(), order, batch_size, 0, None)? {
+        let batch = batch?;
         let (images, labels) = batch.to_tensors(device)?;
         let logits = model.forward(&images, false)?;
         let loss = cross_entropy(&logits, &labels, 0.0)?.to_scalar::<f32>()?;

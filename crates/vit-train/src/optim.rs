@@ -187,17 +187,42 @@ impl AdamW {
 
     /// Restores [`state`](Self::state). Every moment must be present with the right length.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
-        let get = |key: &str, n: usize| -> std::result::Result<Vec<f32>, String> {
+        // Everything is checked before anything is changed: a bad state leaves the optimizer as
+        // it was.
+        let get = |key: &str, n: usize, second_moment: bool| -> std::result::Result<Vec<f32>, String> {
             let t = state.get(key).ok_or_else(|| format!("optimizer state lacks `{key}`"))?;
             let v = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| format!("`{key}`: {e}"))?;
             if v.len() != n {
                 return Err(format!("optimizer state `{key}` has {} values, expected {n}", v.len()));
             }
+            if let Some(bad) = v.iter().find(|x| !x.is_finite() || (second_moment && **x < 0.0)) {
+                let what = if second_moment { "finite and at least 0" } else { "finite" };
+                return Err(format!("optimizer state `{key}` holds {bad}, expected values {what}"));
+            }
             Ok(v)
         };
-        for s in &mut self.slots {
+        let mut loaded = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
             let n = s.var.elem_count();
-            let (m, v) = (get(&format!("m.{}", s.name), n)?, get(&format!("v.{}", s.name), n)?);
+            loaded.push((get(&format!("m.{}", s.name), n, false)?, get(&format!("v.{}", s.name), n, true)?));
+        }
+        let expected = 2 * self.slots.len() + 1;
+        if state.len() != expected {
+            let known = |k: &String| {
+                k == "step"
+                    || self.slots.iter().any(|s| **k == format!("m.{}", s.name) || **k == format!("v.{}", s.name))
+            };
+            let extra = state.keys().find(|k| !known(k)).cloned().unwrap_or_default();
+            return Err(format!("optimizer state holds `{extra}`, which is no moment of this model's parameters"));
+        }
+        let step = state.get("step").ok_or("optimizer state lacks `step`")?;
+        let step = match step.flatten_all().and_then(|t| t.to_vec1::<f64>()).map_err(|e| format!("`step`: {e}"))?[..] {
+            [s] if s >= 0.0 && s.fract() == 0.0 && s < 2f64.powi(53) => s as u64,
+            ref other => {
+                return Err(format!("optimizer state `step` is {other:?}, expected one whole number of at least 0"));
+            }
+        };
+        for (s, (m, v)) in self.slots.iter_mut().zip(loaded) {
             s.moments = match s.moments {
                 Moments::Host { .. } => Moments::Host { m, v },
                 Moments::Device { .. } => {
@@ -207,8 +232,7 @@ impl AdamW {
                 }
             };
         }
-        let step = state.get("step").ok_or("optimizer state lacks `step`")?;
-        self.step = step.to_vec1::<f64>().map_err(|e| e.to_string())?[0] as u64;
+        self.step = step;
         Ok(())
     }
 }

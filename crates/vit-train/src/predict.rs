@@ -17,12 +17,13 @@ use crate::metrics::top_k;
 pub fn predict_files(
     model: &Vit,
     meta: &CheckpointMeta,
+    checkpoint: &Path,
     files: &[impl AsRef<Path>],
     k: usize,
     device: &Device,
 ) -> Result<Vec<Vec<(String, f32)>>, TrainError> {
     let cfg = &meta.config;
-    let (normalizer, (dh, dw)) = pipeline_of(meta);
+    let (normalizer, (dh, dw)) = pipeline_of(meta, checkpoint)?;
     let (h, w) = (cfg.image_size[0], cfg.image_size[1]);
     let mut pixels = Vec::with_capacity(files.len() * h * w * cfg.channels);
     for file in files {
@@ -35,6 +36,9 @@ pub fn predict_files(
     let probs = model.detached().predict_proba(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     Ok(probs
         .iter()
-        .map(|row| top_k(row, k).into_iter().map(|(i, p)| (meta.class_names[i].clone(), p)).collect())
+        .map(|row| {
+            let name = |i: usize| meta.class_names.get(i).cloned().unwrap_or_else(|| format!("class {i}"));
+            top_k(row, k).into_iter().map(|(i, p)| (name(i), p)).collect()
+        })
         .collect())
 }

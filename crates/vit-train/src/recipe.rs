@@ -210,25 +210,64 @@ impl Recipe {
         Ok(cfg)
     }
 
-    fn validate(&self, origin: &Path) -> Result<(), TrainError> {
-        let bad = |field: &str, what: &str| {
+    /// Checks every field: ranges, finiteness and the model config. [`parse`](Self::parse)
+    /// runs it, and so does training, on the recipe it is given (one built or changed in code,
+    /// or by command-line overrides, is checked too). The error names the origin and the field.
+    pub fn validate(&self, origin: &Path) -> Result<(), TrainError> {
+        let bad = |field: &str, what: String| {
             Err(TrainError::Recipe { path: origin.into(), message: format!("`{field}` {what}") })
         };
         let t = &self.train;
         if t.epochs == 0 {
-            return bad("train.epochs", "must be at least 1");
+            return bad("train.epochs", "must be at least 1, got 0".into());
         }
-        if t.batch_size == 0 || t.eval_batch_size == 0 {
-            return bad("train.batch_size", "must be at least 1");
+        if t.batch_size == 0 {
+            return bad("train.batch_size", "must be at least 1, got 0".into());
+        }
+        if t.eval_batch_size == 0 {
+            return bad("train.eval_batch_size", "must be at least 1, got 0".into());
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
-            return bad("train.learning_rate", "must be a positive number");
+            return bad("train.learning_rate", format!("must be a positive number, got {}", t.learning_rate));
+        }
+        if !(0.0..=t.learning_rate).contains(&t.min_learning_rate) {
+            return bad(
+                "train.min_learning_rate",
+                format!("must be in [0, learning_rate = {}], got {}", t.learning_rate, t.min_learning_rate),
+            );
+        }
+        for (field, value) in [("train.warmup_epochs", t.warmup_epochs), ("train.weight_decay", t.weight_decay)] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return bad(field, format!("must be a number of at least 0, got {value}"));
+            }
+        }
+        if t.warmup_epochs > t.epochs as f64 {
+            return bad("train.warmup_epochs", format!("is {}, more than the {} epochs", t.warmup_epochs, t.epochs));
+        }
+        if let Some(c) = t.clip_grad_norm.filter(|c| !(*c > 0.0 && c.is_finite())) {
+            return bad("train.clip_grad_norm", format!("must be a positive number, got {c}"));
         }
         if !(0.0..1.0).contains(&t.label_smoothing) {
-            return bad("train.label_smoothing", "must be in [0, 1)");
+            return bad("train.label_smoothing", format!("must be in [0, 1), got {}", t.label_smoothing));
         }
         if !(0.0..1.0).contains(&self.data.validation_split) {
-            return bad("data.validation_split", "must be in [0, 1)");
+            return bad("data.validation_split", format!("must be in [0, 1), got {}", self.data.validation_split));
+        }
+        if self.data.limit_train == Some(0) {
+            return bad("data.limit_train", "must be at least 1 (or absent for every image), got 0".into());
+        }
+        let a = &self.augment;
+        if !(0.0..0.5).contains(&a.rotation) {
+            return bad(
+                "augment.rotation",
+                format!("must be in [0, 0.5) (a fraction of a full turn), got {}", a.rotation),
+            );
+        }
+        if !(0.0..1.0).contains(&a.zoom) {
+            return bad("augment.zoom", format!("must be in [0, 1), got {}", a.zoom));
+        }
+        if a.crop_padding > 1 << 10 {
+            return bad("augment.crop_padding", format!("must be at most 1024 pixels, got {}", a.crop_padding));
         }
         self.model_config(origin).map(|_| ())
     }

@@ -114,3 +114,57 @@ fn the_f16_loss_scaler_backs_off_on_overflow_and_grows_after_good_steps() {
     let mut off = LossScaler::disabled();
     assert!(!off.is_enabled() && off.update(f64::INFINITY) && off.scale == 1.0);
 }
+
+#[test]
+fn accuracy_counts_no_nan_and_no_tie_as_a_hit_and_an_empty_set_is_nan() {
+    let mut tally = Tally::new(3);
+    // All NaN (a model whose weights are NaN), one NaN beside the label, all equal, +inf.
+    let rows = vec![
+        vec![f32::NAN; 3],
+        vec![f32::NAN, 5.0, 0.0],
+        vec![1.0, 1.0, 1.0],
+        vec![1.0, 1.0, 1.0],
+        vec![0.0, f32::INFINITY, 0.0],
+        vec![0.0, 2.0, 1.0],
+    ];
+    tally.add(&rows, &[0, 1, 1, 0, 1, 1], 0.0);
+    assert_eq!(tally.count, 6);
+    assert_eq!(tally.non_finite, 3, "{tally:?}");
+    // A tie goes to the first index, as argmax does: label 0 of a flat row is a hit, label 1 not.
+    assert_eq!(tally.top1, 2, "{tally:?}");
+    let diagonal: usize = (0..3).map(|i| tally.confusion[i][i]).sum();
+    assert_eq!(diagonal, tally.top1, "top-1 and the confusion matrix's argmax agree");
+    assert_eq!(tally.confusion.iter().flatten().sum::<usize>(), 3, "non-finite rows stay out of the matrix");
+    assert_eq!(tally.top5, 3, "a tie ranks below the first index, but within 5 of 3 classes");
+    let empty = Tally::new(3);
+    assert!(empty.top1().is_nan() && empty.top5().is_nan() && empty.loss().is_nan());
+    assert!(empty.per_class().iter().all(|a| a.is_nan()));
+}
+
+#[test]
+fn a_bad_optimizer_state_is_an_error_and_leaves_the_optimizer_as_it_was() {
+    let w = Var::new(&[0.5f32, -1.0], &Device::Cpu).unwrap();
+    let mut opt = AdamW::new(&[param("w", &w, true)], AdamWConfig::default()).unwrap();
+    let good = opt.state(&Device::Cpu).unwrap();
+    let with = |key: &str, t: Tensor| {
+        let mut s: std::collections::HashMap<String, Tensor> = good.clone().into_iter().collect();
+        s.insert(key.into(), t);
+        s
+    };
+    let f32s = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+    let f64s = |v: &[f64]| Tensor::new(v, &Device::Cpu).unwrap();
+    for (state, expected) in [
+        (with("step", f64s(&[])), "`step`"),
+        (with("step", f64s(&[-1.0])), "`step`"),
+        (with("step", f64s(&[1.5])), "`step`"),
+        (with("v.w", f32s(&[1.0, -2.0])), "`v.w` holds -2"),
+        (with("m.w", f32s(&[f32::NAN, 0.0])), "`m.w` holds NaN"),
+        (with("m.w", f32s(&[1.0])), "has 1 values, expected 2"),
+        (with("m.other", f32s(&[1.0])), "`m.other`"),
+    ] {
+        let err = opt.load_state(&state).unwrap_err();
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert_eq!(opt.step_count(), 0);
+    }
+    opt.load_state(&good.into_iter().collect()).unwrap();
+}

@@ -38,11 +38,16 @@ fn records(run_dir: &Path) -> Vec<EpochRecord> {
         .collect()
 }
 
-fn tensors(path: &Path) -> HashMap<String, Vec<u32>> {
+/// Every tensor of a file (the model's and, in `last.safetensors`, the optimizer's) as the
+/// bits of its values (f32 and the f64 step count alike, through f64, which is exact).
+fn tensors(path: &Path) -> HashMap<String, Vec<u64>> {
     candle_core::safetensors::load(path, &Device::Cpu)
         .unwrap()
         .into_iter()
-        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()))
+        .map(|(k, v)| {
+            let values = v.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+            (k, values.iter().map(|x| x.to_bits()).collect())
+        })
         .collect()
 }
 
@@ -53,11 +58,11 @@ fn a_tiny_vit_fits_a_tiny_data_set_and_writes_its_run_directory() {
     let run = data.join("run");
     // No dropout or augmentation, so the accuracy measured while training is the real one.
     let recipe =
-        pattern_recipe_with(&data, 40, 3e-3, 0.0, 0.0).replace("label_smoothing = 0.05", "label_smoothing = 0.0");
+        pattern_recipe_with(&data, 60, 3e-3, 0.0, 0.0).replace("label_smoothing = 0.05", "label_smoothing = 0.0");
     let outcome = train(options(&recipe, &run, false, None)).unwrap();
     let TrainOutcome::Finished(report) = outcome else { panic!("not finished") };
     let last = records(&run).pop().unwrap();
-    assert_eq!(last.epoch, 40);
+    assert_eq!(last.epoch, 60);
     assert_eq!(last.train_top1, 1.0, "training accuracy must reach 100%: {last:?}");
     assert!(report.test_top1 > 0.5, "chance is 0.1: {report:?}");
     assert_eq!(report.test_images, 20);
@@ -113,7 +118,8 @@ fn mixed_precision_runs_fit_and_resume_exactly() {
         assert!(last.train_top1 >= 0.9, "{precision}: training accuracy {last:?}");
         assert!(report.test_top1 > 0.5, "{precision}: chance is 0.1: {report:?}");
         // The checkpoint holds the f32 master weights.
-        for (name, t) in candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap() {
+        let saved = candle_core::safetensors::load(run.join("last.safetensors"), &Device::Cpu).unwrap();
+        for (name, t) in saved.into_iter().filter(|(name, _)| !name.starts_with("train.")) {
             assert_eq!(t.dtype(), candle_core::DType::F32, "{precision}: {name}");
         }
 
@@ -171,4 +177,76 @@ fn recipes_report_bad_fields_by_name() {
     assert!(err.to_string().contains("mnist2"), "{err}");
     let err = Recipe::parse(&base.replace("zoom = 0.05", "zooom = 0.05"), Path::new("r.toml")).unwrap_err();
     assert!(err.to_string().contains("zooom"), "{err}");
+}
+
+#[test]
+fn a_model_with_nan_weights_scores_no_hit_and_says_so() {
+    let data = tmp_dir("nan-eval");
+    write_pattern_mnist(&data, 4, 2);
+    let run = data.join("run");
+    train(options(&pattern_recipe(&data, 1, 3e-3), &run, false, None)).unwrap();
+    let (model, store, meta) = vit_model::Vit::load(run.join("best.safetensors"), &Device::Cpu).unwrap();
+    for var in store.vars().values() {
+        var.set(&(var.as_tensor() * f64::NAN).unwrap()).unwrap();
+    }
+    let (normalizer, _) = vit_train::metadata::pipeline_of(&meta, &run.join("best.safetensors")).unwrap();
+    let (_, test) = vit_data::load_splits(&vit_data::DatasetKind::Mnist, Some(&data), (8, 8), 1).unwrap();
+    let pipeline = vit_data::Pipeline { size: (8, 8), normalizer };
+    let tally = vit_train::evaluate(&model, &Arc::new(test), &pipeline, 7, &Device::Cpu).unwrap();
+    assert_eq!((tally.count, tally.non_finite, tally.top1, tally.top5), (20, 20, 0, 0), "{tally:?}");
+    assert_eq!(tally.top1(), 0.0);
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn without_a_validation_split_no_model_is_chosen_and_the_summary_says_so() {
+    let data = tmp_dir("no-val");
+    write_pattern_mnist(&data, 4, 1);
+    let run = data.join("run");
+    let recipe = pattern_recipe(&data, 2, 3e-3).replace("validation_split = 0.2", "validation_split = 0.0");
+    let TrainOutcome::Finished(report) = train(options(&recipe, &run, false, None)).unwrap() else { panic!() };
+    assert_eq!((report.best_epoch, report.best_val_top1), (None, None));
+    assert!(report.model_selection.contains("no validation split"), "{}", report.model_selection);
+    assert!(!run.join("best.safetensors").exists(), "no model was chosen, so none is written as the best");
+    assert!(records(&run).iter().all(|r| r.val_top1.is_none()));
+    // A split that rounds to no image is an error, not an epoch that scores 0.
+    let tiny = pattern_recipe(&data, 1, 3e-3).replace("validation_split = 0.2", "validation_split = 0.01");
+    let err = train(options(&tiny, &data.join("run2"), false, None)).unwrap_err().to_string();
+    assert!(err.contains("holds no record"), "{err}");
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn the_whole_run_state_is_one_file_and_stale_temporary_files_are_removed() {
+    let data = tmp_dir("one-file");
+    write_pattern_mnist(&data, 4, 1);
+    let run = data.join("run");
+    train(options(&pattern_recipe(&data, 3, 2e-3), &run, false, Some(3))).unwrap();
+    assert!(!run.join("last.optimizer.safetensors").exists());
+    let names: Vec<String> = tensors(&run.join("last.safetensors")).into_keys().collect();
+    assert!(names.iter().any(|n| n.starts_with("train.optimizer.m.")), "{names:?}");
+    // A killed process's temporary file does not survive the next start.
+    let stale = run.join(".last.safetensors.tmp-4242");
+    std::fs::write(&stale, b"half a file").unwrap();
+    train(options(&pattern_recipe(&data, 3, 2e-3), &run, true, None)).unwrap();
+    assert!(!stale.exists());
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn a_recipe_changed_in_code_is_validated_when_training_starts() {
+    let data = tmp_dir("validate");
+    write_pattern_mnist(&data, 4, 1);
+    for (field, change) in [
+        ("train.batch_size", &(|r: &mut Recipe| r.train.batch_size = 0) as &dyn Fn(&mut Recipe)),
+        ("train.learning_rate", &|r: &mut Recipe| r.train.learning_rate = -1.0),
+        ("data.limit_train", &|r: &mut Recipe| r.data.limit_train = Some(0)),
+        ("train.epochs", &|r: &mut Recipe| r.train.epochs = 0),
+    ] {
+        let mut opts = options(&pattern_recipe(&data, 1, 1e-3), &data.join(field), false, None);
+        change(&mut opts.recipe);
+        let err = train(opts).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    std::fs::remove_dir_all(data).unwrap();
 }

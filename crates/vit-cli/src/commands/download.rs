@@ -4,21 +4,22 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use vit_data::DatasetKind;
 
-use crate::args::DownloadArg;
+use crate::args::{DOWNLOADABLE, dataset_parser};
 
 #[derive(Args)]
 pub struct DownloadArgs {
     /// The data set.
-    #[arg(value_enum)]
-    dataset: DownloadArg,
+    #[arg(value_parser = dataset_parser(&DOWNLOADABLE))]
+    dataset: DatasetKind,
     /// Cache directory (pass it as --data-dir afterwards).
     #[arg(long, default_value = "data")]
     dir: PathBuf,
 }
 
 pub fn run(args: DownloadArgs) -> Result<()> {
-    let kind = args.dataset.kind();
+    let kind = args.dataset;
     let dir = crate::download::download(&kind, &args.dir)?;
     println!("{} is ready: pass --data-dir {}", kind.name(), dir.display());
     Ok(())

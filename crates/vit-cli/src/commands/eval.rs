@@ -6,38 +6,44 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
-use vit_data::{Pipeline, load_splits};
+use vit_data::{DatasetKind, Pipeline, load_splits};
 use vit_model::Vit;
 use vit_train::metadata::pipeline_of;
 use vit_train::{check_fits, evaluate};
 
-use crate::args::DataArg;
+use crate::args::{at_least_one, dataset_parser};
 
 #[derive(Args)]
 pub struct EvalArgs {
     /// The checkpoint (.safetensors).
     checkpoint: PathBuf,
     /// The data set whose test split to evaluate on.
-    #[arg(long, value_enum)]
-    data: DataArg,
+    #[arg(long, value_parser = dataset_parser(&DatasetKind::ALL))]
+    data: DatasetKind,
     /// Data directory (else $VIT_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Batch size.
-    #[arg(long, default_value_t = 256)]
+    /// Batch size (at least 1).
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     batch_size: usize,
 }
 
 pub fn run(args: EvalArgs, device: Device) -> Result<()> {
     let (model, _, meta) = Vit::load(&args.checkpoint, &device)?;
     let cfg = &meta.config;
-    let (normalizer, data_size) = pipeline_of(&meta);
-    let (_, test) = load_splits(&args.data.kind(), args.data_dir.as_deref(), data_size, cfg.channels)?;
+    let (normalizer, data_size) = pipeline_of(&meta, &args.checkpoint)?;
+    let (_, test) = load_splits(&args.data, args.data_dir.as_deref(), data_size, cfg.channels)?;
     check_fits(&test, cfg).with_context(|| args.checkpoint.display().to_string())?;
     let pipeline = Pipeline { size: (cfg.image_size[0], cfg.image_size[1]), normalizer };
     let test = Arc::new(test);
     let tally = evaluate(&model, &test, &pipeline, args.batch_size, &device)?;
     println!("{}: {} images", test.name, tally.count);
+    if tally.non_finite > 0 {
+        println!(
+            "warning: {} of {} images got NaN or infinite logits (counted as wrong, left out of the confusion matrix): the weights are not finite",
+            tally.non_finite, tally.count
+        );
+    }
     println!("loss {:.4}  top-1 {:.4}  top-5 {:.4}", tally.loss(), tally.top1(), tally.top5());
     println!("\nper class:");
     for (name, acc) in meta.class_names.iter().zip(tally.per_class()) {

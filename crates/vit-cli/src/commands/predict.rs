@@ -15,14 +15,14 @@ pub struct PredictArgs {
     /// Image files.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// How many classes to show.
-    #[arg(long, default_value_t = 5)]
+    /// How many classes to show (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = crate::args::at_least_one)]
     top: usize,
 }
 
 pub fn run(args: PredictArgs, device: Device) -> Result<()> {
     let (model, _, meta) = Vit::load(&args.checkpoint, &device)?;
-    let results = predict_files(&model, &meta, &args.images, args.top, &device)?;
+    let results = predict_files(&model, &meta, &args.checkpoint, &args.images, args.top, &device)?;
     for (file, best) in args.images.iter().zip(results) {
         println!("{}", file.display());
         for (name, p) in best {

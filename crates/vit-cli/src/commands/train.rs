@@ -2,14 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::Args;
 use vit_train::{Recipe, TrainOptions, TrainOutcome, train};
 
-use crate::args::{PrecisionArg, device_name};
+use crate::args::{PrecisionArg, at_least_one, device_name, positive_number};
 use crate::progress::Progress;
 
 #[derive(Args)]
@@ -27,20 +27,20 @@ pub struct TrainArgs {
     /// (recipe and override flags are ignored).
     #[arg(long)]
     resume: bool,
-    /// Override the recipe's number of epochs.
-    #[arg(long)]
+    /// Override the recipe's number of epochs (at least 1).
+    #[arg(long, value_parser = at_least_one)]
     epochs: Option<usize>,
-    /// Override the recipe's batch size.
-    #[arg(long)]
+    /// Override the recipe's batch size (at least 1).
+    #[arg(long, value_parser = at_least_one)]
     batch_size: Option<usize>,
-    /// Override the recipe's peak learning rate.
-    #[arg(long)]
+    /// Override the recipe's peak learning rate (a positive number).
+    #[arg(long, value_parser = positive_number)]
     lr: Option<f64>,
     /// Override the recipe's seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Use only the first N training images.
-    #[arg(long)]
+    /// Use only the first N training images (at least 1).
+    #[arg(long, value_parser = at_least_one)]
     limit_train: Option<usize>,
     /// Override the recipe's compute precision: f32, or bf16/f16 (mixed precision, for GPUs:
     /// f32 master weights, f16 with dynamic loss scaling).
@@ -58,6 +58,25 @@ fn fresh_run_dir(name: &str) -> PathBuf {
         .chain((2..).map(|i| base.join(format!("{name}-{i}"))))
         .find(|p| !p.exists())
         .expect("an unused name exists")
+}
+
+/// Sets the returned flag on SIGINT (Ctrl-C) and SIGTERM (what a scheduler or `docker stop`
+/// sends) and records which came: training then saves its state after the step in progress
+/// and stops. A second signal exits at once with 128 + its number: the state on disk is the
+/// previous one or the new one, each file being committed by a rename.
+fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(AtomicUsize::new(0));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so that it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, stop.clone())
+            .context("installing the signal handlers")?;
+        signal_hook::flag::register_usize(sig, signal.clone(), sig as usize)
+            .context("installing the signal handlers")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
+    Ok((stop, signal))
 }
 
 pub fn run(args: TrainArgs, device: Device) -> Result<()> {
@@ -81,21 +100,13 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     if let Some(p) = args.precision {
         recipe.train.precision = p.into();
     }
+    recipe.validate(&origin).context("the recipe with the command line's overrides")?;
     let run_dir = match args.out {
         Some(dir) => dir,
         None if args.resume => bail!("--resume needs --out <RUN DIR>: the run to continue"),
         None => fresh_run_dir(&recipe.name),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond Ctrl-C: exiting without saving");
-            std::process::exit(130);
-        }
-        eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to quit at once)");
-    })
-    .context("installing the Ctrl-C handler")?;
+    let (stop, signal) = stop_on_signals()?;
     if !args.quiet {
         println!("device: {}", device_name(&device));
     }
@@ -111,10 +122,12 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     };
     match train(opts, &mut Progress::new(args.quiet))? {
         TrainOutcome::Finished(r) => {
+            let chosen = match (r.best_epoch, r.best_val_top1) {
+                (Some(epoch), Some(top1)) => format!("best epoch {epoch} (val top-1 {top1:.4})"),
+                _ => "no validation split: the last epoch's model".to_string(),
+            };
             println!(
-                "done: best epoch {} (val top-1 {:.4}); test top-1 {:.4}, top-5 {:.4} on {} images; {:.1} s, {:.0} img/s; run dir {}",
-                r.best_epoch,
-                r.best_val_top1,
+                "done: {chosen}; test top-1 {:.4}, top-5 {:.4} on {} images; {:.1} s, {:.0} img/s; run dir {}",
                 r.test_top1,
                 r.test_top5,
                 r.test_images,
@@ -129,7 +142,8 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
                 checkpoint.display(),
                 checkpoint.parent().unwrap_or(Path::new(".")).display()
             );
-            std::process::exit(130);
+            // The shell's convention: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM).
+            std::process::exit(128 + signal.load(Ordering::SeqCst) as i32);
         }
     }
     Ok(())

@@ -57,7 +57,8 @@ pub struct TrainOptions {
 /// The prepared data of a run.
 struct Data {
     train: Arc<Dataset>,
-    val: Arc<Dataset>,
+    /// `None` without a validation split: no model selection, the last epoch's model is tested.
+    val: Option<Arc<Dataset>>,
     test: Arc<Dataset>,
     pipeline: Pipeline,
 }
@@ -72,18 +73,16 @@ fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Re
     }
     check_fits(&train, cfg)?;
     check_fits(&test, cfg)?;
+    // The test split is never used to choose a model: without a validation split there is no
+    // choice to make, and the last epoch's model is the one tested.
     let (train, val) = if recipe.data.validation_split > 0.0 {
-        train.split_validation(recipe.data.validation_split)
+        let (train, val) = train.split_validation(recipe.data.validation_split, recipe.train.seed)?;
+        (train, Some(Arc::new(val)))
     } else {
-        (train, test.clone())
+        (train, None)
     };
     let normalizer = Normalizer::fit(&train);
-    Ok(Data {
-        train: Arc::new(train),
-        val: Arc::new(val),
-        test: Arc::new(test),
-        pipeline: Pipeline { size, normalizer },
-    })
+    Ok(Data { train: Arc::new(train), val, test: Arc::new(test), pipeline: Pipeline { size, normalizer } })
 }
 
 /// The metadata every checkpoint of the run carries: the config, the class names, how to
@@ -107,6 +106,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         run.ensure_empty()?;
         (opts.recipe.clone(), opts.recipe_origin.clone())
     };
+    recipe.validate(&origin)?;
     let cfg = recipe.model_config(&origin)?;
     let data = prepare_data(&recipe, &cfg, opts.data_dir.as_deref())?;
     let t = &recipe.train;
@@ -118,10 +118,12 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         total: (t.epochs * steps_per_epoch) as u64,
     };
 
+    let mut saved_optimizer = None;
     let (model, store, mut state) = if opts.resume {
-        let (model, store, state) = run.load_last(&device)?;
-        model.rng().set_state(state.rng.into());
-        (model, store, state)
+        let last = run.load_last(&device)?;
+        last.model.rng().set_state(last.state.rng.into());
+        saved_optimizer = Some(last.optimizer);
+        (last.model, last.store, last.state)
     } else {
         run.write_recipe(&recipe)?;
         let (model, store) = Vit::init(&cfg, t.seed, &device)?;
@@ -131,9 +133,8 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     };
     let params = params_of(&model, &store).map_err(|message| TrainError::Inconsistent { message })?;
     let mut optimizer = AdamW::new(&params, AdamWConfig { weight_decay: t.weight_decay, ..AdamWConfig::default() })?;
-    if opts.resume {
-        run.load_optimizer(&mut optimizer)?;
-        run.check_optimizer(&optimizer, &state)?;
+    if let Some(tensors) = saved_optimizer {
+        run.restore_optimizer(&mut optimizer, &tensors, &state)?;
     }
     let mut vars: Vec<(String, candle_core::Var)> = params.into_iter().map(|p| (p.name, p.var)).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -147,7 +148,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     observer.run_started(&RunStarted {
         recipe: recipe.name.clone(),
         dataset: data.train.name.clone(),
-        images: (data.train.len(), data.val.len(), data.test.len()),
+        images: (data.train.len(), data.val.as_ref().map_or(0, |v| v.len()), data.test.len()),
         device: format!("{device:?}"),
         parameters: model.summary().total_parameters(),
         run_dir: run.path().to_path_buf(),
@@ -173,33 +174,38 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
             t.batch_size,
             state.batch_in_epoch,
             augment,
-        );
+        )?;
         let mut tally = state.partial.resume(cfg.num_classes);
         observer.epoch_started(epoch, t.epochs, steps_per_epoch, state.batch_in_epoch);
         let mut epoch_train_seconds = 0.0;
         let mut epoch_images = 0usize;
         let mut lr = schedule.lr(state.step);
         for batch in loader {
+            let batch = batch?;
             let step_start = Instant::now();
             lr = schedule.lr(state.step);
             let (images, labels) = batch.to_tensors(&device)?;
             let outcome = stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &labels, lr)?;
+            let last_good = || {
+                let last = run.last_path();
+                if last.exists() { last.display().to_string() } else { "none (no checkpoint was written yet)".into() }
+            };
             let (loss, logits, skipped) = match outcome {
                 StepOutcome::Taken { loss, logits, skipped } => (loss, logits, skipped),
-                StepOutcome::NonFinite(loss) => {
+                StepOutcome::NonFiniteLoss(loss) => {
                     observer.epoch_stopped(EpochEnd::Diverged);
-                    let last = run.last_path();
                     return Err(TrainError::NonFiniteLoss {
                         loss,
                         epoch,
                         step: state.step,
                         lr,
-                        last_good: if last.exists() {
-                            last.display().to_string()
-                        } else {
-                            "none (no checkpoint was written yet)".into()
-                        },
+                        last_good: last_good(),
                     });
+                }
+                StepOutcome::NonFiniteGradient(norm) => {
+                    observer.epoch_stopped(EpochEnd::Diverged);
+                    let step = state.step;
+                    return Err(TrainError::NonFiniteGradient { norm, epoch, step, lr, last_good: last_good() });
                 }
             };
             state.skipped_steps += u64::from(skipped);
@@ -230,13 +236,18 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         }
         observer.epoch_trained();
 
-        let val = evaluate(&model, &data.val, &data.pipeline, t.eval_batch_size, &device)?;
-        records.push(epoch_record(epoch, state.step, &tally, &val, lr, epoch_train_seconds, epoch_images));
+        let val = match &data.val {
+            Some(val_data) => {
+                Some(evaluate_finite(&model, val_data, &data.pipeline, t.eval_batch_size, &device, epoch)?)
+            }
+            None => None,
+        };
+        records.push(epoch_record(epoch, state.step, &tally, val.as_ref(), lr, epoch_train_seconds, epoch_images));
         state.epochs_done = epoch;
         state.batch_in_epoch = 0;
         state.partial = EpochTally::default();
-        let improved = val.top1() > state.best_val_top1;
-        if improved {
+        let improved = val.as_ref().is_some_and(|val| val.top1() > state.best_val_top1);
+        if let Some(val) = val.as_ref().filter(|_| improved) {
             state.best_val_top1 = val.top1();
             state.best_epoch = epoch;
         }
@@ -250,12 +261,19 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         observer.epoch_finished(&records, run.path());
     }
 
-    // The best checkpoint, evaluated once on the test set.
-    let (best, _, _) = Vit::load(run.best_path(), &device)?;
-    let test = evaluate(&best, &data.test, &data.pipeline, t.eval_batch_size, &device)?;
+    // The chosen model, evaluated once on the test set.
+    let selected = data.val.is_some();
+    let (chosen, model_selection) = if selected {
+        let message = format!("the best validation top-1, epoch {}", state.best_epoch);
+        (Vit::load(run.best_path(), &device)?.0, message)
+    } else {
+        (model, "none: no validation split, so the last epoch's model is tested".to_string())
+    };
+    let test = evaluate_finite(&chosen, &data.test, &data.pipeline, t.eval_batch_size, &device, t.epochs)?;
     let report = TrainReport {
-        best_epoch: state.best_epoch,
-        best_val_top1: state.best_val_top1,
+        model_selection,
+        best_epoch: selected.then_some(state.best_epoch),
+        best_val_top1: selected.then_some(state.best_val_top1),
         test_loss: test.loss(),
         test_top1: test.top1(),
         test_top5: test.top5(),
@@ -268,11 +286,32 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     Ok(TrainOutcome::Finished(report))
 }
 
+/// [`evaluate`], with NaN or infinite logits an error: weights that give them cannot be right.
+fn evaluate_finite(
+    model: &Vit,
+    data: &Arc<Dataset>,
+    pipeline: &Pipeline,
+    batch_size: usize,
+    device: &Device,
+    epoch: usize,
+) -> Result<Tally, TrainError> {
+    let tally = evaluate(model, data, pipeline, batch_size, device)?;
+    if tally.non_finite > 0 {
+        return Err(TrainError::NonFiniteLogits {
+            split: data.name.clone(),
+            count: tally.non_finite,
+            images: tally.count,
+            epoch,
+        });
+    }
+    Ok(tally)
+}
+
 fn epoch_record(
     epoch: usize,
     step: u64,
     train: &Tally,
-    val: &Tally,
+    val: Option<&Tally>,
     learning_rate: f64,
     train_seconds: f64,
     images: usize,
@@ -283,9 +322,9 @@ fn epoch_record(
         train_loss: train.loss(),
         train_top1: train.top1(),
         train_top5: train.top5(),
-        val_loss: val.loss(),
-        val_top1: val.top1(),
-        val_top5: val.top5(),
+        val_loss: val.map(Tally::loss),
+        val_top1: val.map(Tally::top1),
+        val_top5: val.map(Tally::top5),
         learning_rate,
         train_seconds,
         images_per_second: images as f64 / train_seconds.max(1e-9),

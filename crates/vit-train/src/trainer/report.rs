@@ -18,12 +18,12 @@ pub struct EpochRecord {
     pub train_top1: f64,
     /// Training top-5 accuracy.
     pub train_top5: f64,
-    /// Validation loss.
-    pub val_loss: f64,
-    /// Validation top-1 accuracy.
-    pub val_top1: f64,
-    /// Validation top-5 accuracy.
-    pub val_top5: f64,
+    /// Validation loss (`null` without a validation split).
+    pub val_loss: Option<f64>,
+    /// Validation top-1 accuracy (`null` without a validation split).
+    pub val_top1: Option<f64>,
+    /// Validation top-5 accuracy (`null` without a validation split).
+    pub val_top5: Option<f64>,
     /// Learning rate at the last step of the epoch.
     pub learning_rate: f64,
     /// Seconds of training steps in the epoch (evaluation excluded).
@@ -35,15 +35,18 @@ pub struct EpochRecord {
 /// What a finished run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
-    /// Epoch with the best validation top-1 (1-based).
-    pub best_epoch: usize,
+    /// How the tested model was chosen.
+    pub model_selection: String,
+    /// Epoch with the best validation top-1 (1-based); `null` without a validation split,
+    /// when the last epoch's model is tested.
+    pub best_epoch: Option<usize>,
     /// That validation top-1.
-    pub best_val_top1: f64,
-    /// Test loss of the best checkpoint.
+    pub best_val_top1: Option<f64>,
+    /// Test loss of the tested model.
     pub test_loss: f64,
-    /// Test top-1 of the best checkpoint.
+    /// Test top-1 of the tested model.
     pub test_top1: f64,
-    /// Test top-5 of the best checkpoint.
+    /// Test top-5 of the tested model.
     pub test_top5: f64,
     /// Test images.
     pub test_images: usize,
@@ -58,7 +61,7 @@ pub struct TrainReport {
 /// How a run ended.
 #[derive(Debug)]
 pub enum TrainOutcome {
-    /// All epochs ran; the best checkpoint was evaluated on the test set.
+    /// All epochs ran; the chosen model was evaluated on the test set.
     Finished(TrainReport),
     /// Stopped early (Ctrl-C); `vit train --resume` continues exactly.
     Interrupted {

@@ -1,7 +1,13 @@
 //! The run directory and its files: `config.toml` (the recipe), `metrics.jsonl`,
-//! `best.safetensors`, `last.safetensors` with `last.optimizer.safetensors`, `summary.json`.
+//! `best.safetensors`, `last.safetensors`, `summary.json`.
+//!
+//! `last.safetensors` is the whole resumable state in one file: the model's tensors, the
+//! optimizer's moments (`train.optimizer.*` tensors) and the [`TrainState`] in the metadata,
+//! committed by one rename. A crash, a full disk or a second signal at any moment leaves
+//! either the previous state or the new one. Runs written before this layout kept the
+//! optimizer in `last.optimizer.safetensors`; they still resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -18,11 +24,22 @@ use crate::trainer::state::TrainState;
 const CONFIG: &str = "config.toml";
 const BEST: &str = "best.safetensors";
 const LAST: &str = "last.safetensors";
+/// Where runs before the one-file state kept the optimizer.
 const LAST_OPTIMIZER: &str = "last.optimizer.safetensors";
+/// The prefix of the optimizer's tensors in `last.safetensors`.
+const OPTIMIZER_PREFIX: &str = "train.optimizer.";
 const METRICS: &str = "metrics.jsonl";
 const SUMMARY: &str = "summary.json";
 /// The checkpoint metadata key of the [`TrainState`].
 const STATE_KEY: &str = "train.state";
+
+/// What `last.safetensors` holds.
+pub(crate) struct LastState {
+    pub model: Vit,
+    pub store: SeededVarMap,
+    pub state: TrainState,
+    pub optimizer: HashMap<String, Tensor>,
+}
 
 /// A run directory.
 pub(crate) struct RunDir {
@@ -30,9 +47,17 @@ pub(crate) struct RunDir {
 }
 
 impl RunDir {
-    /// The directory at `path`, created if needed.
+    /// The directory at `path`, created if needed, without the temporary files a killed
+    /// process may have left (`.<file>.tmp-<pid>`, see `checkpoint::write_atomically`).
     pub fn create(path: &Path) -> Result<Self, TrainError> {
         std::fs::create_dir_all(path).map_err(|e| TrainError::io(path, e))?;
+        let entries = std::fs::read_dir(path).map_err(|e| TrainError::io(path, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Ok(Self { path: path.to_path_buf() })
     }
 
@@ -75,37 +100,57 @@ impl RunDir {
     }
 
     pub fn write_recipe(&self, recipe: &Recipe) -> Result<(), TrainError> {
-        let path = self.config_path();
-        std::fs::write(&path, recipe.to_toml()).map_err(|e| TrainError::io(&path, e))
+        checkpoint::write_atomically(&self.config_path(), recipe.to_toml().as_bytes())?;
+        Ok(())
     }
 
-    /// The model, its store and the state of the last checkpoint.
-    pub fn load_last(&self, device: &Device) -> Result<(Vit, SeededVarMap, TrainState), TrainError> {
+    /// The model, its store, the state and the optimizer's tensors of the last checkpoint
+    /// (`m.<name>`, `v.<name>`, `step`, as [`AdamW::load_state`] takes them).
+    pub fn load_last(&self, device: &Device) -> Result<LastState, TrainError> {
         let path = self.last_path();
-        let (model, store, meta) = Vit::load(&path, device)?;
-        let raw = meta.extra.get(STATE_KEY).ok_or_else(|| TrainError::Resume {
+        let checkpoint = checkpoint::load(&path, device)?;
+        let (model, store) = Vit::from_checkpoint(&checkpoint, device)?;
+        let raw = checkpoint.meta.extra.get(STATE_KEY).ok_or_else(|| TrainError::Resume {
             path: path.clone(),
             message: format!("metadata `{STATE_KEY}` is missing"),
         })?;
         let state: TrainState = serde_json::from_str(raw)
             .map_err(|e| TrainError::Resume { path: path.clone(), message: format!("`{STATE_KEY}`: {e}") })?;
-        Ok((model, store, state))
+        let optimizer: HashMap<String, Tensor> = if checkpoint.training.is_empty() {
+            // A run from before the one-file state.
+            let path = self.path.join(LAST_OPTIMIZER);
+            candle_core::safetensors::load(&path, &Device::Cpu)
+                .map_err(|e| TrainError::Resume { path: path.clone(), message: e.to_string() })?
+        } else {
+            let mut optimizer = HashMap::new();
+            for (name, tensor) in checkpoint.training {
+                match name.strip_prefix(OPTIMIZER_PREFIX) {
+                    Some(key) => optimizer.insert(key.to_string(), tensor),
+                    None => {
+                        return Err(TrainError::Resume {
+                            path,
+                            message: format!("tensor `{name}` is no part of a run's state this version knows"),
+                        });
+                    }
+                };
+            }
+            optimizer
+        };
+        Ok(LastState { model, store, state, optimizer })
     }
 
-    /// The optimizer state saved with the last checkpoint.
-    pub fn load_optimizer(&self, optimizer: &mut AdamW) -> Result<(), TrainError> {
-        let path = self.path.join(LAST_OPTIMIZER);
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
-            .map_err(|e| TrainError::Resume { path: path.clone(), message: e.to_string() })?;
-        optimizer.load_state(&tensors).map_err(|message| TrainError::Resume { path, message })
-    }
-
-    /// Checks that the optimizer restored by [`load_optimizer`](Self::load_optimizer) took
-    /// the steps the state says.
-    pub fn check_optimizer(&self, optimizer: &AdamW, state: &TrainState) -> Result<(), TrainError> {
+    /// Restores `optimizer` from `tensors` and checks that it took the steps the state says.
+    pub fn restore_optimizer(
+        &self,
+        optimizer: &mut AdamW,
+        tensors: &HashMap<String, Tensor>,
+        state: &TrainState,
+    ) -> Result<(), TrainError> {
+        let path = self.last_path();
+        optimizer.load_state(tensors).map_err(|message| TrainError::Resume { path: path.clone(), message })?;
         if optimizer.step_count() + state.skipped_steps != state.step {
             return Err(TrainError::Resume {
-                path: self.path.join(LAST_OPTIMIZER),
+                path,
                 message: format!(
                     "optimizer is at step {} but the checkpoint at step {} with {} skipped",
                     optimizer.step_count(),
@@ -117,7 +162,8 @@ impl RunDir {
         Ok(())
     }
 
-    /// The last checkpoint and its optimizer state, `state` in the checkpoint's metadata.
+    /// The whole state in `last.safetensors`: the model, the optimizer and `state`, in one
+    /// file committed by one rename.
     pub fn save_last(
         &self,
         store: &SeededVarMap,
@@ -128,14 +174,12 @@ impl RunDir {
     ) -> Result<PathBuf, TrainError> {
         let mut meta = meta.clone();
         meta.extra.insert(STATE_KEY.into(), serde_json::to_string(state).expect("state serialises"));
-        // The optimizer first: a crash between the two files leaves a checkpoint whose step does
-        // not match the optimizer's, which resume detects, rather than a silently stale optimizer.
-        let optimizer_path = self.path.join(LAST_OPTIMIZER);
-        let tensors: BTreeMap<String, Tensor> = optimizer.state(device)?;
-        let bytes = safetensors::serialize(tensors.iter(), None).map_err(|e| TrainError::io(&optimizer_path, e))?;
-        checkpoint::write_atomically(&optimizer_path, &bytes)?;
+        let training: BTreeMap<String, Tensor> =
+            optimizer.state(device)?.into_iter().map(|(k, v)| (format!("{OPTIMIZER_PREFIX}{k}"), v)).collect();
         let path = self.last_path();
-        checkpoint::save(&path, store.varmap(), &meta)?;
+        checkpoint::save_with_training(&path, store.varmap(), &training, &meta)?;
+        // The optimizer file of the old layout would now be stale.
+        let _ = std::fs::remove_file(self.path.join(LAST_OPTIMIZER));
         Ok(path)
     }
 
