@@ -4,12 +4,14 @@
 //!   runs them.
 //! - `cargo xtask layers`: the layering check alone (crates depend only on crates below them;
 //!   no source files import each other in a circle).
+//! - `cargo xtask fuzz [--seconds N]`: the fuzz targets of `fuzz/`, on nightly.
 //! - `cargo xtask train [ARGS]`: builds the `vit` binary in release mode and runs `vit train ARGS`.
 //! - `cargo xtask bench [--vs-reference]`: the model against PyTorch and Keras, side by side.
 //!
 //! Plain `std` only, so that the xtask itself builds in seconds.
 
 mod bench;
+mod fuzz;
 mod layers;
 
 use std::env;
@@ -24,6 +26,9 @@ commands:
   layers [DIR]     crates depend only on crates listed before them in Cargo.toml's members;
                    no source files of a crate import each other in a circle
                    (DIR: another checkout of the workspace; default this one)
+  fuzz [OPTIONS]   run the libFuzzer targets of fuzz/ (nightly + cargo-fuzz), seeded with
+                   fuzz/inputs/; crashing inputs are copied there, to be committed
+      --seconds N        per target (default 60)   --targets idx,cifar,checkpoint,...
   train [ARGS]     build `vit` in release mode and run `vit train ARGS`
                    (no ARGS: the embedded default data set)
   bench [OPTIONS]  measure the model (configs K and M: training, inference, batch-1 latency,
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "ci" => ci(),
+        "fuzz" => fuzz::run(&workspace_root(), rest),
         "layers" => layers::check(&rest.first().map(PathBuf::from).unwrap_or_else(workspace_root)),
         "train" => train(rest),
         "bench" => bench(rest),

@@ -1,0 +1,62 @@
+//! Replays the committed fuzzing inputs of checkpoints, optimizer states and recipes
+//! (`fuzz/inputs/`): each must be read or refused with an error, never panic; those named
+//! `valid*` must be read.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Var};
+use vit_train::Recipe;
+use vit_train::optim::{AdamW, AdamWConfig, Param};
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/inputs").join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: no inputs", dir.display());
+    files
+        .into_iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn checkpoint_inputs() {
+    let path = Path::new("fuzz.safetensors");
+    for (name, data) in inputs("checkpoint") {
+        let built = vit_model::checkpoint::from_bytes(&data, path, &Device::Cpu).and_then(|checkpoint| {
+            let _ = vit_train::metadata::pipeline_of(&checkpoint.meta, path);
+            vit_model::Vit::from_checkpoint(&checkpoint, &Device::Cpu)
+        });
+        assert_eq!(built.is_ok(), name.starts_with("valid"), "{name}: {:?}", built.err());
+    }
+}
+
+#[test]
+fn optimizer_state_inputs() {
+    for (name, data) in inputs("optimizer_state") {
+        let var = |n: usize| Var::new(vec![0.5f32; n].as_slice(), &Device::Cpu).unwrap();
+        let params = [
+            Param { name: "w".into(), var: var(4), weight_decay: true },
+            Param { name: "w.bias".into(), var: var(2), weight_decay: false },
+        ];
+        let mut optimizer = AdamW::new(&params, AdamWConfig::default()).unwrap();
+        let loaded = candle_core::safetensors::load_buffer(&data, &Device::Cpu)
+            .map_err(|e| e.to_string())
+            .and_then(|tensors| optimizer.load_state(&tensors));
+        assert_eq!(loaded.is_ok(), name.starts_with("valid"), "{name}: {loaded:?}");
+    }
+}
+
+#[test]
+fn recipe_inputs() {
+    for (name, data) in inputs("recipe") {
+        let text = String::from_utf8_lossy(&data);
+        let parsed = Recipe::parse(&text, Path::new(&name));
+        if let Ok(recipe) = &parsed {
+            recipe.model_config(Path::new(&name)).unwrap();
+        }
+        // The built-in recipes read; the broken ones do not.
+        let builtin = vit_train::recipe::BUILTIN.iter().any(|(n, _)| format!("{n}.toml") == name);
+        assert_eq!(parsed.is_ok(), builtin, "{name}: {:?}", parsed.err());
+    }
+}
