@@ -4,6 +4,7 @@
 //!   runs them.
 //! - `cargo xtask layers`: the layering check alone (crates depend only on crates below them;
 //!   no source files import each other in a circle).
+//! - `cargo xtask faults`: kill, signal and starve training runs, and check they resume exactly.
 //! - `cargo xtask fuzz [--seconds N]`: the fuzz targets of `fuzz/`, on nightly.
 //! - `cargo xtask train [ARGS]`: builds the `vit` binary in release mode and runs `vit train ARGS`.
 //! - `cargo xtask bench [--vs-reference]`: the model against PyTorch and Keras, side by side.
@@ -11,6 +12,7 @@
 //! Plain `std` only, so that the xtask itself builds in seconds.
 
 mod bench;
+mod faults;
 mod fuzz;
 mod layers;
 
@@ -26,6 +28,9 @@ commands:
   layers [DIR]     crates depend only on crates listed before them in Cargo.toml's members;
                    no source files of a crate import each other in a circle
                    (DIR: another checkout of the workspace; default this one)
+  faults [OPTIONS] fault injection on real runs of the release `vit`: SIGKILL at --kills N (20)
+                   moments of a seeded draw (--seed S), SIGTERM, a full disk (tmpfs, root);
+                   each resumed run must end bit-identical to an uninterrupted one
   fuzz [OPTIONS]   run the libFuzzer targets of fuzz/ (nightly + cargo-fuzz), seeded with
                    fuzz/inputs/; crashing inputs are copied there, to be committed
       --seconds N        per target (default 60)   --targets idx,cifar,checkpoint,...
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "ci" => ci(),
         "fuzz" => fuzz::run(&workspace_root(), rest),
+        "faults" => faults(rest),
         "layers" => layers::check(&rest.first().map(PathBuf::from).unwrap_or_else(workspace_root)),
         "train" => train(rest),
         "bench" => bench(rest),
@@ -131,6 +137,20 @@ fn train(args: &[String]) -> Result<(), String> {
     step("vit train", command)
 }
 
+fn release_vit() -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let mut build = cargo();
+    build.args(["build", "--release", "--package", "vit-cli", "--bin", "vit"]);
+    step("cargo build --release --bin vit", build)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(|d| root.join(d)).unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/vit"))
+}
+
+fn faults(args: &[String]) -> Result<(), String> {
+    let options = faults::Options::parse(args, &workspace_root())?;
+    faults::run(&release_vit()?, &options)
+}
+
 fn bench(args: &[String]) -> Result<(), String> {
     if args.first().map(String::as_str) == Some("--criterion") {
         let mut command = cargo();
@@ -145,9 +165,5 @@ fn bench(args: &[String]) -> Result<(), String> {
     if let Some(vit) = &options.vit {
         return bench::run(&root, vit, &options);
     }
-    let mut build = cargo();
-    build.args(["build", "--release", "--package", "vit-cli", "--bin", "vit"]);
-    step("cargo build --release --bin vit", build)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(|d| root.join(d)).unwrap_or_else(|| root.join("target"));
-    bench::run(&root, &target.join("release/vit"), &options)
+    bench::run(&root, &release_vit()?, &options)
 }

@@ -132,6 +132,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numbers_read_back_from_json_are_the_numbers_written() {
+        // Found by `cargo xtask faults`: without serde_json's float_roundtrip this epoch's
+        // validation loss came back an ulp off after a resume.
+        for x in [2.0684897899627686f64, 0.1 + 0.2, 1.0 / 3.0, 5e-324, f64::MAX] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x:e}");
+        }
+    }
+
+    #[test]
     fn states_written_with_tuples_by_earlier_versions_still_read() {
         let old = r#"{"epochs_done":1,"batch_in_epoch":2,"step":7,"rng":[5,96],"best_val_top1":0.5,"best_epoch":1,
             "partial":[32,20,30,41.5],"elapsed_seconds":3.0,"train_seconds":2.0,"images_trained":224}"#;
