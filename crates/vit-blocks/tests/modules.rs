@@ -306,3 +306,38 @@ vit_kernels::device_tests! {
         }
     }
 }
+
+#[test]
+fn drop_path_drops_whole_samples_at_its_rate_scales_the_kept_and_passes_gradients_through_its_mask() {
+    let rng = SharedRng::new(80);
+    let drop_path = vit_blocks::DropPath::new(0.25, rng.clone()).unwrap();
+    let (b, n, d) = (4000, 3, 5);
+    let x = Var::from_tensor(&Tensor::ones((b, n, d), DType::F32, &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(
+        drop_path.forward_t(&x, false).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(),
+        (b * n * d) as f32
+    );
+    let start = rng.state();
+    let y = drop_path.forward_t(&x, true).unwrap();
+    let rows: Vec<Vec<f32>> = y.reshape((b, n * d)).unwrap().to_vec2().unwrap();
+    let mut kept = 0;
+    for row in &rows {
+        // Per sample: every element dropped, or every element kept and scaled by 1 / (1 - p).
+        let first = row[0];
+        assert!(row.iter().all(|&v| v == first), "a sample was dropped in part");
+        assert!(first == 0.0 || (first - 1.0 / 0.75).abs() < 1e-6, "kept value {first}");
+        kept += usize::from(first > 0.0);
+    }
+    // Binomial standard deviation at n = 4,000, p = 0.75: 0.0068; the bounds are 5 of them.
+    let rate = kept as f64 / b as f64;
+    assert!((rate - 0.75).abs() < 0.035, "keep rate {rate}");
+    // The gradient is the mask times the upstream gradient.
+    let upstream = randn(&[b, n, d], 81);
+    let grads = (&y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    let want = (&upstream * &y).unwrap(); // x is all ones, so y is the mask itself
+    assert!(max_rel_diff(grads.get(&x).unwrap(), &want) < 1e-6);
+    // The same stream position gives the same samples dropped.
+    rng.set_state(start);
+    assert_eq!(drop_path.forward_t(&x, true).unwrap().reshape((b, n * d)).unwrap().to_vec2::<f32>().unwrap(), rows);
+    assert!(vit_blocks::DropPath::new(1.0, rng).is_err());
+}

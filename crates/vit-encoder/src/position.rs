@@ -10,15 +10,17 @@ pub enum PositionEmbedding {
     /// A learned table, one row per token (Keras' `Embedding`).
     #[default]
     Learned,
-    /// The fixed 2-D sine-cosine table (MAE, "ViT-S/16 with sincos"): no parameters.
+    /// The fixed 2-D sine-cosine table of MAE and big_vision ([`sincos_2d`]): no parameters.
     #[serde(rename = "sincos2d")]
     SinCos2d,
 }
 
 /// The 2-D sin-cos table for a `rows x cols` grid, `[rows * cols, dim]`, row-major.
 ///
-/// The first half of the features encodes the row, the second the column; each half is
-/// `sin` then `cos` at frequencies `1 / 10000^(i / (dim / 4))`. `dim` must be a multiple of 4.
+/// As MAE's `get_2d_sincos_pos_embed` and big_vision's `posemb_sincos_2d` lay it out (and
+/// timm's `build_sincos2d_pos_embed` with `reverse_coord` and `interleave_sin_cos`): the first
+/// half of the features encodes the column, the second the row; each half is `sin` then `cos`
+/// at frequencies `1 / 10000^(i / (dim / 4))`. `dim` must be a multiple of 4.
 pub fn sincos_2d(rows: usize, cols: usize, dim: usize, device: &Device) -> Result<Tensor> {
     if dim % 4 != 0 || dim == 0 {
         candle_core::bail!("2-D sin-cos position embedding needs a dim that is a multiple of 4, got {dim}");
@@ -28,7 +30,7 @@ pub fn sincos_2d(rows: usize, cols: usize, dim: usize, device: &Device) -> Resul
     let mut table = Vec::with_capacity(rows * cols * dim);
     for r in 0..rows {
         for c in 0..cols {
-            for pos in [r as f64, c as f64] {
+            for pos in [c as f64, r as f64] {
                 table.extend(omega.iter().map(|w| (pos * w).sin() as f32));
                 table.extend(omega.iter().map(|w| (pos * w).cos() as f32));
             }

@@ -53,9 +53,12 @@ fn sincos_has_no_parameters_and_known_values() {
     let table = vec2(enc.position_table());
     // Position (row 0, col 0): sin 0 = 0, cos 0 = 1 in both halves.
     assert_eq!(table[0], [0., 0., 1., 1., 0., 0., 1., 1.]);
-    // Row 1, col 2 at the lowest frequency 1: sin(1), .., sin(2).
+    // Row 1, col 2 at the lowest frequency 1, columns first as MAE and big_vision lay it out
+    // (checked against timm's table by the parity test `timm_mean_pool_sincos`): sin(2) and
+    // cos(2) of the column, then sin(1) and cos(1) of the row.
     let t = &table[5];
-    assert!((t[0] - 1f32.sin()).abs() < 1e-6 && (t[4] - 2f32.sin()).abs() < 1e-6 && (t[6] - 2f32.cos()).abs() < 1e-6);
+    assert!((t[0] - 2f32.sin()).abs() < 1e-6 && (t[2] - 2f32.cos()).abs() < 1e-6, "{t:?}");
+    assert!((t[4] - 1f32.sin()).abs() < 1e-6 && (t[6] - 1f32.cos()).abs() < 1e-6, "{t:?}");
     assert!(sincos_2d(2, 2, 6, &Device::Cpu).is_err());
 }
 

@@ -1,6 +1,8 @@
 //! The Rust model against PyTorch: logits, loss and the gradient of every parameter.
 //!
-//! Fixtures are made by `tests/parity/make_fixtures.py` (see its docstring) and committed.
+//! Fixtures are made by `tests/parity/make_fixtures.py` (the Keras-style model written out in
+//! PyTorch) and `tests/parity/make_timm_fixtures.py` (timm's own VisionTransformer: class token
+//! with layer scale, mean pool with sin-cos positions), see their docstrings, and committed.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -113,6 +115,14 @@ vit_kernels::device_tests! {
 
     fn class_token_head_matches_pytorch(device: &Device) {
         check("class_token", device, DType::F32, Tolerance::f32(device));
+    }
+
+    fn timm_class_token_with_layer_scale_matches(device: &Device) {
+        check("timm_class_token_layer_scale", device, DType::F32, Tolerance::f32(device));
+    }
+
+    fn timm_mean_pool_with_sincos_positions_matches(device: &Device) {
+        check("timm_mean_pool_sincos", device, DType::F32, Tolerance::f32(device));
     }
 
     fn bf16_mixed_precision_matches_pytorch_loosely(device: &Device) {
