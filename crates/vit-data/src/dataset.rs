@@ -137,7 +137,7 @@ impl Dataset {
         let mut held_out = vec![false; self.len()];
         for (class, members) in by_class.iter().enumerate() {
             let take = ((members.len() as f64 * fraction).round() as usize).min(members.len().saturating_sub(1));
-            let order = crate::augment::shuffled(members.len(), seed ^ 0x7661_6c69_6461_7465, class as u64);
+            let order = crate::shuffle::shuffled(members.len(), seed ^ 0x7661_6c69_6461_7465, class as u64);
             for &k in &order[..take] {
                 held_out[members[k]] = true;
             }

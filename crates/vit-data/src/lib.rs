@@ -27,8 +27,8 @@
 //! ```
 //! # #[cfg(feature = "embedded")] {
 //! use std::sync::Arc;
-//! use vit_data::augment::{AugmentConfig, Normalizer, shuffled};
-//! use vit_data::{DatasetKind, Loader, Pipeline, load_splits};
+//! use vit_data::augment::{AugmentConfig, Normalizer};
+//! use vit_data::{DatasetKind, Loader, Pipeline, load_splits, shuffled};
 //!
 //! let (train, _test) = load_splits(&DatasetKind::EmbeddedMnist, None, (28, 28), 1)?;
 //! assert_eq!(train.class_counts(), vec![1_000; 10]);
@@ -62,6 +62,7 @@ mod error;
 mod folder;
 pub mod idx;
 mod loader;
+mod shuffle;
 
 pub use catalog::{DATA_DIR_ENV, DatasetKind, load_splits, resolve_dir};
 pub use cifar::{
@@ -73,6 +74,7 @@ pub use dataset::Dataset;
 pub use error::DataError;
 pub use folder::{decode_image, load_folder, read_image};
 pub use loader::{Batch, Loader, Pipeline};
+pub use shuffle::shuffled;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

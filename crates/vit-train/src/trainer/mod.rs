@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::Device;
-use vit_data::augment::{Normalizer, shuffled};
-use vit_data::{Dataset, Loader, Pipeline, load_splits};
+use vit_data::augment::Normalizer;
+use vit_data::{Dataset, Loader, Pipeline, load_splits, shuffled};
 use vit_model::{CheckpointMeta, Vit, VitConfig};
 
 pub use observer::{EpochEnd, RunStarted, Silent, StepProgress, TrainObserver};
