@@ -1,25 +1,16 @@
 //! Replays the committed fuzzing inputs of the readers in this crate (`fuzz/inputs/`): each
 //! must be read or refused with an error, never panic; those named `valid*` must be read.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use vit_data::{Cifar100Labels, idx};
-
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/inputs").join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    assert!(!files.is_empty(), "{}: no inputs", dir.display());
-    files
-        .into_iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
-}
 
 #[test]
 fn idx_inputs() {
     let path = Path::new("fuzz.idx");
-    for (name, data) in inputs("idx") {
+    for (name, data) in common::fuzz_inputs("idx") {
         let decoded = idx::decode_maybe_gz(data.clone(), path);
         if let Ok(bytes) = &decoded {
             let images = idx::parse_images(bytes, path);
@@ -38,7 +29,7 @@ fn idx_inputs() {
 #[test]
 fn cifar_inputs() {
     let path = Path::new("fuzz.bin");
-    for (name, data) in inputs("cifar") {
+    for (name, data) in common::fuzz_inputs("cifar") {
         let ten = vit_data::parse_cifar10(&data, path);
         let _ = vit_data::parse_cifar100(&data, path, Cifar100Labels::Fine);
         let _ = vit_data::parse_cifar100(&data, path, Cifar100Labels::Coarse);
@@ -49,7 +40,7 @@ fn cifar_inputs() {
 #[test]
 fn image_inputs() {
     let path = Path::new("fuzz.img");
-    for (name, data) in inputs("image") {
+    for (name, data) in common::fuzz_inputs("image") {
         let gray = vit_data::decode_image(&data, path, 8, 8, 1);
         let rgb = vit_data::decode_image(&data, path, 5, 7, 3);
         let readable = name.ends_with(".png") && !name.contains("huge") && !name.contains("truncated");

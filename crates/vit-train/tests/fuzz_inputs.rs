@@ -2,27 +2,19 @@
 //! (`fuzz/inputs/`): each must be read or refused with an error, never panic; those named
 //! `valid*` must be read.
 
-use std::path::{Path, PathBuf};
+#[path = "../../vit-data/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
 
 use candle_core::{Device, Var};
 use vit_train::Recipe;
 use vit_train::optim::{AdamW, AdamWConfig, Param};
 
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/inputs").join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    assert!(!files.is_empty(), "{}: no inputs", dir.display());
-    files
-        .into_iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
-}
-
 #[test]
 fn checkpoint_inputs() {
     let path = Path::new("fuzz.safetensors");
-    for (name, data) in inputs("checkpoint") {
+    for (name, data) in common::fuzz_inputs("checkpoint") {
         let built = vit_model::checkpoint::from_bytes(&data, path, &Device::Cpu).and_then(|checkpoint| {
             let _ = vit_train::metadata::pipeline_of(&checkpoint.meta, path);
             vit_model::Vit::from_checkpoint(&checkpoint, &Device::Cpu)
@@ -33,7 +25,7 @@ fn checkpoint_inputs() {
 
 #[test]
 fn optimizer_state_inputs() {
-    for (name, data) in inputs("optimizer_state") {
+    for (name, data) in common::fuzz_inputs("optimizer_state") {
         let var = |n: usize| Var::new(vec![0.5f32; n].as_slice(), &Device::Cpu).unwrap();
         let params = [
             Param { name: "w".into(), var: var(4), weight_decay: true },
@@ -49,7 +41,7 @@ fn optimizer_state_inputs() {
 
 #[test]
 fn recipe_inputs() {
-    for (name, data) in inputs("recipe") {
+    for (name, data) in common::fuzz_inputs("recipe") {
         let text = String::from_utf8_lossy(&data);
         let parsed = Recipe::parse(&text, Path::new(&name));
         if let Ok(recipe) = &parsed {

@@ -115,3 +115,16 @@ eval_batch_size = 32
         dir.display()
     )
 }
+
+/// The committed fuzzing inputs of `target` (`fuzz/inputs/<target>/`), by file name, sorted;
+/// there must be some.
+pub fn fuzz_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/inputs").join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: no inputs", dir.display());
+    files
+        .into_iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
