@@ -83,6 +83,14 @@ pub fn positive_number(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--log-every`: a finite number of seconds, at least 0 (at most a day).
+pub fn at_least_zero(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}`: expected a number of seconds from 0 to 86400")),
+    }
+}
+
 /// A value parser for a data set named on the command line, one of `kinds`: `--help` lists
 /// their names and any other is a usage error that lists them.
 pub fn dataset_parser(kinds: &'static [DatasetKind]) -> impl TypedValueParser<Value = DatasetKind> {

@@ -1,7 +1,11 @@
-//! How `vit train` shows a run: a line when it starts, a progress bar per epoch, a line per
-//! epoch, and `curves.png` redrawn after each epoch.
+//! How `vit train` shows a run: a line when it starts, a progress bar per epoch with the time
+//! left for the whole run, a line per epoch, and `curves.png` redrawn after each epoch. When
+//! standard error is no terminal (nohup, CI, a scheduler's log), where no bar is drawn, a
+//! progress line goes to standard output every `log_every` instead.
 
+use std::io::IsTerminal;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use vit_train::{EpochEnd, EpochRecord, RunStarted, StepProgress, TrainObserver};
@@ -13,11 +17,53 @@ pub struct Progress {
     quiet: bool,
     epochs: usize,
     bar: ProgressBar,
+    /// `Some(interval)` when progress goes out as lines: standard error is no terminal.
+    log_every: Option<Duration>,
+    last_line: Instant,
+    /// Steps of the whole run, and the first step of this session with when it began.
+    total_steps: usize,
+    session: Option<(usize, Instant)>,
 }
 
 impl Progress {
-    pub fn new(quiet: bool) -> Self {
-        Self { quiet, epochs: 0, bar: ProgressBar::hidden() }
+    /// `log_every`: how often to print a progress line when standard error is no terminal.
+    pub fn new(quiet: bool, log_every: Duration) -> Self {
+        let log_every = (!std::io::stderr().is_terminal()).then_some(log_every);
+        Self {
+            quiet,
+            epochs: 0,
+            bar: ProgressBar::hidden(),
+            log_every,
+            last_line: Instant::now(),
+            total_steps: 0,
+            session: None,
+        }
+    }
+
+    /// `37% of the run, about 3m 10s left`, from this session's pace.
+    fn run_position(&self, done: usize) -> String {
+        let share = done as f64 / self.total_steps.max(1) as f64;
+        let left = match self.session {
+            Some((first, since)) if done > first => {
+                let per_step = since.elapsed().as_secs_f64() / (done - first) as f64;
+                format!(
+                    ", about {} left",
+                    duration_text(per_step * (self.total_steps - done.min(self.total_steps)) as f64)
+                )
+            }
+            _ => String::new(),
+        };
+        format!("{:.0}% of the run{left}", 100.0 * share)
+    }
+}
+
+/// `1h 02m`, `3m 10s`, `42s`.
+fn duration_text(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s:02}s"),
+        (h, m, _) => format!("{h}h {m:02}m"),
     }
 }
 
@@ -42,7 +88,11 @@ impl TrainObserver for Progress {
 
     fn epoch_started(&mut self, epoch: usize, epochs: usize, steps_per_epoch: usize, steps_done: usize) {
         self.epochs = epochs;
-        if self.quiet {
+        self.total_steps = epochs * steps_per_epoch;
+        if self.session.is_none() {
+            self.session = Some(((epoch - 1) * steps_per_epoch + steps_done, Instant::now()));
+        }
+        if self.quiet || self.log_every.is_some() {
             return;
         }
         self.bar = ProgressBar::new(steps_per_epoch as u64);
@@ -57,8 +107,26 @@ impl TrainObserver for Progress {
     }
 
     fn step_finished(&mut self, p: &StepProgress) {
-        self.bar.set_message(format!("loss {:.4}  acc {:.4}  {:.0} img/s", p.loss, p.top1, p.images_per_second));
-        self.bar.inc(1);
+        let done = (p.epoch - 1) * p.steps_per_epoch + p.steps_done;
+        let figures = format!("loss {:.4}  acc {:.4}  {:.0} img/s", p.loss, p.top1, p.images_per_second);
+        match self.log_every {
+            Some(every) if !self.quiet && self.last_line.elapsed() >= every => {
+                println!(
+                    "epoch {:>3}/{}  step {}/{}  {figures}  {}",
+                    p.epoch,
+                    self.epochs,
+                    p.steps_done,
+                    p.steps_per_epoch,
+                    self.run_position(done)
+                );
+                self.last_line = Instant::now();
+            }
+            Some(_) => {}
+            None => {
+                self.bar.set_message(format!("{figures}  {}", self.run_position(done)));
+                self.bar.inc(1);
+            }
+        }
     }
 
     fn epoch_stopped(&mut self, why: EpochEnd) {

@@ -25,10 +25,24 @@ fn train_eval_predict_and_patches_through_the_binary() {
     let run = data.join("run");
     let s = |p: &Path| p.to_str().unwrap().to_string();
 
-    let out = vit(&["train", "--device", "cpu", "--recipe", &s(&recipe), "--out", &s(&run), "--epochs", "2"]);
+    let out = vit(&[
+        "train",
+        "--device",
+        "cpu",
+        "--recipe",
+        &s(&recipe),
+        "--out",
+        &s(&run),
+        "--epochs",
+        "2",
+        "--log-every",
+        "0",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let log = text(&out);
     assert!(log.contains("epoch   2/2") && log.contains("done: best epoch") && log.contains("test top-1"), "{log}");
+    // Standard error is a pipe here, so no bar is drawn: progress lines with the time left.
+    assert!(log.contains("step 1/2") && log.contains("% of the run, about") && log.contains("left"), "{log}");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     // The curves are drawn by the command's progress observer after each epoch.

@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::Args;
 use vit_train::{Recipe, TrainOptions, TrainOutcome, train};
 
-use crate::args::{PrecisionArg, at_least_one, device_name, positive_number};
+use crate::args::{PrecisionArg, at_least_one, at_least_zero, device_name, positive_number};
 use crate::progress::Progress;
 
 #[derive(Args)]
@@ -49,6 +50,10 @@ pub struct TrainArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+    /// When standard error is no terminal (no progress bar): print a progress line every N
+    /// seconds (0: after every step).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = at_least_zero)]
+    log_every: f64,
 }
 
 /// `runs/<name>`, or `runs/<name>-2`, `-3`, ... if taken: a new run never overwrites an old one.
@@ -120,7 +125,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         stop,
         stop_after_steps: None,
     };
-    match train(opts, &mut Progress::new(args.quiet))? {
+    match train(opts, &mut Progress::new(args.quiet, Duration::from_secs_f64(args.log_every)))? {
         TrainOutcome::Finished(r) => {
             let chosen = match (r.best_epoch, r.best_val_top1) {
                 (Some(epoch), Some(top1)) => format!("best epoch {epoch} (val top-1 {top1:.4})"),
