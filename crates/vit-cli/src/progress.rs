@@ -84,6 +84,9 @@ impl TrainObserver for Progress {
         if let Some((epochs, step)) = run.resumed_after {
             println!("resuming after epoch {epochs}, step {step}");
         }
+        if let Some((path, transfer)) = &run.initialized_from {
+            println!("starting from {}: {transfer}", path.display());
+        }
     }
 
     fn epoch_started(&mut self, epoch: usize, epochs: usize, steps_per_epoch: usize, steps_done: usize) {

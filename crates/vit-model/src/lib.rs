@@ -45,12 +45,14 @@ mod config;
 mod error;
 mod head;
 pub mod import;
+mod transfer;
 mod vit;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use config::{HeadKind, VitConfig};
 pub use error::ModelError;
 pub use head::ClassifierHead;
+pub use transfer::{Transfer, init_from};
 pub use vit::{Summary, Vit, group_thousands};
 /// How positions are encoded (`position` in a config), from `vit-encoder`.
 pub use vit_encoder::PositionEmbedding;

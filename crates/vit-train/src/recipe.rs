@@ -62,6 +62,11 @@ pub struct TrainSpec {
     /// The dtype of the forward and backward passes (the weights stay `f32`).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// A checkpoint to start from instead of random weights (fine-tuning): tensors of the same
+    /// shape are copied, a learned position table of another grid is resampled, a head for
+    /// another number of classes starts fresh (see `vit_model::init_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// The compute precision of training.

@@ -250,3 +250,56 @@ fn a_recipe_changed_in_code_is_validated_when_training_starts() {
     }
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn fine_tuning_starts_from_a_checkpoint_with_a_new_head_at_a_new_resolution() {
+    let data = tmp_dir("fine-tune");
+    write_pattern_mnist(&data, 4, 1);
+    let source_run = data.join("source");
+    train(options(&pattern_recipe(&data, 2, 3e-3), &source_run, false, None)).unwrap();
+    let source = source_run.join("best.safetensors");
+
+    // Three classes of 12x12 images in an image folder: a new head and a 3x3 patch grid.
+    let folder = data.join("folder");
+    for (split, per_class) in [("train", 6), ("test", 2)] {
+        for class in 0..3u8 {
+            let dir = folder.join(split).join(format!("c{class}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for v in 0..per_class {
+                let image = image::GrayImage::from_raw(8, 8, pattern(class, v)).unwrap();
+                image.save(dir.join(format!("{v}.png"))).unwrap();
+            }
+        }
+    }
+    let recipe = pattern_recipe(&data, 2, 1e-3)
+        .replace("image_size = [8, 8]", "image_size = [12, 12]\nnum_classes = 3")
+        .replace("dataset = \"mnist\"", "dataset = \"folder\"")
+        .replace(&format!("dir = \"{}\"", data.display()), &format!("dir = \"{}\"", folder.display()))
+        .replace("[train]\n", &format!("[train]\ninit_from = \"{}\"\n", source.display()));
+    let TrainOutcome::Finished(report) = train(options(&recipe, &data.join("tuned"), false, None)).unwrap() else {
+        panic!("not finished")
+    };
+    assert_eq!(report.test_images, 6);
+
+    // What was taken: every block and norm copied, the 2x2 positions resampled to 3x3, the
+    // 10-class classifier replaced by a fresh 3-class one.
+    let cfg = Recipe::parse(&recipe, Path::new("tuned.toml")).unwrap().model_config(Path::new("t")).unwrap();
+    let (_, store) = vit_model::Vit::init(&cfg, 9, &Device::Cpu).unwrap();
+    let checkpoint = vit_model::checkpoint::load(&source, &Device::Cpu).unwrap();
+    let transfer = vit_model::init_from(&store, &cfg, &checkpoint).unwrap();
+    assert_eq!(transfer.resampled, Some(((2, 2), (3, 3))));
+    assert_eq!(transfer.fresh, ["head.classifier.bias", "head.classifier.weight"]);
+    assert!(transfer.unused.is_empty());
+    let name = "blocks.1.mlp.layers.0.weight";
+    assert!(transfer.copied.iter().any(|n| n == name));
+    let bits = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(bits(store.vars()[name].as_tensor()), bits(&checkpoint.tensors[name]));
+    assert!(transfer.to_string().contains("positions resampled from a 2x2 to a 3x3 grid"), "{transfer}");
+
+    // Another width cannot start from these weights: an error naming a tensor and both shapes.
+    let wider = vit_model::VitConfig { projection_dim: 32, mlp_units: vec![32, 32], ..cfg };
+    let (_, store) = vit_model::Vit::init(&wider, 9, &Device::Cpu).unwrap();
+    let err = vit_model::init_from(&store, &wider, &checkpoint).unwrap_err().to_string();
+    assert!(err.contains("cannot start a model whose") && err.contains("best.safetensors"), "{err}");
+    std::fs::remove_dir_all(data).unwrap();
+}

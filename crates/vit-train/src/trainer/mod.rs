@@ -119,6 +119,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     };
 
     let mut saved_optimizer = None;
+    let mut initialized_from = None;
     let (model, store, mut state) = if opts.resume {
         let last = run.load_last(&device)?;
         last.model.rng().set_state(last.state.rng.into());
@@ -127,6 +128,10 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     } else {
         run.write_recipe(&recipe)?;
         let (model, store) = Vit::init(&cfg, t.seed, &device)?;
+        if let Some(path) = &t.init_from {
+            let source = vit_model::checkpoint::load(path, &device)?;
+            initialized_from = Some((path.clone(), vit_model::init_from(&store, &cfg, &source)?.to_string()));
+        }
         let scaler = if t.precision == Precision::F16 { LossScaler::default() } else { LossScaler::disabled() };
         let state = TrainState::fresh(model.rng().state(), scaler);
         (model, store, state)
@@ -153,6 +158,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         parameters: model.summary().total_parameters(),
         run_dir: run.path().to_path_buf(),
         resumed_after: opts.resume.then_some((state.epochs_done, state.step)),
+        initialized_from,
     });
 
     let session_start = Instant::now();

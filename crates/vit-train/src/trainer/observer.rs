@@ -23,6 +23,8 @@ pub struct RunStarted {
     pub run_dir: PathBuf,
     /// For a resumed run: epochs done and steps taken before.
     pub resumed_after: Option<(usize, u64)>,
+    /// For a run started from a checkpoint's weights: the checkpoint, and what was taken from it.
+    pub initialized_from: Option<(PathBuf, String)>,
 }
 
 /// The running figures of the epoch in progress, after a step.
