@@ -20,6 +20,11 @@ pub const CLASS_NAMES_KEY: &str = "vit.class_names";
 pub const FORMAT_KEY: &str = "vit.format";
 /// The current format tag.
 pub const FORMAT: &str = "vit-rs/1";
+/// Metadata key of the normalisation an image needs before the model (JSON
+/// `{"mean": [..], "std": [..]}`, per channel, of pixels scaled to `[0, 1]`).
+pub const NORMALIZER_KEY: &str = "data.normalizer";
+/// Metadata key of the `[height, width]` images are read at before resizing to the model.
+pub const DATA_SIZE_KEY: &str = "data.image_size";
 /// Tensors whose names start with this belong to a training run's state (the optimizer's
 /// moments, in a run's `last.safetensors`), not to the model: loading a model leaves them out.
 pub const TRAINING_PREFIX: &str = "train.";

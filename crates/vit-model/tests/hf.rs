@@ -87,5 +87,19 @@ fn hugging_face_vit_imports_with_the_conv_kernel_permuted() {
     let logits = model.forward(&images, false).unwrap();
     assert_eq!(logits.dims(), [2, 3]);
     assert_eq!(logits.dtype(), DType::F32);
+
+    // The preprocessing goes with the weights: ViTImageProcessor's mean = std = 0.5 without a
+    // preprocessor_config.json, its own values with one, and a processor this crate cannot
+    // follow is an error, not pixels fed in another scale.
+    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
+    assert_eq!(normalizer, serde_json::json!({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}));
+    let processor = dir.join("preprocessor_config.json");
+    std::fs::write(&processor, r#"{"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}"#).unwrap();
+    let (_, _, meta) = hf::load(dir.join("config.json"), &weights, &dev).unwrap();
+    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
+    assert_eq!(normalizer["std"], serde_json::json!([0.229, 0.224, 0.225]));
+    std::fs::write(&processor, r#"{"rescale_factor": 1.0}"#).unwrap();
+    let err = hf::load(dir.join("config.json"), &weights, &dev).err().unwrap().to_string();
+    assert!(err.contains("preprocessor_config.json") && err.contains("rescales pixels by 1"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

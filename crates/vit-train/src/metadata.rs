@@ -9,8 +9,7 @@ use vit_model::{CheckpointMeta, ModelError};
 
 use crate::TrainError;
 
-const NORMALIZER_KEY: &str = "data.normalizer";
-const DATA_SIZE_KEY: &str = "data.image_size";
+use vit_model::checkpoint::{DATA_SIZE_KEY, NORMALIZER_KEY};
 
 /// Stores the pipeline's normaliser and the data's `(height, width)` in checkpoint metadata.
 pub fn put_pipeline(extra: &mut BTreeMap<String, String>, normalizer: &Normalizer, data_size: (usize, usize)) {

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use vit_blocks::{SeededVarMap, SharedRng};
 
-use crate::checkpoint::{CheckpointMeta, assign};
+use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, assign};
 use crate::{HeadKind, ModelError, PositionEmbedding, Vit, VitConfig};
 
 #[derive(Deserialize)]
@@ -171,14 +171,68 @@ fn block_key(key: &str) -> Option<String> {
     Some(format!("blocks.{index}.{ours}.{param}"))
 }
 
+/// The normalisation a Hugging Face ViT expects, from the `preprocessor_config.json` beside
+/// its `config.json` (`image_mean`, `image_std` of pixels rescaled to `[0, 1]`), or, without
+/// one, `ViTImageProcessor`'s defaults: mean 0.5 and std 0.5 per channel, as Google's ViTs were
+/// trained. Returned as the checkpoint metadata entry [`NORMALIZER_KEY`] holds.
+pub fn preprocessing_from_hf(config_json: &Path, channels: usize) -> Result<String, ModelError> {
+    #[derive(Deserialize)]
+    struct Processor {
+        #[serde(default = "half")]
+        image_mean: Vec<f64>,
+        #[serde(default = "half")]
+        image_std: Vec<f64>,
+        #[serde(default = "yes")]
+        do_normalize: bool,
+        #[serde(default = "yes")]
+        do_rescale: bool,
+        #[serde(default = "rescale")]
+        rescale_factor: f64,
+    }
+    fn half() -> Vec<f64> {
+        vec![0.5; 3]
+    }
+    fn yes() -> bool {
+        true
+    }
+    fn rescale() -> f64 {
+        1.0 / 255.0
+    }
+    let path = config_json.with_file_name("preprocessor_config.json");
+    let processor: Processor = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| ModelError::ConfigParse { path: path.clone(), message: e.to_string() })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::from_str("{}").expect("defaults"),
+        Err(e) => return Err(ModelError::io(&path, e)),
+    };
+    let bad = |message: String| ModelError::ConfigParse { path: path.clone(), message };
+    if !processor.do_rescale || (processor.rescale_factor - 1.0 / 255.0).abs() > 1e-9 {
+        return Err(bad(format!(
+            "rescales pixels by {} (do_rescale {}); this crate reads pixels as value / 255",
+            processor.rescale_factor, processor.do_rescale
+        )));
+    }
+    let (mean, std) = if processor.do_normalize {
+        (processor.image_mean, processor.image_std)
+    } else {
+        (vec![0.0; channels], vec![1.0; channels])
+    };
+    if mean.len() != channels || std.len() != channels || std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+        return Err(bad(format!("image_mean {mean:?} and image_std {std:?} do not fit {channels} channels")));
+    }
+    Ok(serde_json::json!({ "mean": mean, "std": std }).to_string())
+}
+
 /// Loads a Hugging Face ViT (`config.json` and `model.safetensors`) as a trainable model.
-/// Images go in as NHWC, normalised as the checkpoint expects (for Google's ViTs, mean 0.5 and
-/// std 0.5 per channel).
+/// Images go in as NHWC; the metadata records the normalisation the checkpoint expects
+/// ([`preprocessing_from_hf`]: for Google's ViTs, mean 0.5 and std 0.5 per channel), so
+/// `vit eval` and `vit predict` prepare images as the model was trained.
 pub fn load(
     config_json: impl AsRef<Path>,
     weights: impl AsRef<Path>,
     device: &Device,
 ) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
+    let config_json = config_json.as_ref();
     let (config, class_names) = config_from_hf(config_json)?;
     let weights = weights.as_ref();
     let hf = candle_core::safetensors::load(weights, device)
@@ -187,5 +241,6 @@ pub fn load(
     let store = SeededVarMap::new(0);
     let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
     assign(store.varmap(), &tensors, weights)?;
-    Ok((model, store, CheckpointMeta { config, class_names, extra: BTreeMap::new() }))
+    let extra = BTreeMap::from([(NORMALIZER_KEY.to_string(), preprocessing_from_hf(config_json, config.channels)?)]);
+    Ok((model, store, CheckpointMeta { config, class_names, extra }))
 }
