@@ -39,6 +39,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Evaluate a checkpoint: top-1, top-5, per-class accuracy and the confusion matrix.
     Eval(commands::eval::EvalArgs),
+    /// Write pretrained Hugging Face or timm weights as a checkpoint of this project.
+    Import(commands::import::ImportArgs),
     /// Print the most probable classes of each image.
     Predict(commands::predict::PredictArgs),
     /// Draw an image and its patches, as the Keras example does.
@@ -111,6 +113,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => commands::train::run(args, device),
         Command::Eval(args) => commands::eval::run(args, device),
         Command::Predict(args) => commands::predict::run(args, device),
+        Command::Import(args) => commands::import::run(args),
         Command::Patches(args) => commands::patches::run(args),
         Command::Download(args) => commands::download::run(args),
         Command::Bench { config, mode, iters, warmup, precision } => {

@@ -161,3 +161,23 @@ fn sigterm_saves_the_run_exits_143_and_the_run_resumes() {
     assert!(epochs.len() > saved);
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn pretrained_timm_weights_import_and_predict_with_their_preprocessing() {
+    let data = tmp_dir("import");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vit-model/tests/fixtures/timm_hub");
+    let out = data.join("imported.safetensors");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = vit(&["import", &s(&source), "-o", &s(&out)]);
+    assert!(run.status.success(), "{}", text(&run));
+    let log = text(&run);
+    assert!(log.contains("timm ViT") && log.contains("4 classes") && log.contains("\"mean\":[0.5,0.5,0.5]"), "{log}");
+    let picture = data.join("picture.png");
+    image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 90])).save(&picture).unwrap();
+    let predicted = vit(&["predict", &s(&out), &s(&picture), "--top", "4"]);
+    assert!(predicted.status.success(), "{}", text(&predicted));
+    assert_eq!(text(&predicted).matches('%').count(), 4, "{}", text(&predicted));
+    let refused = vit(&["import", &s(&data), "-o", &s(&out)]);
+    assert!(!refused.status.success() && text(&refused).contains("config.json"), "{}", text(&refused));
+    std::fs::remove_dir_all(data).unwrap();
+}

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod download;
 pub mod eval;
+pub mod import;
 pub mod patches;
 pub mod predict;
 pub mod summary;

@@ -1,0 +1,252 @@
+//! Import of timm ViTs as timm saves them for the Hugging Face hub: a directory with
+//! `config.json` (`architecture`, `model_args`, `pretrained_cfg`) and `model.safetensors` in
+//! timm's names (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.attn.qkv`,
+//! `mlp.fc1`, `norm`, `head`).
+//!
+//! The sizes come from the architecture's name (`vit_{tiny,small,base,large,huge}_patch{P}_{S}`,
+//! `deit_{tiny,small,base}_patch16_{S}`), with the recorded `model_args` over them. The fused
+//! `qkv` is split into query, key and value; the patch convolution `[D, C, p, p]` becomes the
+//! linear layer over TF-ordered patches; the normalisation of `pretrained_cfg` goes into the
+//! checkpoint metadata. Variants this model cannot express (registers, a norm after pooling,
+//! no qkv bias, positions without the class token) are errors naming the argument.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+use serde_json::Value;
+use vit_blocks::{SeededVarMap, SharedRng};
+
+use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, assign};
+use crate::{HeadKind, ModelError, PositionEmbedding, Vit, VitConfig};
+
+#[derive(Deserialize)]
+struct TimmConfig {
+    architecture: String,
+    #[serde(default)]
+    num_classes: Option<usize>,
+    #[serde(default)]
+    global_pool: Option<String>,
+    #[serde(default)]
+    model_args: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pretrained_cfg: serde_json::Map<String, Value>,
+    #[serde(default)]
+    label_names: Option<Vec<String>>,
+}
+
+/// `(width, depth, heads)` of timm's named ViT sizes.
+fn named_size(size: &str) -> Option<(usize, usize, usize)> {
+    Some(match size {
+        "tiny" => (192, 12, 3),
+        "small" => (384, 12, 6),
+        "base" => (768, 12, 12),
+        "large" => (1024, 24, 16),
+        "huge" => (1280, 32, 16),
+        _ => return None,
+    })
+}
+
+/// Reads a timm `config.json` into a [`VitConfig`], the class names and the normalisation
+/// metadata entry.
+pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, String), ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let bad = |message: String| ModelError::ConfigParse { path: path.into(), message };
+    let timm: TimmConfig = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    // `vit_base_patch16_224.augreg_in21k` -> size `base`, patch 16, resolution 224.
+    let name = timm.architecture.split('.').next().unwrap_or_default();
+    let parts: Vec<&str> = name.split('_').collect();
+    let (dim, depth, heads, patch, image) = match parts[..] {
+        ["vit" | "deit", size, patch, image, ..] => {
+            let (d, l, h) =
+                named_size(size).ok_or_else(|| bad(format!("architecture `{name}`: unknown size `{size}`")))?;
+            let patch = patch.strip_prefix("patch").and_then(|p| p.parse().ok());
+            match (patch, image.parse::<usize>().ok()) {
+                (Some(p), Some(s)) => (d, l, h, p, s),
+                _ => return Err(bad(format!("architecture `{name}`: expected vit_<size>_patch<P>_<resolution>"))),
+            }
+        }
+        _ => return Err(bad(format!("architecture `{name}` is no timm ViT this import reads (vit_*, deit_*)"))),
+    };
+    let mut cfg = VitConfig {
+        image_size: [image, image],
+        channels: 3,
+        patch_size: patch,
+        projection_dim: dim,
+        num_heads: heads,
+        key_dim: dim / heads,
+        value_dim: None,
+        num_layers: depth,
+        mlp_units: vec![4 * dim, dim],
+        mlp_activation_on_last: false,
+        dropout: 0.0,
+        layer_norm_eps: 1e-6,
+        head: HeadKind::ClassToken,
+        head_units: vec![],
+        head_dropout: 0.0,
+        num_classes: timm.num_classes.unwrap_or(1000),
+        position: PositionEmbedding::Learned,
+        drop_path: 0.0,
+        layer_scale: None,
+    };
+    let mut mlp_ratio = 4.0;
+    let mut global_pool = timm.global_pool.clone().unwrap_or_else(|| "token".into());
+    let whole = |key: &str, v: &Value| {
+        v.as_u64().map(|n| n as usize).ok_or_else(|| bad(format!("model_args.{key}: expected a whole number, got {v}")))
+    };
+    for (key, v) in &timm.model_args {
+        match key.as_str() {
+            "img_size" => {
+                cfg.image_size = match v {
+                    Value::Array(a) if a.len() == 2 => [whole(key, &a[0])?, whole(key, &a[1])?],
+                    v => [whole(key, v)?; 2],
+                }
+            }
+            "patch_size" => cfg.patch_size = whole(key, v)?,
+            "embed_dim" => cfg.projection_dim = whole(key, v)?,
+            "depth" => cfg.num_layers = whole(key, v)?,
+            "num_heads" => cfg.num_heads = whole(key, v)?,
+            "num_classes" => cfg.num_classes = whole(key, v)?,
+            "in_chans" => cfg.channels = whole(key, v)?,
+            "mlp_ratio" => mlp_ratio = v.as_f64().ok_or_else(|| bad(format!("model_args.mlp_ratio: got {v}")))?,
+            "global_pool" => global_pool = v.as_str().unwrap_or_default().to_string(),
+            "init_values" => cfg.layer_scale = v.as_f64(),
+            "class_token" if v == &Value::Bool(true) => {}
+            "qkv_bias" if v == &Value::Bool(true) => {}
+            "fc_norm" | "no_embed_class" if v.is_null() || v == &Value::Bool(false) => {}
+            "reg_tokens" if v.as_u64() == Some(0) => {}
+            "dynamic_img_size" | "drop_rate" | "drop_path_rate" | "attn_drop_rate" | "pos_drop_rate" => {}
+            other => return Err(bad(format!("model_args.{other} = {v}: this model has no such variant"))),
+        }
+    }
+    if cfg.num_heads == 0 || cfg.projection_dim % cfg.num_heads != 0 {
+        return Err(bad(format!("embed_dim {} is not a multiple of num_heads {}", cfg.projection_dim, cfg.num_heads)));
+    }
+    cfg.key_dim = cfg.projection_dim / cfg.num_heads;
+    let hidden = mlp_ratio * cfg.projection_dim as f64;
+    if hidden.fract() != 0.0 || hidden < 1.0 {
+        return Err(bad(format!(
+            "mlp_ratio {mlp_ratio} x embed_dim {} is no whole number of units",
+            cfg.projection_dim
+        )));
+    }
+    cfg.mlp_units = vec![hidden as usize, cfg.projection_dim];
+    cfg.head = match global_pool.as_str() {
+        "token" => HeadKind::ClassToken,
+        other => {
+            return Err(bad(format!(
+                "global_pool `{other}`: only `token` is read (timm's `avg` normalises after pooling, which this model does not)"
+            )));
+        }
+    };
+    if cfg.num_classes == 0 {
+        return Err(bad("num_classes 0 (no classifier): start a model of your classes from it with init_from".into()));
+    }
+    cfg.validate().map_err(|e| bad(e.to_string()))?;
+    let names = match timm.label_names {
+        Some(names) if names.len() == cfg.num_classes => names,
+        _ => (0..cfg.num_classes).map(|i| format!("class_{i}")).collect(),
+    };
+    let channel_stats = |key: &str| -> Result<Vec<f64>, ModelError> {
+        match timm.pretrained_cfg.get(key) {
+            None => Ok(vec![if key == "mean" { 0.485 } else { 0.229 }; cfg.channels]),
+            Some(v) => serde_json::from_value::<Vec<f64>>(v.clone())
+                .ok()
+                .filter(|s| s.len() == cfg.channels && s.iter().all(|x| x.is_finite()))
+                .ok_or_else(|| bad(format!("pretrained_cfg.{key} = {v}: expected {} numbers", cfg.channels))),
+        }
+    };
+    let (mean, std) = (channel_stats("mean")?, channel_stats("std")?);
+    if std.iter().any(|s| *s <= 0.0) {
+        return Err(bad(format!("pretrained_cfg.std {std:?} must be positive")));
+    }
+    let normalizer = serde_json::json!({ "mean": mean, "std": std }).to_string();
+    Ok((cfg, names, normalizer))
+}
+
+/// Renames and reshapes timm's tensors into this crate's parameter names; a tensor it does
+/// not know is an error naming it.
+pub fn import_tensors(
+    timm: &HashMap<String, Tensor>,
+    cfg: &VitConfig,
+    path: &Path,
+) -> Result<HashMap<String, Tensor>, ModelError> {
+    let unknown = |name: &str, t: &Tensor| ModelError::UnexpectedTensor {
+        path: path.into(),
+        name: name.into(),
+        found: t.dims().to_vec(),
+    };
+    let mut out = HashMap::new();
+    for (name, t) in timm {
+        let mut put = |k: String, v: Tensor| -> Result<(), ModelError> {
+            out.insert(k, v.contiguous()?);
+            Ok(())
+        };
+        match name.as_str() {
+            "patch_embed.proj.weight" => {
+                let (d, c, kh, kw) = t.dims4()?;
+                if c != cfg.channels || kh != cfg.patch_size || kw != cfg.patch_size {
+                    return Err(ModelError::ShapeMismatch {
+                        path: path.into(),
+                        name: name.clone(),
+                        expected: vec![cfg.projection_dim, cfg.channels, cfg.patch_size, cfg.patch_size],
+                        found: t.dims().to_vec(),
+                    });
+                }
+                // [D, C, p, p] -> [D, p, p, C]: TF patch order, channel fastest.
+                put("patch_encoder.projection.weight".into(), t.permute((0, 2, 3, 1))?.reshape((d, kh * kw * c))?)?;
+            }
+            "patch_embed.proj.bias" => put("patch_encoder.projection.bias".into(), t.clone())?,
+            "cls_token" => put("patch_encoder.class_token".into(), t.clone())?,
+            "pos_embed" => put("patch_encoder.position_embedding.weight".into(), t.squeeze(0)?)?,
+            "norm.weight" | "norm.bias" => put(name.clone(), t.clone())?,
+            "head.weight" | "head.bias" => put(format!("head.classifier.{}", &name[5..]), t.clone())?,
+            _ => {
+                let rest = name.strip_prefix("blocks.").ok_or_else(|| unknown(name, t))?;
+                let (index, rest) = rest.split_once('.').ok_or_else(|| unknown(name, t))?;
+                let block = format!("blocks.{index}");
+                match rest {
+                    "attn.qkv.weight" | "attn.qkv.bias" => {
+                        let kind = &rest[9..];
+                        let third = t.dim(0)? / 3;
+                        for (i, part) in ["query", "key", "value"].into_iter().enumerate() {
+                            put(format!("{block}.attention.{part}.{kind}"), t.narrow(0, i * third, third)?)?;
+                        }
+                    }
+                    "ls1.gamma" | "ls2.gamma" => put(format!("{block}.layer_scale{}", &rest[2..3]), t.clone())?,
+                    _ => {
+                        let (module, kind) = rest.rsplit_once('.').ok_or_else(|| unknown(name, t))?;
+                        let ours = match module {
+                            "norm1" => "norm1",
+                            "norm2" => "norm2",
+                            "attn.proj" => "attention.output",
+                            "mlp.fc1" => "mlp.layers.0",
+                            "mlp.fc2" => "mlp.layers.1",
+                            _ => return Err(unknown(name, t)),
+                        };
+                        put(format!("{block}.{ours}.{kind}"), t.clone())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Loads a timm ViT saved for the hub (a directory with `config.json` and
+/// `model.safetensors`) as a trainable model, with the class names (`label_names`, else
+/// `class_<i>`) and the normalisation of its `pretrained_cfg` in the metadata.
+pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
+    let dir = dir.as_ref();
+    let (config, class_names, normalizer) = config_from_timm(&dir.join("config.json"))?;
+    let weights = dir.join("model.safetensors");
+    let timm = candle_core::safetensors::load(&weights, device)
+        .map_err(|e| ModelError::Safetensors { path: weights.clone(), message: e.to_string() })?;
+    let tensors = import_tensors(&timm, &config, &weights)?;
+    let store = SeededVarMap::new(0);
+    let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
+    assign(store.varmap(), &tensors, &weights)?;
+    let extra = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer)]);
+    Ok((model, store, CheckpointMeta { config, class_names, extra }))
+}

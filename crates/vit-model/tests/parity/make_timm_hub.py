@@ -1,0 +1,54 @@
+"""Writes a small random timm ViT as timm saves it for the Hugging Face hub, and its output.
+
+    python3 -m venv .venv && .venv/bin/pip install torch timm safetensors numpy
+    .venv/bin/python crates/vit-model/tests/parity/make_timm_hub.py
+
+`timm.create_model("vit_tiny_patch16_224", ...)` shrunk by model arguments, every parameter
+drawn at random, saved with `timm.models.push_to_hf_hub`'s writer `save_for_hf` (the
+`config.json` with `architecture`, `model_args` and `pretrained_cfg`, and `model.safetensors`
+in timm's own names) into `tests/fixtures/timm_hub/`, plus `expected.safetensors`: the
+float32 `images` [B, H, W, C] (pixels in [0, 1]), the `normalized` NCHW input timm's data
+config makes of them, and timm's `logits` for it, computed in float64.
+"""
+import math
+import os
+
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.models._hub import save_for_hf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "fixtures", "timm_hub")
+
+
+def main():
+    gen = torch.Generator().manual_seed(20261201)
+    args = dict(img_size=8, patch_size=2, embed_dim=16, depth=2, num_heads=2, num_classes=4)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **args)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            fan_in = p[0].numel() if p.ndim > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in) * (0.3 if p.ndim == 1 else 1.0))
+    model.eval()
+    os.makedirs(OUT, exist_ok=True)
+    save_for_hf(model, OUT, model_args=args, safe_serialization=True)
+    for name in os.listdir(OUT):
+        if name.endswith(".bin"):
+            os.remove(os.path.join(OUT, name))
+    cfg = model.pretrained_cfg
+    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    images = torch.rand(3, 8, 8, 3, generator=gen)
+    normalized = (images.permute(0, 3, 1, 2) - mean) / std
+    logits = model.double()(normalized.double())
+    save_file(
+        {"images": images.contiguous(), "normalized": normalized.contiguous(), "logits": logits.float().contiguous()},
+        os.path.join(OUT, "expected.safetensors"),
+        metadata={"timm": timm.__version__, "torch": torch.__version__},
+    )
+    print(sorted(os.listdir(OUT)), cfg["mean"], cfg["std"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+//! timm import: a small random ViT written by timm's own `save_for_hub` writer
+//! (`tests/parity/make_timm_hub.py`) gives timm's logits, and variants this model cannot
+//! express are errors naming the argument.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use vit_model::HeadKind;
+use vit_model::import::timm;
+
+fn fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timm_hub")
+}
+
+#[test]
+fn a_timm_hub_checkpoint_imports_and_gives_timms_logits() {
+    let (model, store, meta) = timm::load(fixture(), &Device::Cpu).unwrap();
+    let cfg = &meta.config;
+    assert_eq!((cfg.image_size, cfg.patch_size, cfg.projection_dim, cfg.num_layers), ([8, 8], 2, 16, 2));
+    assert_eq!((cfg.num_heads, cfg.key_dim, cfg.num_classes, cfg.head), (2, 8, 4, HeadKind::ClassToken));
+    assert_eq!(cfg.mlp_units, [64, 16]);
+    assert_eq!(meta.class_names.len(), 4);
+    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
+    assert_eq!(normalizer["mean"], serde_json::json!([0.5, 0.5, 0.5]));
+    assert_eq!(store.vars().len(), model.parameters().len());
+
+    let expected = candle_core::safetensors::load(fixture().join("expected.safetensors"), &Device::Cpu).unwrap();
+    // timm's input: (pixels - mean) / std, NCHW; ours takes NHWC.
+    let images = ((&expected["images"] - 0.5).unwrap() / 0.5).unwrap();
+    let nchw: Tensor = images.permute((0, 3, 1, 2)).unwrap();
+    let check = (nchw - &expected["normalized"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(check < 1e-6, "the test normalises as timm does: {check}");
+    let logits = model.forward(&images, false).unwrap();
+    let err = (&logits - &expected["logits"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(err < 1e-5, "logits differ from timm's by {err}");
+    eprintln!("timm hub import: logits max abs error {err:.2e}");
+}
+
+#[test]
+fn timm_variants_this_model_cannot_express_are_errors_naming_the_argument() {
+    let dir = std::env::temp_dir().join(format!("vit-timm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = std::fs::read_to_string(fixture().join("config.json")).unwrap();
+    for (from, to, expected) in [
+        ("\"global_pool\": \"token\"\n  },", "\"global_pool\": \"avg\"\n  },", "global_pool `avg`"),
+        ("\"in_chans\": 3,", "\"in_chans\": 3, \"reg_tokens\": 4,", "model_args.reg_tokens"),
+        ("\"vit_tiny_patch16_224\"", "\"convnext_tiny\"", "no timm ViT"),
+        ("\"vit_tiny_patch16_224\"", "\"vit_gigantic_patch16_224\"", "unknown size `gigantic`"),
+    ] {
+        assert!(config.contains(from), "{from}");
+        std::fs::write(dir.join("config.json"), config.replace(from, to)).unwrap();
+        let err = timm::config_from_timm(&dir.join("config.json")).unwrap_err().to_string();
+        assert!(err.contains(expected) && err.contains("config.json"), "{expected}: {err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
