@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
+use rayon::prelude::*;
 
 use crate::dataset::Dataset;
 use crate::error::DataError;
@@ -69,7 +70,7 @@ pub fn load_folder(root: &Path, height: usize, width: usize, channels: usize) ->
     }
     let class_names: Vec<String> =
         classes.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let mut listed: Vec<(PathBuf, u32)> = Vec::new();
     for (label, dir) in classes.iter().enumerate() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| DataError::io(dir, e))?
@@ -77,11 +78,17 @@ pub fn load_folder(root: &Path, height: usize, width: usize, channels: usize) ->
             .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
             .collect();
         files.sort();
-        for file in files {
-            images.extend(read_image(&file, height, width, channels)?);
-            labels.push(label as u32);
-        }
+        listed.extend(files.into_iter().map(|f| (f, label as u32)));
     }
+    // Decoded on every core (decoding, not reading, is the cost), in the listed order; the
+    // first unreadable file in that order is the error.
+    let decoded: Vec<Result<Vec<u8>, DataError>> =
+        listed.par_iter().map(|(file, _)| read_image(file, height, width, channels)).collect();
+    let mut images = Vec::with_capacity(listed.len() * height * width * channels);
+    for pixels in decoded {
+        images.extend(pixels?);
+    }
+    let labels: Vec<u32> = listed.iter().map(|(_, label)| *label).collect();
     let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".into());
     Dataset::new(name, images, labels, (height, width, channels), class_names, root)
 }

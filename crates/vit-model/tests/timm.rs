@@ -54,3 +54,40 @@ fn timm_variants_this_model_cannot_express_are_errors_naming_the_argument() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn sharded_weights_load_through_their_index() {
+    let dir = std::env::temp_dir().join(format!("vit-timm-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture().join("config.json"), dir.join("config.json")).unwrap();
+    let all = candle_core::safetensors::load(fixture().join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = all.keys().collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (shard, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+        let tensors: std::collections::HashMap<String, Tensor> =
+            part.iter().map(|n| ((*n).clone(), all[*n].clone())).collect();
+        candle_core::safetensors::save(&tensors, dir.join(shard)).unwrap();
+        for n in part {
+            map.insert((*n).clone(), serde_json::Value::String(shard.into()));
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let (sharded, _, _) = timm::load(&dir, &Device::Cpu).unwrap();
+    let (whole, _, _) = timm::load(fixture(), &Device::Cpu).unwrap();
+    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    let (a, b) = (sharded.forward(&x, false).unwrap(), whole.forward(&x, false).unwrap());
+    assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    // An index naming a tensor its shard lacks, or a shard outside the directory, is an error.
+    let mut broken = index.clone();
+    broken["weight_map"]["head.weight"] = serde_json::Value::String("model-00001-of-00002.safetensors".into());
+    std::fs::write(dir.join("model.safetensors.index.json"), broken.to_string()).unwrap();
+    let err = timm::load(&dir, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("head.weight") && err.contains("index.json"), "{err}");
+    broken["weight_map"]["head.weight"] = serde_json::Value::String("../elsewhere.safetensors".into());
+    std::fs::write(dir.join("model.safetensors.index.json"), broken.to_string()).unwrap();
+    assert!(timm::load(&dir, &Device::Cpu).err().unwrap().to_string().contains("not a file beside"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -223,7 +223,8 @@ pub fn preprocessing_from_hf(config_json: &Path, channels: usize) -> Result<Stri
     Ok(serde_json::json!({ "mean": mean, "std": std }).to_string())
 }
 
-/// Loads a Hugging Face ViT (`config.json` and `model.safetensors`) as a trainable model.
+/// Loads a Hugging Face ViT (`config.json`, and `model.safetensors` or the
+/// `model.safetensors.index.json` of its shards) as a trainable model.
 /// Images go in as NHWC; the metadata records the normalisation the checkpoint expects
 /// ([`preprocessing_from_hf`]: for Google's ViTs, mean 0.5 and std 0.5 per channel), so
 /// `vit eval` and `vit predict` prepare images as the model was trained.
@@ -235,8 +236,7 @@ pub fn load(
     let config_json = config_json.as_ref();
     let (config, class_names) = config_from_hf(config_json)?;
     let weights = weights.as_ref();
-    let hf = candle_core::safetensors::load(weights, device)
-        .map_err(|e| ModelError::Safetensors { path: weights.into(), message: e.to_string() })?;
+    let hf = super::read_weights(weights, device)?;
     let tensors = import_tensors(&hf, &config, weights)?;
     let store = SeededVarMap::new(0);
     let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;

@@ -8,3 +8,51 @@
 
 pub mod hf;
 pub mod timm;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::ModelError;
+
+/// The tensors of a safetensors file, or of the shards a `*.safetensors.index.json` lists
+/// (its `weight_map`, as the hub splits large models): every tensor the index names must be
+/// in the shard it names, and a shard is a file beside the index.
+pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+    let load = |file: &Path| {
+        candle_core::safetensors::load(file, device)
+            .map_err(|e| ModelError::Safetensors { path: file.into(), message: e.to_string() })
+    };
+    if !path.to_string_lossy().ends_with(".index.json") {
+        return load(path);
+    }
+    let bad = |message: String| ModelError::ConfigParse { path: path.into(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let map =
+        index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let mut shards: Vec<&str> = Vec::new();
+    for (name, shard) in map {
+        let shard = shard.as_str().ok_or_else(|| bad(format!("weight_map.{name}: expected a file name")))?;
+        if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
+            return Err(bad(format!("weight_map.{name}: `{shard}` is not a file beside the index")));
+        }
+        if !shards.contains(&shard) {
+            shards.push(shard);
+        }
+    }
+    let mut tensors = HashMap::new();
+    for shard in shards {
+        let file = path.with_file_name(shard);
+        for (name, tensor) in load(&file)? {
+            if map.get(&name).and_then(|s| s.as_str()) == Some(shard) {
+                tensors.insert(name, tensor);
+            }
+        }
+    }
+    if let Some(name) = map.keys().find(|k| !tensors.contains_key(*k)) {
+        return Err(bad(format!("`{name}` is not in the shard `{}` the index names", map[name])));
+    }
+    Ok(tensors)
+}

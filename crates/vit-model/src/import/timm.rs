@@ -235,14 +235,16 @@ pub fn import_tensors(
 }
 
 /// Loads a timm ViT saved for the hub (a directory with `config.json` and
-/// `model.safetensors`) as a trainable model, with the class names (`label_names`, else
+/// `model.safetensors`, or its shards and `model.safetensors.index.json`) as a trainable model, with the class names (`label_names`, else
 /// `class_<i>`) and the normalisation of its `pretrained_cfg` in the metadata.
 pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
     let dir = dir.as_ref();
     let (config, class_names, normalizer) = config_from_timm(&dir.join("config.json"))?;
-    let weights = dir.join("model.safetensors");
-    let timm = candle_core::safetensors::load(&weights, device)
-        .map_err(|e| ModelError::Safetensors { path: weights.clone(), message: e.to_string() })?;
+    let mut weights = dir.join("model.safetensors");
+    if !weights.exists() && dir.join("model.safetensors.index.json").exists() {
+        weights = dir.join("model.safetensors.index.json");
+    }
+    let timm = super::read_weights(&weights, device)?;
     let tensors = import_tensors(&timm, &config, &weights)?;
     let store = SeededVarMap::new(0);
     let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
