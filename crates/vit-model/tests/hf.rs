@@ -2,6 +2,7 @@
 //! TF-ordered patches, and every tensor finds its place.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use vit_model::HeadKind;
@@ -102,4 +103,27 @@ fn hugging_face_vit_imports_with_the_conv_kernel_permuted() {
     let err = hf::load(dir.join("config.json"), &weights, &dev).err().unwrap().to_string();
     assert!(err.contains("preprocessor_config.json") && err.contains("rescales pixels by 1"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A small random `ViTForImageClassification` saved by `transformers` itself
+/// (`tests/parity/make_hf_vit.py`): the import gives transformers' logits, and the recorded
+/// preprocessing is the processor's.
+#[test]
+fn a_transformers_checkpoint_imports_and_gives_its_logits() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_vit");
+    let (model, _, meta) = hf::load(dir.join("config.json"), dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(meta.class_names, ["cat", "dog", "owl"]);
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
+    assert_eq!(normalizer, serde_json::json!({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}));
+    // The processor's pixel values are ours: (pixel - mean) / std.
+    let images = ((&expected["images"] - 0.5).unwrap() / 0.5).unwrap();
+    let nchw = images.permute((0, 3, 1, 2)).unwrap();
+    let pixels =
+        (nchw - &expected["pixel_values"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(pixels < 1e-5, "pixel values differ from the processor's by {pixels}");
+    let logits = model.forward(&images, false).unwrap();
+    let err = (&logits - &expected["logits"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(err < 1e-5, "logits differ from transformers' by {err}");
+    eprintln!("transformers import: logits max abs error {err:.2e}, pixel values {pixels:.2e}");
 }
