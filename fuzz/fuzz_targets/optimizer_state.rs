@@ -9,8 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(tensors) = candle_core::safetensors::load_buffer(data, &Device::Cpu) else { return };
     let var = |n: usize| Var::new(vec![0.5f32; n].as_slice(), &Device::Cpu).unwrap();
     let params = [
-        Param { name: "w".into(), var: var(4), weight_decay: true },
-        Param { name: "w.bias".into(), var: var(2), weight_decay: false },
+        Param { name: "w".into(), var: var(4), weight_decay: true, lr_scale: 1.0 },
+        Param { name: "w.bias".into(), var: var(2), weight_decay: false, lr_scale: 1.0 },
     ];
     let mut optimizer = AdamW::new(&params, AdamWConfig::default()).unwrap();
     let _ = optimizer.load_state(&tensors);

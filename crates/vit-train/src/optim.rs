@@ -20,6 +20,9 @@ pub struct Param {
     pub var: Var,
     /// Whether decoupled weight decay applies.
     pub weight_decay: bool,
+    /// This parameter's learning rate as a multiple of the schedule's (layer-wise decay, a
+    /// slower backbone); 1 for most.
+    pub lr_scale: f64,
 }
 
 /// The variables of `store` as the model lists its parameters, with the model's weight-decay
@@ -31,12 +34,47 @@ pub fn params_of(model: &Vit, store: &SeededVarMap) -> std::result::Result<Vec<P
     for p in model.parameters() {
         let var =
             vars.remove(&p.name).ok_or_else(|| format!("the model's parameter `{}` is not in its store", p.name))?;
-        params.push(Param { name: p.name, var, weight_decay: p.weight_decay });
+        params.push(Param { name: p.name, var, weight_decay: p.weight_decay, lr_scale: 1.0 });
     }
     if let Some(name) = vars.keys().next() {
         return Err(format!("variable `{name}` of the store is no parameter the model lists"));
     }
     Ok(params)
+}
+
+/// Which parameters a fine-tuning run trains, and at what learning rate: the recipe's
+/// `freeze_backbone`, `frozen_blocks` and `layer_decay` applied to the model's parameters.
+/// Frozen parameters are left out (they keep their values bit for bit); with `layer_decay`
+/// = d, as timm's `param_groups_layer_decay`, the patch encoder is layer 0, block i layer
+/// i + 1 and the final norm and head layer L + 1 of L blocks, and layer k trains at
+/// d^(L + 1 - k) times the learning rate.
+pub fn select_trainable(
+    params: Vec<Param>,
+    num_layers: usize,
+    freeze_backbone: bool,
+    frozen_blocks: usize,
+    layer_decay: Option<f64>,
+) -> Vec<Param> {
+    let layer = |name: &str| -> usize {
+        match name.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) => i + 1,
+            None if name.starts_with("patch_encoder.") => 0,
+            None => num_layers + 1,
+        }
+    };
+    params
+        .into_iter()
+        .filter(|p| {
+            let k = layer(&p.name);
+            let head = p.name.starts_with("head.");
+            let frozen = (freeze_backbone && !head) || (frozen_blocks > 0 && k <= frozen_blocks);
+            !frozen
+        })
+        .map(|p| {
+            let scale = layer_decay.map_or(1.0, |d| d.powi((num_layers + 1 - layer(&p.name)) as i32));
+            Param { lr_scale: p.lr_scale * scale, ..p }
+        })
+        .collect()
 }
 
 /// AdamW hyper-parameters.
@@ -71,6 +109,7 @@ struct Slot {
     var: Var,
     moments: Moments,
     decay: bool,
+    lr_scale: f64,
 }
 
 /// AdamW over named variables. On the CPU each parameter is updated in one fused pass over its
@@ -106,7 +145,13 @@ impl AdamW {
                 let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
                 Moments::Device { m: zeros.clone(), v: zeros }
             };
-            slots.push(Slot { name: param.name.clone(), var, moments, decay: param.weight_decay });
+            slots.push(Slot {
+                name: param.name.clone(),
+                var,
+                moments,
+                decay: param.weight_decay,
+                lr_scale: param.lr_scale,
+            });
         }
         Ok(Self { cfg, slots, step: 0 })
     }
@@ -127,6 +172,7 @@ impl AdamW {
         let cfg = self.cfg;
         for slot in &mut self.slots {
             let Some(g) = grads.get(&slot.var) else { continue };
+            let lr = lr * slot.lr_scale;
             let decay = if slot.decay { (1.0 - lr * cfg.weight_decay) as f32 } else { 1.0 };
             let step_size = (lr / bc1) as f32;
             let (inv_bc2, eps) = ((1.0 / bc2).sqrt() as f32, cfg.eps as f32);

@@ -67,6 +67,16 @@ pub struct TrainSpec {
     /// another number of classes starts fresh (see `vit_model::init_from`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// Train the head alone (a linear probe): every other parameter keeps its value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_backbone: bool,
+    /// Keep the patch encoder and the first N blocks as they are; train the rest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frozen_blocks: usize,
+    /// Layer-wise learning-rate decay in (0, 1]: each layer below the head trains at this
+    /// factor of the rate of the layer above it (timm's `layer_decay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
 }
 
 /// The compute precision of training.
@@ -125,6 +135,10 @@ impl std::fmt::Display for Precision {
             Self::F16 => "f16",
         })
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_eval_batch() -> usize {
@@ -258,6 +272,15 @@ impl Recipe {
         if !(0.0..1.0).contains(&self.data.validation_split) {
             return bad("data.validation_split", format!("must be in [0, 1), got {}", self.data.validation_split));
         }
+        if let Some(d) = t.layer_decay.filter(|d| !(*d > 0.0 && *d <= 1.0)) {
+            return bad("train.layer_decay", format!("must be in (0, 1], got {d}"));
+        }
+        if t.freeze_backbone && t.frozen_blocks > 0 {
+            return bad(
+                "train.frozen_blocks",
+                "cannot be given with freeze_backbone, which freezes every block".into(),
+            );
+        }
         if self.data.limit_train == Some(0) {
             return bad("data.limit_train", "must be at least 1 (or absent for every image), got 0".into());
         }
@@ -274,7 +297,14 @@ impl Recipe {
         if a.crop_padding > 1 << 10 {
             return bad("augment.crop_padding", format!("must be at most 1024 pixels, got {}", a.crop_padding));
         }
-        self.model_config(origin).map(|_| ())
+        let cfg = self.model_config(origin)?;
+        if t.frozen_blocks > cfg.num_layers {
+            return bad(
+                "train.frozen_blocks",
+                format!("is {}, but the model has {} blocks", t.frozen_blocks, cfg.num_layers),
+            );
+        }
+        Ok(())
     }
 }
 

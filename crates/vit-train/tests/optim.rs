@@ -19,7 +19,7 @@ fn the_tensor_op_path_that_gpus_take_matches_pytorch_too() {
 type Build = fn(&[Param], AdamWConfig) -> candle_core::Result<AdamW>;
 
 fn param(name: &str, var: &Var, weight_decay: bool) -> Param {
-    Param { name: name.into(), var: var.clone(), weight_decay }
+    Param { name: name.into(), var: var.clone(), weight_decay, lr_scale: 1.0 }
 }
 
 fn check_against_pytorch(build: Build) {
@@ -167,4 +167,27 @@ fn a_bad_optimizer_state_is_an_error_and_leaves_the_optimizer_as_it_was() {
         assert_eq!(opt.step_count(), 0);
     }
     opt.load_state(&good.into_iter().collect()).unwrap();
+}
+
+#[test]
+fn freezing_and_layer_wise_decay_give_the_parameters_and_rates_they_claim() {
+    use vit_train::optim::select_trainable;
+    let names = [
+        "patch_encoder.projection.weight",
+        "blocks.0.norm1.weight",
+        "blocks.1.mlp.layers.0.weight",
+        "norm.weight",
+        "head.classifier.weight",
+    ];
+    let params =
+        || -> Vec<Param> { names.iter().map(|n| param(n, &Var::new(&[0f32], &Device::Cpu).unwrap(), true)).collect() };
+    let rates = |ps: Vec<Param>| -> Vec<(String, f64)> { ps.into_iter().map(|p| (p.name, p.lr_scale)).collect() };
+    // Two blocks, decay 0.5: the patch encoder is layer 0, block i layer i + 1, the rest layer 3.
+    let decayed = rates(select_trainable(params(), 2, false, 0, Some(0.5)));
+    let want: Vec<(String, f64)> = names.iter().map(|n| n.to_string()).zip([0.125, 0.25, 0.5, 1.0, 1.0]).collect();
+    assert_eq!(decayed, want);
+    let probe = rates(select_trainable(params(), 2, true, 0, None));
+    assert_eq!(probe, [("head.classifier.weight".to_string(), 1.0)]);
+    let first_frozen: Vec<String> = select_trainable(params(), 2, false, 1, None).into_iter().map(|p| p.name).collect();
+    assert_eq!(first_frozen, ["blocks.1.mlp.layers.0.weight", "norm.weight", "head.classifier.weight"]);
 }

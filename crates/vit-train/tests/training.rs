@@ -303,3 +303,33 @@ fn fine_tuning_starts_from_a_checkpoint_with_a_new_head_at_a_new_resolution() {
     assert!(err.contains("cannot start a model whose") && err.contains("best.safetensors"), "{err}");
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn a_frozen_backbone_keeps_its_weights_bit_for_bit_while_the_head_trains() {
+    let data = tmp_dir("freeze");
+    write_pattern_mnist(&data, 4, 1);
+    let run = data.join("run");
+    let recipe = pattern_recipe(&data, 2, 3e-3).replace("[train]\n", "[train]\nfreeze_backbone = true\n");
+    train(options(&recipe, &run, false, None)).unwrap();
+    let cfg = Recipe::parse(&recipe, Path::new("r")).unwrap().model_config(Path::new("r")).unwrap();
+    let (_, initial) = vit_model::Vit::init(&cfg, 3, &Device::Cpu).unwrap();
+    let trained = tensors(&run.join("last.safetensors"));
+    let bits = |t: &candle_core::Tensor| {
+        let v = t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    let (mut frozen, mut moved) = (0, 0);
+    for (name, var) in initial.vars() {
+        if name.starts_with("head.") {
+            moved += usize::from(trained[&name] != bits(var.as_tensor()));
+        } else {
+            assert_eq!(trained[&name], bits(var.as_tensor()), "{name} moved although frozen");
+            frozen += 1;
+        }
+    }
+    assert!(frozen > 10 && moved > 0, "{frozen} frozen, {moved} head tensors trained");
+    let both = recipe.replace("[train]\n", "[train]\nfrozen_blocks = 1\n");
+    let err = Recipe::parse(&both, Path::new("r.toml")).unwrap_err().to_string();
+    assert!(err.contains("train.frozen_blocks"), "{err}");
+    std::fs::remove_dir_all(data).unwrap();
+}

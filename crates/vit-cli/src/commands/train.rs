@@ -43,6 +43,9 @@ pub struct TrainArgs {
     /// Use only the first N training images (at least 1).
     #[arg(long, value_parser = at_least_one)]
     limit_train: Option<usize>,
+    /// Start from this checkpoint's weights (fine-tuning; the recipe's `init_from`).
+    #[arg(long, value_name = "CHECKPOINT")]
+    init: Option<PathBuf>,
     /// Override the recipe's compute precision: f32, or bf16/f16 (mixed precision, for GPUs:
     /// f32 master weights, f16 with dynamic loss scaling).
     #[arg(long, value_enum)]
@@ -104,6 +107,9 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     }
     if let Some(p) = args.precision {
         recipe.train.precision = p.into();
+    }
+    if args.init.is_some() {
+        recipe.train.init_from = args.init;
     }
     recipe.validate(&origin).context("the recipe with the command line's overrides")?;
     let run_dir = match args.out {

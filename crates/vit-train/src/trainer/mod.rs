@@ -26,7 +26,7 @@ pub use report::{EpochRecord, TrainOutcome, TrainReport};
 use crate::evaluate::{check_fits, evaluate};
 use crate::loss_scale::LossScaler;
 use crate::metrics::Tally;
-use crate::optim::{AdamW, AdamWConfig, params_of};
+use crate::optim::{AdamW, AdamWConfig, params_of, select_trainable};
 use crate::recipe::{Precision, Recipe};
 use crate::schedule::Schedule;
 use crate::{TrainError, metadata};
@@ -137,6 +137,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         (model, store, state)
     };
     let params = params_of(&model, &store).map_err(|message| TrainError::Inconsistent { message })?;
+    let params = select_trainable(params, cfg.num_layers, t.freeze_backbone, t.frozen_blocks, t.layer_decay);
     let mut optimizer = AdamW::new(&params, AdamWConfig { weight_decay: t.weight_decay, ..AdamWConfig::default() })?;
     if let Some(tensors) = saved_optimizer {
         run.restore_optimizer(&mut optimizer, &tensors, &state)?;
