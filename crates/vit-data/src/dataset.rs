@@ -117,6 +117,31 @@ impl Dataset {
         }
     }
 
+    /// The records of `classes` only, relabelled `0..classes.len()` in the order given, with
+    /// their names: a task on part of a data set (pretraining on some classes, fine-tuning
+    /// on the others). A class outside the data set, a repeated one, or a selection that
+    /// holds no record is an error.
+    pub fn keep_classes(&self, classes: &[u32]) -> Result<Self, DataError> {
+        let source = std::path::PathBuf::from(&self.name);
+        let bad = |message: String| DataError::Malformed { path: source.clone(), message };
+        let mut relabel = vec![None; self.num_classes()];
+        for (new, &class) in classes.iter().enumerate() {
+            match relabel.get_mut(class as usize) {
+                Some(slot @ None) => *slot = Some(new as u32),
+                Some(Some(_)) => return Err(bad(format!("class {class} is selected twice"))),
+                None => return Err(bad(format!("class {class} asked for, but there are {}", self.num_classes()))),
+            }
+        }
+        let kept: Vec<usize> = (0..self.len()).filter(|&i| relabel[self.labels[i] as usize].is_some()).collect();
+        if kept.is_empty() {
+            return Err(bad(format!("classes {classes:?} hold no record")));
+        }
+        let mut subset = self.select(&kept, self.name.clone());
+        subset.labels = kept.iter().map(|&i| relabel[self.labels[i] as usize].unwrap_or(0)).collect();
+        subset.class_names = classes.iter().map(|&c| self.class_names[c as usize].clone()).collect();
+        Ok(subset)
+    }
+
     /// Splits off `fraction` of the records as a validation set, stratified and seeded: from
     /// each class, `round(fraction * its count)` records drawn by a shuffle keyed by `seed`
     /// and the class (at least one record of every class stays for training). Both parts keep

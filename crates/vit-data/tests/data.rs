@@ -248,3 +248,20 @@ fn a_batch_thread_that_panics_ends_the_loader_with_an_error_and_bad_arguments_ar
         "zero-height images are refused"
     );
 }
+
+#[test]
+fn a_subset_of_classes_is_relabelled_in_the_order_given() {
+    let dir = tmp_dir("classes");
+    write_pattern_mnist(&dir, 3, 1);
+    let train = idx::load_dir(&dir, idx::Split::Train, "mnist", vit_data::digit_names()).unwrap();
+    let subset = train.keep_classes(&[7, 2]).unwrap();
+    assert_eq!(subset.class_names, ["7", "2"]);
+    assert_eq!(subset.class_counts(), [3, 3]);
+    for (i, &label) in subset.labels.iter().enumerate() {
+        let original = train.labels.iter().enumerate().filter(|(_, l)| **l == 7 || **l == 2).nth(i).unwrap().1;
+        assert_eq!(label, if *original == 7 { 0 } else { 1 });
+    }
+    assert!(train.keep_classes(&[2, 2]).unwrap_err().to_string().contains("twice"));
+    assert!(train.keep_classes(&[10]).unwrap_err().to_string().contains("there are 10"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -46,8 +46,14 @@ impl std::fmt::Display for Transfer {
 /// token kept); head parameters (`head.*`) of another shape, or that the source lacks, keep
 /// their fresh values, and source head tensors the model lacks are left out. Any other
 /// difference (another width, depth, patch size or channel count) is an error naming the
-/// tensor and both shapes: such weights cannot start this model.
-pub fn init_from(store: &SeededVarMap, cfg: &VitConfig, source: &Checkpoint) -> Result<Transfer, ModelError> {
+/// tensor and both shapes: such weights cannot start this model. Without `keep_head` (a task
+/// of other classes, even as many) every head parameter starts fresh.
+pub fn init_from(
+    store: &SeededVarMap,
+    cfg: &VitConfig,
+    source: &Checkpoint,
+    keep_head: bool,
+) -> Result<Transfer, ModelError> {
     let path = source.path.as_path();
     let mut transfer = Transfer::default();
     let vars = store.vars();
@@ -66,7 +72,10 @@ pub fn init_from(store: &SeededVarMap, cfg: &VitConfig, source: &Checkpoint) -> 
                 expected: var.dims().to_vec(),
             });
         };
-        let value = if t.dims() == var.dims() {
+        let value = if head && !keep_head {
+            transfer.fresh.push(name.clone());
+            continue;
+        } else if t.dims() == var.dims() {
             transfer.copied.push(name.clone());
             t.clone()
         } else if head {

@@ -26,6 +26,9 @@ pub struct DataSpec {
     /// Use only the first N training images (a quick run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_train: Option<usize>,
+    /// Use only these classes (of training and test split alike), relabelled in this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<u32>>,
 }
 
 /// Optimisation settings.
@@ -163,12 +166,14 @@ pub struct Recipe {
 }
 
 /// The recipes shipped with the crate, by name.
-pub const BUILTIN: [(&str, &str); 5] = [
+pub const BUILTIN: [(&str, &str); 7] = [
     ("default", include_str!("../recipes/default.toml")),
     ("mnist", include_str!("../recipes/mnist.toml")),
     ("fashion-mnist", include_str!("../recipes/fashion-mnist.toml")),
     ("cifar10", include_str!("../recipes/cifar10.toml")),
     ("keras-cifar100", include_str!("../recipes/keras-cifar100.toml")),
+    ("digits-0-4", include_str!("../recipes/digits-0-4.toml")),
+    ("digits-5-9", include_str!("../recipes/digits-5-9.toml")),
 ];
 
 impl Recipe {
@@ -280,6 +285,14 @@ impl Recipe {
                 "train.frozen_blocks",
                 "cannot be given with freeze_backbone, which freezes every block".into(),
             );
+        }
+        if let Some(classes) = &self.data.classes {
+            let mut sorted = classes.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if classes.is_empty() || sorted.len() != classes.len() {
+                return bad("data.classes", format!("must list distinct classes, got {classes:?}"));
+            }
         }
         if self.data.limit_train == Some(0) {
             return bad("data.limit_train", "must be at least 1 (or absent for every image), got 0".into());

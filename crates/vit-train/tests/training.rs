@@ -286,7 +286,7 @@ fn fine_tuning_starts_from_a_checkpoint_with_a_new_head_at_a_new_resolution() {
     let cfg = Recipe::parse(&recipe, Path::new("tuned.toml")).unwrap().model_config(Path::new("t")).unwrap();
     let (_, store) = vit_model::Vit::init(&cfg, 9, &Device::Cpu).unwrap();
     let checkpoint = vit_model::checkpoint::load(&source, &Device::Cpu).unwrap();
-    let transfer = vit_model::init_from(&store, &cfg, &checkpoint).unwrap();
+    let transfer = vit_model::init_from(&store, &cfg, &checkpoint, false).unwrap();
     assert_eq!(transfer.resampled, Some(((2, 2), (3, 3))));
     assert_eq!(transfer.fresh, ["head.classifier.bias", "head.classifier.weight"]);
     assert!(transfer.unused.is_empty());
@@ -296,10 +296,18 @@ fn fine_tuning_starts_from_a_checkpoint_with_a_new_head_at_a_new_resolution() {
     assert_eq!(bits(store.vars()[name].as_tensor()), bits(&checkpoint.tensors[name]));
     assert!(transfer.to_string().contains("positions resampled from a 2x2 to a 3x3 grid"), "{transfer}");
 
+    // The same classes keep the head; other classes, even as many, get a fresh one.
+    let source_cfg = checkpoint.meta.config.clone();
+    let (_, same) = vit_model::Vit::init(&source_cfg, 9, &Device::Cpu).unwrap();
+    let kept = vit_model::init_from(&same, &source_cfg, &checkpoint, true).unwrap();
+    assert!(kept.fresh.is_empty() && kept.resampled.is_none(), "{kept}");
+    let renewed = vit_model::init_from(&same, &source_cfg, &checkpoint, false).unwrap();
+    assert_eq!(renewed.fresh, ["head.classifier.bias", "head.classifier.weight"]);
+
     // Another width cannot start from these weights: an error naming a tensor and both shapes.
     let wider = vit_model::VitConfig { projection_dim: 32, mlp_units: vec![32, 32], ..cfg };
     let (_, store) = vit_model::Vit::init(&wider, 9, &Device::Cpu).unwrap();
-    let err = vit_model::init_from(&store, &wider, &checkpoint).unwrap_err().to_string();
+    let err = vit_model::init_from(&store, &wider, &checkpoint, false).unwrap_err().to_string();
     assert!(err.contains("cannot start a model whose") && err.contains("best.safetensors"), "{err}");
     std::fs::remove_dir_all(data).unwrap();
 }

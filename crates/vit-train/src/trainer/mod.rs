@@ -66,7 +66,10 @@ struct Data {
 fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Result<Data, TrainError> {
     let size = (cfg.image_size[0], cfg.image_size[1]);
     let dir = data_dir.or(recipe.data.dir.as_deref());
-    let (mut train, test) = load_splits(&recipe.data.dataset, dir, size, cfg.channels)?;
+    let (mut train, mut test) = load_splits(&recipe.data.dataset, dir, size, cfg.channels)?;
+    if let Some(classes) = &recipe.data.classes {
+        (train, test) = (train.keep_classes(classes)?, test.keep_classes(classes)?);
+    }
     if let Some(limit) = recipe.data.limit_train {
         let keep: Vec<usize> = (0..limit.min(train.len())).collect();
         train = train.select(&keep, train.name.clone());
@@ -130,7 +133,11 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         let (model, store) = Vit::init(&cfg, t.seed, &device)?;
         if let Some(path) = &t.init_from {
             let source = vit_model::checkpoint::load(path, &device)?;
-            initialized_from = Some((path.clone(), vit_model::init_from(&store, &cfg, &source)?.to_string()));
+            // The head carries over only to the same classes; other classes, even as many, get
+            // a fresh one.
+            let keep_head = source.meta.class_names == data.train.class_names;
+            let transfer = vit_model::init_from(&store, &cfg, &source, keep_head)?;
+            initialized_from = Some((path.clone(), transfer.to_string()));
         }
         let scaler = if t.precision == Precision::F16 { LossScaler::default() } else { LossScaler::disabled() };
         let state = TrainState::fresh(model.rng().state(), scaler);
