@@ -111,7 +111,7 @@ fn hugging_face_vit_imports_with_the_conv_kernel_permuted() {
 #[test]
 fn a_transformers_checkpoint_imports_and_gives_its_logits() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_vit");
-    let (model, _, meta) = hf::load(dir.join("config.json"), dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let (model, store, meta) = hf::load(dir.join("config.json"), dir.join("model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(meta.class_names, ["cat", "dog", "owl"]);
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
@@ -125,5 +125,33 @@ fn a_transformers_checkpoint_imports_and_gives_its_logits() {
     let logits = model.forward(&images, false).unwrap();
     let err = (&logits - &expected["logits"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(err < 1e-5, "logits differ from transformers' by {err}");
-    eprintln!("transformers import: logits max abs error {err:.2e}, pixel values {pixels:.2e}");
+
+    // The gradient of the same loss, per parameter, against transformers' (mapped to our names
+    // and layouts the way the weights are).
+    let labels = expected["labels"].to_dtype(DType::U32).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+    let loss_err = (loss.to_scalar::<f32>().unwrap() - expected["loss"].to_vec1::<f32>().unwrap()[0]).abs();
+    assert!(loss_err < 1e-5, "loss differs by {loss_err}");
+    let grads = loss.backward().unwrap();
+    let theirs: HashMap<String, Tensor> =
+        expected.iter().filter_map(|(k, v)| k.strip_prefix("grad.").map(|k| (k.to_string(), v.clone()))).collect();
+    let theirs = hf::import_tensors(&theirs, &meta.config, &dir.join("expected.safetensors")).unwrap();
+    let vars = store.vars();
+    assert_eq!(theirs.len(), vars.len());
+    let mut worst = 0f32;
+    for (name, var) in &vars {
+        let (ours, reference) = (grads.get(var).unwrap(), &theirs[name]);
+        let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        if name.ends_with("attention.key.bias") {
+            assert!(diff < 1e-6, "{name}: {diff}"); // zero analytically on both sides
+            continue;
+        }
+        assert!(diff / scale.max(1e-12) < 1e-3, "{name}: gradient differs by {} relative", diff / scale);
+        worst = worst.max(diff / scale.max(1e-12));
+    }
+    eprintln!(
+        "transformers import: logits max abs error {err:.2e}, pixel values {pixels:.2e}, loss {loss_err:.2e}, \
+         worst gradient {worst:.2e} relative"
+    );
 }

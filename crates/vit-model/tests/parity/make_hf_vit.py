@@ -1,19 +1,21 @@
 """Writes a small random Hugging Face ViT as `transformers` saves it, and its own output.
 
-    python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors numpy
+    python3 -m venv .venv && .venv/bin/pip install torch==2.15.0 transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6
     .venv/bin/python crates/vit-model/tests/parity/make_hf_vit.py
 
 `ViTForImageClassification` from a small `ViTConfig`, every parameter drawn at random, saved
 with `save_pretrained` (`config.json`, `model.safetensors`) and a `ViTImageProcessor`
 (`preprocessor_config.json`, mean = std = 0.5 as google/vit-*) into
 `tests/fixtures/hf_vit/`, plus `expected.safetensors`: `images` [B, H, W, C] float32 pixels
-in [0, 1], the processor's `pixel_values` for them (NCHW), and the model's `logits`, computed
-in float64 in eval mode.
+in [0, 1], the processor's `pixel_values` for them (NCHW), `labels`, and the model's
+`logits`, `loss` (mean cross-entropy) and `grad.<name>` (d loss / d parameter, in
+transformers' names and layouts), computed in float64 in eval mode.
 """
 import math
 import os
 
 import numpy as np
+import safetensors.torch
 import torch
 import transformers
 from safetensors.torch import save_file
@@ -46,10 +48,29 @@ def main():
     pixel_values = processor(
         [np.asarray(im * 255.0) for im in images], do_resize=False, return_tensors="pt"
     )["pixel_values"]
-    with torch.no_grad():
-        logits = model.double()(pixel_values=pixel_values.double()).logits
+    labels = torch.tensor([2, 0, 1])
+    model = model.double()
+    logits = model(pixel_values=pixel_values.double()).logits
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    loss.backward()
+    # transformers 5 names its modules otherwise inside (`vit.layers.0.attention.k_proj`) than
+    # in the files it saves (`vit.encoder.layer.0.attention.attention.key`): each gradient is
+    # stored under the saved name of the tensor with the same values.
+    saved = safetensors.torch.load_file(os.path.join(OUT, "model.safetensors"))
+    grads = {}
+    for name, p in model.named_parameters():
+        matches = [k for k, v in saved.items() if v.shape == p.shape and torch.equal(v.double(), p.detach())]
+        assert len(matches) == 1, (name, matches)
+        grads[f"grad.{matches[0]}"] = p.grad.float().contiguous()
     save_file(
-        {"images": images.contiguous(), "pixel_values": pixel_values.float().contiguous(), "logits": logits.float().contiguous()},
+        {
+            "images": images.contiguous(),
+            "pixel_values": pixel_values.float().contiguous(),
+            "labels": labels.contiguous(),
+            "logits": logits.detach().float().contiguous(),
+            "loss": loss.detach().float().reshape(1),
+            **grads,
+        },
         os.path.join(OUT, "expected.safetensors"),
         metadata={"transformers": transformers.__version__, "torch": torch.__version__},
     )

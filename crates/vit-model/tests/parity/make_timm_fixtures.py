@@ -1,6 +1,6 @@
 """Writes parity fixtures from timm's own VisionTransformer, not a transcription of ours.
 
-    python3 -m venv .venv && .venv/bin/pip install torch timm safetensors numpy
+    python3 -m venv .venv && .venv/bin/pip install torch==2.15.0 timm==1.0.31 safetensors==0.8.0 numpy==2.4.6
     .venv/bin/python crates/vit-model/tests/parity/make_timm_fixtures.py
 
 `make_fixtures.py` writes the Keras-style model out by hand. This script builds the models

@@ -1,6 +1,6 @@
 """Writes a small random timm ViT as timm saves it for the Hugging Face hub, and its output.
 
-    python3 -m venv .venv && .venv/bin/pip install torch timm safetensors numpy
+    python3 -m venv .venv && .venv/bin/pip install torch==2.15.0 timm==1.0.31 safetensors==0.8.0 numpy==2.4.6
     .venv/bin/python crates/vit-model/tests/parity/make_timm_hub.py
 
 `timm.create_model("vit_tiny_patch16_224", ...)` shrunk by model arguments, every parameter
