@@ -73,6 +73,10 @@ pub struct VitConfig {
     /// Layer scale initial value, if used.
     #[serde(default)]
     pub layer_scale: Option<f64>,
+    /// With the mean-pool head: the final LayerNorm after pooling instead of before (timm's
+    /// `fc_norm`, the default of its average-pooled ViTs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fc_norm: bool,
 }
 
 fn yes() -> bool {
@@ -109,6 +113,7 @@ impl VitConfig {
             position: PositionEmbedding::Learned,
             drop_path: 0.0,
             layer_scale: None,
+            fc_norm: false,
         }
     }
 
@@ -150,6 +155,7 @@ impl VitConfig {
             position: PositionEmbedding::Learned,
             drop_path: 0.0,
             layer_scale: None,
+            fc_norm: false,
         }
     }
 
@@ -247,6 +253,9 @@ impl VitConfig {
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
             return Err(ModelError::invalid("layer_norm_eps", "must be positive"));
+        }
+        if self.fc_norm && self.head != HeadKind::MeanPool {
+            return Err(ModelError::invalid("fc_norm", "normalises after mean pooling: it needs head = \"mean_pool\""));
         }
         if let Some(v) = self.layer_scale.filter(|v| !v.is_finite()) {
             return Err(ModelError::invalid("layer_scale", format!("must be finite, got {v}")));

@@ -73,11 +73,28 @@ impl ClassifierHead {
     /// # Shapes
     /// - `tokens`: `[B, T, D]`; returns `[B, num_classes]`.
     pub fn forward_t(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = match self.pool {
-            HeadKind::Flatten => self.input_dropout.forward_t(&tokens.flatten_from(1)?, train)?,
-            HeadKind::ClassToken => tokens.narrow(1, 0, 1)?.squeeze(1)?,
-            HeadKind::MeanPool => tokens.mean(1)?,
-        };
+        self.classify_t(&self.pool(tokens, train)?, train)
+    }
+
+    /// The tokens pooled into one vector per image (flatten with its dropout, the class
+    /// token, or the mean).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T, D]`; returns `[B, T * D]` (flatten) or `[B, D]`.
+    pub fn pool(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
+        match self.pool {
+            HeadKind::Flatten => self.input_dropout.forward_t(&tokens.flatten_from(1)?, train),
+            HeadKind::ClassToken => tokens.narrow(1, 0, 1)?.squeeze(1),
+            HeadKind::MeanPool => tokens.mean(1),
+        }
+    }
+
+    /// Pooled vectors to logits: the head MLP and the classifier.
+    ///
+    /// # Shapes
+    /// - `pooled`: `[B, head_input_dim]`; returns `[B, num_classes]`.
+    pub fn classify_t(&self, pooled: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = pooled.clone();
         for layer in &self.layers {
             h = layer.forward_dropout(&h, true, &self.dropout, train)?;
         }

@@ -132,7 +132,8 @@ impl Vit {
         self.forward_head(&self.forward_features(images, train)?, train)
     }
 
-    /// Images to the normalised token stream: patches, encoder, blocks and the final LayerNorm.
+    /// Images to the normalised token stream: patches, encoder, blocks and the final LayerNorm
+    /// (which `fc_norm` moves after pooling, into the head).
     ///
     /// # Shapes
     /// - `images`: `[B, H, W, C]`; returns `[B, T, D]` in the compute dtype (`T` tokens, the
@@ -147,9 +148,16 @@ impl Vit {
     /// - `features`: `[B, T, D]` (from [`forward_features`](Self::forward_features)); returns
     ///   `[B, num_classes]` in `f32`.
     pub fn forward_head(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        let logits = if self.cfg.fc_norm {
+            // timm's fc_norm: the final LayerNorm on the pooled vector.
+            let pooled = self.norm.forward(&self.head.pool(features, train)?)?;
+            self.head.classify_t(&pooled, train)?
+        } else {
+            self.head.forward_t(features, train)?
+        };
         // Logits leave in f32 whatever the compute dtype, so that the loss and the softmax of a
         // mixed-precision model are taken at full precision.
-        self.head.forward_t(features, train)?.to_dtype(DType::F32)
+        logits.to_dtype(DType::F32)
     }
 
     /// Like [`forward`](Self::forward), also returning each block's attention weights
@@ -183,7 +191,9 @@ impl Vit {
                 x = block.forward_t(&x, train)?;
             }
         }
-        Ok((self.norm.forward(&x)?, attention))
+        // With fc_norm the final LayerNorm comes after pooling, in `forward_head`.
+        let features = if self.cfg.fc_norm { x } else { self.norm.forward(&x)? };
+        Ok((features, attention))
     }
 
     /// Class probabilities (softmax of the logits), inference mode.

@@ -14,17 +14,26 @@ fn fixture() -> std::path::PathBuf {
 
 #[test]
 fn a_timm_hub_checkpoint_imports_and_gives_timms_logits() {
-    let (model, store, meta) = timm::load(fixture(), &Device::Cpu).unwrap();
+    check(&fixture(), HeadKind::ClassToken, false);
+}
+
+#[test]
+fn an_average_pooled_timm_model_with_fc_norm_imports_and_gives_timms_logits() {
+    check(&fixture().with_file_name("timm_hub_avg"), HeadKind::MeanPool, true);
+}
+
+fn check(dir: &Path, head: HeadKind, fc_norm: bool) {
+    let (model, store, meta) = timm::load(dir, &Device::Cpu).unwrap();
     let cfg = &meta.config;
     assert_eq!((cfg.image_size, cfg.patch_size, cfg.projection_dim, cfg.num_layers), ([8, 8], 2, 16, 2));
-    assert_eq!((cfg.num_heads, cfg.key_dim, cfg.num_classes, cfg.head), (2, 8, 4, HeadKind::ClassToken));
+    assert_eq!((cfg.num_heads, cfg.key_dim, cfg.num_classes, cfg.head, cfg.fc_norm), (2, 8, 4, head, fc_norm));
     assert_eq!(cfg.mlp_units, [64, 16]);
     assert_eq!(meta.class_names.len(), 4);
     let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
     assert_eq!(normalizer["mean"], serde_json::json!([0.5, 0.5, 0.5]));
     assert_eq!(store.vars().len(), model.parameters().len());
 
-    let expected = candle_core::safetensors::load(fixture().join("expected.safetensors"), &Device::Cpu).unwrap();
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     // timm's input: (pixels - mean) / std, NCHW; ours takes NHWC.
     let images = ((&expected["images"] - 0.5).unwrap() / 0.5).unwrap();
     let nchw: Tensor = images.permute((0, 3, 1, 2)).unwrap();
@@ -33,7 +42,7 @@ fn a_timm_hub_checkpoint_imports_and_gives_timms_logits() {
     let logits = model.forward(&images, false).unwrap();
     let err = (&logits - &expected["logits"]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(err < 1e-5, "logits differ from timm's by {err}");
-    eprintln!("timm hub import: logits max abs error {err:.2e}");
+    eprintln!("timm hub import ({head:?}, fc_norm {fc_norm}): logits max abs error {err:.2e}");
 }
 
 #[test]

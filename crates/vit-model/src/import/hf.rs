@@ -101,6 +101,7 @@ pub fn config_from_hf(path: impl AsRef<Path>) -> Result<(VitConfig, Vec<String>)
         position: PositionEmbedding::Learned,
         drop_path: 0.0,
         layer_scale: None,
+        fc_norm: false,
     };
     cfg.validate()?;
     Ok((cfg, names))

@@ -7,8 +7,9 @@
 //! `deit_{tiny,small,base}_patch16_{S}`), with the recorded `model_args` over them. The fused
 //! `qkv` is split into query, key and value; the patch convolution `[D, C, p, p]` becomes the
 //! linear layer over TF-ordered patches; the normalisation of `pretrained_cfg` goes into the
-//! checkpoint metadata. Variants this model cannot express (registers, a norm after pooling,
-//! no qkv bias, positions without the class token) are errors naming the argument.
+//! checkpoint metadata. Class-token models and average-pooled ones without a class token
+//! (with or without `fc_norm`) are read; variants this model cannot express (registers, no
+//! qkv bias, positions without the class token) are errors naming the argument.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -89,8 +90,10 @@ pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, String),
         position: PositionEmbedding::Learned,
         drop_path: 0.0,
         layer_scale: None,
+        fc_norm: false,
     };
     let mut mlp_ratio = 4.0;
+    let (mut class_token, mut fc_norm) = (true, None);
     let mut global_pool = timm.global_pool.clone().unwrap_or_else(|| "token".into());
     let whole = |key: &str, v: &Value| {
         v.as_u64().map(|n| n as usize).ok_or_else(|| bad(format!("model_args.{key}: expected a whole number, got {v}")))
@@ -112,9 +115,10 @@ pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, String),
             "mlp_ratio" => mlp_ratio = v.as_f64().ok_or_else(|| bad(format!("model_args.mlp_ratio: got {v}")))?,
             "global_pool" => global_pool = v.as_str().unwrap_or_default().to_string(),
             "init_values" => cfg.layer_scale = v.as_f64(),
-            "class_token" if v == &Value::Bool(true) => {}
+            "class_token" if v.is_boolean() => class_token = v == &Value::Bool(true),
+            "fc_norm" if v.is_null() || v.is_boolean() => fc_norm = v.as_bool(),
             "qkv_bias" if v == &Value::Bool(true) => {}
-            "fc_norm" | "no_embed_class" if v.is_null() || v == &Value::Bool(false) => {}
+            "no_embed_class" if v.is_null() || v == &Value::Bool(false) => {}
             "reg_tokens" if v.as_u64() == Some(0) => {}
             "dynamic_img_size" | "drop_rate" | "drop_path_rate" | "attn_drop_rate" | "pos_drop_rate" => {}
             other => return Err(bad(format!("model_args.{other} = {v}: this model has no such variant"))),
@@ -132,11 +136,17 @@ pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, String),
         )));
     }
     cfg.mlp_units = vec![hidden as usize, cfg.projection_dim];
-    cfg.head = match global_pool.as_str() {
-        "token" => HeadKind::ClassToken,
-        other => {
+    cfg.head = match (global_pool.as_str(), class_token) {
+        ("token", true) => HeadKind::ClassToken,
+        ("avg", false) => {
+            // timm normalises after average pooling unless fc_norm is turned off.
+            cfg.fc_norm = fc_norm.unwrap_or(true);
+            HeadKind::MeanPool
+        }
+        (pool, token) => {
             return Err(bad(format!(
-                "global_pool `{other}`: only `token` is read (timm's `avg` normalises after pooling, which this model does not)"
+                "global_pool `{pool}` with class_token {token}: this model reads `token` with a class token and \
+                 `avg` without one"
             )));
         }
     };
@@ -201,6 +211,8 @@ pub fn import_tensors(
             "cls_token" => put("patch_encoder.class_token".into(), t.clone())?,
             "pos_embed" => put("patch_encoder.position_embedding.weight".into(), t.squeeze(0)?)?,
             "norm.weight" | "norm.bias" => put(name.clone(), t.clone())?,
+            // timm's average-pooled models normalise after pooling (their `norm` is empty).
+            "fc_norm.weight" | "fc_norm.bias" if cfg.fc_norm => put(format!("norm.{}", &name[8..]), t.clone())?,
             "head.weight" | "head.bias" => put(format!("head.classifier.{}", &name[5..]), t.clone())?,
             _ => {
                 let rest = name.strip_prefix("blocks.").ok_or_else(|| unknown(name, t))?;

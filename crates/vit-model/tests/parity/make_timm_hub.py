@@ -6,7 +6,8 @@
 `timm.create_model("vit_tiny_patch16_224", ...)` shrunk by model arguments, every parameter
 drawn at random, saved with `timm.models.push_to_hf_hub`'s writer `save_for_hf` (the
 `config.json` with `architecture`, `model_args` and `pretrained_cfg`, and `model.safetensors`
-in timm's own names) into `tests/fixtures/timm_hub/`, plus `expected.safetensors`: the
+in timm's own names) into `tests/fixtures/timm_hub/` (the class-token model) and
+`tests/fixtures/timm_hub_avg/` (average pooling with `fc_norm`), each with `expected.safetensors`: the
 float32 `images` [B, H, W, C] (pixels in [0, 1]), the `normalized` NCHW input timm's data
 config makes of them, and timm's `logits` for it, computed in float64.
 """
@@ -19,12 +20,23 @@ from safetensors.torch import save_file
 from timm.models._hub import save_for_hf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "fixtures", "timm_hub")
+FIXTURES = os.path.join(HERE, "..", "fixtures")
+SMALL = dict(img_size=8, patch_size=2, embed_dim=16, depth=2, num_heads=2, num_classes=4)
+VARIANTS = {
+    # The class-token model, as vit_*_patch*_224 are.
+    "timm_hub": SMALL,
+    # Average pooling without a class token, with timm's norm after pooling (fc_norm).
+    "timm_hub_avg": dict(SMALL, class_token=False, global_pool="avg"),
+}
 
 
 def main():
+    for name, args in VARIANTS.items():
+        write(os.path.join(FIXTURES, name), args)
+
+
+def write(OUT, args):
     gen = torch.Generator().manual_seed(20261201)
-    args = dict(img_size=8, patch_size=2, embed_dim=16, depth=2, num_heads=2, num_classes=4)
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **args)
     with torch.no_grad():
         for _, p in model.named_parameters():
