@@ -22,6 +22,43 @@ fn an_average_pooled_timm_model_with_fc_norm_imports_and_gives_timms_logits() {
     check(&fixture().with_file_name("timm_hub_avg"), HeadKind::MeanPool, true);
 }
 
+#[test]
+fn bare_state_dicts_import_with_the_architecture_named() {
+    for (dir, head) in
+        [(fixture(), HeadKind::ClassToken), (fixture().with_file_name("timm_hub_avg"), HeadKind::MeanPool)]
+    {
+        let (model, _, meta) =
+            timm::load_state_dict(dir.join("model.safetensors"), "vit_tiny_patch16_224", Some(2), None, &Device::Cpu)
+                .unwrap();
+        assert_eq!((meta.config.head, meta.config.image_size, meta.config.num_layers), (head, [8, 8], 2));
+        assert!(!meta.extra.contains_key("data.normalizer"), "no normalisation is known for a bare state dict");
+        let (hub, _, _) = timm::load(&dir, &Device::Cpu).unwrap();
+        let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+        assert_eq!(
+            model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap(),
+            hub.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()
+        );
+    }
+    let err = timm::load_state_dict(
+        fixture().join("model.safetensors"),
+        "vit_tiny_patch16_224",
+        Some(2),
+        Some((vec![0.5], vec![0.5])),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("do not fit 3 channels"), "{err}");
+    // The head count is not in the shapes: the architecture's 3 do not divide the width 16.
+    let err =
+        timm::load_state_dict(fixture().join("model.safetensors"), "vit_tiny_patch16_224", None, None, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(err.contains("not a multiple of num_heads 3"), "{err}");
+}
+
 fn check(dir: &Path, head: HeadKind, fc_norm: bool) {
     let (model, store, meta) = timm::load(dir, &Device::Cpu).unwrap();
     let cfg = &meta.config;

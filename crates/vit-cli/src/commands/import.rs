@@ -17,9 +17,34 @@ pub struct ImportArgs {
     /// the preprocessing the weights expect.
     #[arg(long, short)]
     output: PathBuf,
+    /// For a bare timm state dict (SOURCE a .safetensors file): the architecture it is, e.g.
+    /// `vit_small_patch16_224` (the head count is not in the shapes).
+    #[arg(long)]
+    architecture: Option<String>,
+    /// For a bare state dict: its number of attention heads, where it is not the
+    /// architecture's.
+    #[arg(long, value_parser = crate::args::at_least_one)]
+    num_heads: Option<usize>,
+    /// For a bare state dict: the per-channel mean and std its weights expect, e.g.
+    /// `--mean 0.5,0.5,0.5 --std 0.5,0.5,0.5` (else none is recorded).
+    #[arg(long, value_delimiter = ',', requires = "std")]
+    mean: Option<Vec<f64>>,
+    /// See --mean.
+    #[arg(long, value_delimiter = ',', requires = "mean")]
+    std: Option<Vec<f64>>,
 }
 
 pub fn run(args: ImportArgs) -> Result<()> {
+    if args.source.is_file() {
+        let Some(architecture) = &args.architecture else {
+            bail!("{}: a bare state dict needs --architecture (e.g. vit_small_patch16_224)", args.source.display());
+        };
+        let mean_std = args.mean.clone().zip(args.std.clone());
+        let (model, store, meta) =
+            timm::load_state_dict(&args.source, architecture, args.num_heads, mean_std, &Device::Cpu)?;
+        checkpoint::save(&args.output, store.varmap(), &meta)?;
+        return report("timm", &args, &model, &meta);
+    }
     let config = args.source.join("config.json");
     let text = std::fs::read_to_string(&config).with_context(|| format!("{}", config.display()))?;
     let json: serde_json::Value =
@@ -36,7 +61,11 @@ pub fn run(args: ImportArgs) -> Result<()> {
         );
     };
     checkpoint::save(&args.output, store.varmap(), &meta)?;
-    let normalizer = meta.extra.get(checkpoint::NORMALIZER_KEY).map_or("none", String::as_str);
+    report(library, &args, &model, &meta)
+}
+
+fn report(library: &str, args: &ImportArgs, model: &vit_model::Vit, meta: &vit_model::CheckpointMeta) -> Result<()> {
+    let normalizer = meta.extra.get(checkpoint::NORMALIZER_KEY).map_or("none recorded", String::as_str);
     println!(
         "{library} ViT from {}: {} parameters, {} classes, {}x{} input, normalisation {normalizer}; wrote {}",
         args.source.display(),

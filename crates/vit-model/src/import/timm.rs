@@ -53,8 +53,12 @@ fn named_size(size: &str) -> Option<(usize, usize, usize)> {
 /// metadata entry.
 pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, String), ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    config_from_json(&text, path)
+}
+
+fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, String), ModelError> {
     let bad = |message: String| ModelError::ConfigParse { path: path.into(), message };
-    let timm: TimmConfig = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let timm: TimmConfig = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     // `vit_base_patch16_224.augreg_in21k` -> size `base`, patch 16, resolution 224.
     let name = timm.architecture.split('.').next().unwrap_or_default();
     let parts: Vec<&str> = name.split('_').collect();
@@ -263,4 +267,74 @@ pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap
     assign(store.varmap(), &tensors, &weights)?;
     let extra = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer)]);
     Ok((model, store, CheckpointMeta { config, class_names, extra }))
+}
+
+/// Loads a bare timm state dict (a safetensors file of timm's tensor names, no config) as
+/// the architecture `architecture` names (`vit_small_patch16_224`, say), its head count
+/// `num_heads` when given (it is not in the shapes; else the architecture's), every other
+/// size read from the tensors: width and resolution from
+/// `pos_embed`, depth from the blocks, MLP width from `fc1`, classes from `head`, class token
+/// or average pooling (with `fc_norm` when its tensors are there). No normalisation is known
+/// for such a file: the checkpoint records none unless `mean_std` gives it.
+pub fn load_state_dict(
+    weights: impl AsRef<Path>,
+    architecture: &str,
+    num_heads: Option<usize>,
+    mean_std: Option<(Vec<f64>, Vec<f64>)>,
+    device: &Device,
+) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
+    let weights = weights.as_ref();
+    let timm = super::read_weights(weights, device)?;
+    let bad = |message: String| ModelError::ConfigParse { path: weights.into(), message };
+    let dims = |name: &str| timm.get(name).map(|t| t.dims().to_vec()).ok_or_else(|| bad(format!("no tensor `{name}`")));
+    let pos = dims("pos_embed")?;
+    let proj = dims("patch_embed.proj.weight")?;
+    let (&[_, tokens, dim], &[_, channels, patch, _]) = (&pos[..], &proj[..]) else {
+        return Err(bad(format!(
+            "pos_embed {pos:?} and patch_embed.proj.weight {proj:?} are not [1, N, D] and [D, C, p, p]"
+        )));
+    };
+    let class_token = timm.contains_key("cls_token");
+    let grid = ((tokens - usize::from(class_token)) as f64).sqrt() as usize;
+    if grid * grid + usize::from(class_token) != tokens {
+        return Err(bad(format!(
+            "pos_embed holds {tokens} tokens: no square grid{}",
+            if class_token { " and a class token" } else { "" }
+        )));
+    }
+    let depth = (0..).take_while(|i| timm.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
+    let hidden = dims("blocks.0.mlp.fc1.weight")?[0];
+    let classes = dims("head.weight")?[0];
+    let pool = if class_token { "token" } else { "avg" };
+    let mut config = serde_json::json!({
+        "architecture": architecture,
+        "num_classes": classes,
+        "global_pool": pool,
+        "model_args": {
+            "img_size": grid * patch, "patch_size": patch, "embed_dim": dim, "depth": depth, "in_chans": channels,
+            "mlp_ratio": hidden as f64 / dim as f64, "num_classes": classes, "class_token": class_token,
+            "global_pool": pool, "fc_norm": timm.contains_key("fc_norm.weight"),
+        },
+    });
+    if let Some(heads) = num_heads {
+        config["model_args"]["num_heads"] = serde_json::json!(heads);
+    }
+    if timm.contains_key("blocks.0.ls1.gamma") {
+        // The value is only the initial one; the tensors carry the trained scales.
+        config["model_args"]["init_values"] = serde_json::json!(1.0);
+    }
+    // The synthesised config has no pretrained_cfg: its default normalisation is no knowledge.
+    let (cfg, class_names, _) = config_from_json(&config.to_string(), weights)?;
+    let tensors = import_tensors(&timm, &cfg, weights)?;
+    let store = SeededVarMap::new(0);
+    let model = Vit::new(&cfg, store.var_builder(DType::F32, device), SharedRng::new(0))?;
+    assign(store.varmap(), &tensors, weights)?;
+    let mut extra = BTreeMap::new();
+    if let Some((mean, std)) = mean_std {
+        if mean.len() != cfg.channels || std.len() != cfg.channels || std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(bad(format!("mean {mean:?} and std {std:?} do not fit {} channels", cfg.channels)));
+        }
+        extra.insert(NORMALIZER_KEY.to_string(), serde_json::json!({ "mean": mean, "std": std }).to_string());
+    }
+    Ok((model, store, CheckpointMeta { config: cfg, class_names, extra }))
 }
