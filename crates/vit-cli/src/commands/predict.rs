@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
-use vit_model::Vit;
 use vit_train::predict::predict_files;
 
 #[derive(Args)]
@@ -21,8 +20,7 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: PredictArgs, device: Device) -> Result<()> {
-    let (model, _, meta) = Vit::load(&args.checkpoint, &device)?;
-    let results = predict_files(&model, &meta, &args.checkpoint, &args.images, args.top, &device)?;
+    let results = predict_files(&args.checkpoint, &args.images, args.top, &device)?;
     for (file, best) in args.images.iter().zip(results) {
         println!("{}", file.display());
         for (name, p) in best {
