@@ -115,7 +115,23 @@ pub fn load_splits(
         }
         DatasetKind::Folder => {
             let (h, w) = image_size;
-            (load_folder(&dir.join("train"), h, w, channels)?, load_folder(&dir.join("test"), h, w, channels)?)
+            // The held-out images as people lay them out: `test/`, or `val/` (ImageNet's).
+            let held_out = ["test", "val"].iter().map(|s| dir.join(s)).find(|p| p.is_dir()).ok_or_else(|| {
+                DataError::MissingFiles {
+                    dir: dir.clone(),
+                    missing: "a `test/` or `val/` folder beside `train/`".into(),
+                    hint: "lay the images out as <dir>/train/<class>/<image> and <dir>/test/<class>/<image>".into(),
+                }
+            })?;
+            let (train, test) =
+                (load_folder(&dir.join("train"), h, w, channels)?, load_folder(&held_out, h, w, channels)?);
+            if train.class_names != test.class_names {
+                return Err(DataError::Malformed {
+                    path: held_out,
+                    message: format!("its classes {:?} are not train/'s {:?}", test.class_names, train.class_names),
+                });
+            }
+            (train, test)
         }
     })
 }

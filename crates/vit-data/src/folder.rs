@@ -52,8 +52,18 @@ pub fn decode_image(
     })
 }
 
+/// Whether a folder's file is one of its images: not hidden (`.DS_Store`), with the extension
+/// of a format this crate decodes (`png`, `jpg`, `jpeg`, `bmp`, `gif`, any case). Other files
+/// (notes, `Thumbs.db`, labels) are not images and are passed over.
+fn is_image_file(path: &Path) -> bool {
+    let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    !hidden && matches!(extension.as_deref(), Some("png" | "jpg" | "jpeg" | "bmp" | "gif"))
+}
+
 /// Loads `root/<class>/<image>` for every class folder (sorted by name), resizing every image
-/// to `height x width x channels`. Class names are the folder names.
+/// to `height x width x channels`. Class names are the folder names; files that are no images
+/// by name are passed over, and an image that does not decode is an error naming it.
 pub fn load_folder(root: &Path, height: usize, width: usize, channels: usize) -> Result<Dataset, DataError> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| DataError::io(root, e))?
@@ -75,7 +85,7 @@ pub fn load_folder(root: &Path, height: usize, width: usize, channels: usize) ->
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| DataError::io(dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .filter(|p| p.is_file() && is_image_file(p))
             .collect();
         files.sort();
         listed.extend(files.into_iter().map(|f| (f, label as u32)));

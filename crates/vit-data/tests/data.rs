@@ -137,6 +137,11 @@ fn image_folders_resize_and_name_unreadable_files() {
     assert_eq!(&data.image(3)[..3], &[10, 10, 200]);
     let grey = load_folder(&dir, 4, 4, 1).unwrap();
     assert_eq!(grey.channels, 1);
+    // What people's folders hold besides images is passed over.
+    std::fs::write(dir.join("cat").join(".DS_Store"), b"\0\0\0\x01Bud1").unwrap();
+    std::fs::write(dir.join("cat").join("notes.txt"), b"taken in 2019").unwrap();
+    std::fs::write(dir.join("dog").join("Thumbs.db"), b"\xd0\xcf").unwrap();
+    assert_eq!(load_folder(&dir, 4, 4, 3).unwrap().labels, [0, 0, 1, 1]);
 
     std::fs::write(dir.join("dog").join("broken.png"), b"not a png at all").unwrap();
     let err = load_folder(&dir, 4, 4, 3).unwrap_err();
@@ -263,5 +268,29 @@ fn a_subset_of_classes_is_relabelled_in_the_order_given() {
     }
     assert!(train.keep_classes(&[2, 2]).unwrap_err().to_string().contains("twice"));
     assert!(train.keep_classes(&[10]).unwrap_err().to_string().contains("there are 10"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_image_folder_data_set_takes_test_or_val_beside_train() {
+    let dir = tmp_dir("folder-splits");
+    let write = |split: &str, classes: &[&str]| {
+        for class in classes {
+            std::fs::create_dir_all(dir.join(split).join(class)).unwrap();
+            image::GrayImage::from_pixel(5, 5, image::Luma([9]))
+                .save(dir.join(split).join(class).join("a.png"))
+                .unwrap();
+        }
+    };
+    write("train", &["a", "b"]);
+    let kind = vit_data::DatasetKind::Folder;
+    let err = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap_err().to_string();
+    assert!(err.contains("`test/` or `val/`"), "{err}");
+    write("val", &["a", "b"]);
+    let (train, held_out) = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap();
+    assert_eq!((train.len(), held_out.len()), (2, 2));
+    write("test", &["a", "c"]);
+    let err = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap_err().to_string();
+    assert!(err.contains("are not train/'s"), "test/ comes first, and its classes must be train/'s: {err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
