@@ -122,22 +122,10 @@ pub fn import_tensors(
             "embeddings.position_embeddings" => {
                 Some(("patch_encoder.position_embedding.weight".to_string(), t.squeeze(0)?))
             }
-            "embeddings.patch_embeddings.projection.weight" => {
-                let (d, c, kh, kw) = t.dims4()?;
-                if c != cfg.channels || kh != cfg.patch_size || kw != cfg.patch_size {
-                    return Err(ModelError::ShapeMismatch {
-                        path: path.into(),
-                        name: name.clone(),
-                        expected: vec![cfg.projection_dim, cfg.channels, cfg.patch_size, cfg.patch_size],
-                        found: t.dims().to_vec(),
-                    });
-                }
-                // [D, C, p, p] -> [D, p, p, C]: TF patch order, channel fastest.
-                Some((
-                    "patch_encoder.projection.weight".to_string(),
-                    t.permute((0, 2, 3, 1))?.reshape((d, kh * kw * c))?,
-                ))
-            }
+            "embeddings.patch_embeddings.projection.weight" => Some((
+                "patch_encoder.projection.weight".to_string(),
+                super::patch_kernel_to_linear(t, cfg, name, path)?,
+            )),
             "embeddings.patch_embeddings.projection.bias" => {
                 Some(("patch_encoder.projection.bias".to_string(), t.clone()))
             }

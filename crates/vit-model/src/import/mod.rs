@@ -14,7 +14,29 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::ModelError;
+use crate::{ModelError, VitConfig};
+
+/// A patch embedding's convolution kernel `[D, C, p, p]` (over NCHW images, as PyTorch
+/// libraries store it) as this crate's linear layer over TF-ordered patches `[D, p * p * C]`
+/// (row, column, channel fastest); `name` and `path` name the tensor in the error when its
+/// shape does not fit `cfg`.
+pub(crate) fn patch_kernel_to_linear(
+    t: &Tensor,
+    cfg: &VitConfig,
+    name: &str,
+    path: &Path,
+) -> Result<Tensor, ModelError> {
+    let (d, c, kh, kw) = t.dims4()?;
+    if c != cfg.channels || kh != cfg.patch_size || kw != cfg.patch_size {
+        return Err(ModelError::ShapeMismatch {
+            path: path.into(),
+            name: name.into(),
+            expected: vec![cfg.projection_dim, cfg.channels, cfg.patch_size, cfg.patch_size],
+            found: t.dims().to_vec(),
+        });
+    }
+    Ok(t.permute((0, 2, 3, 1))?.reshape((d, kh * kw * c))?)
+}
 
 /// The tensors of a safetensors file, or of the shards a `*.safetensors.index.json` lists
 /// (its `weight_map`, as the hub splits large models): every tensor the index names must be

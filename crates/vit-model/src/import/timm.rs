@@ -199,17 +199,7 @@ pub fn import_tensors(
         };
         match name.as_str() {
             "patch_embed.proj.weight" => {
-                let (d, c, kh, kw) = t.dims4()?;
-                if c != cfg.channels || kh != cfg.patch_size || kw != cfg.patch_size {
-                    return Err(ModelError::ShapeMismatch {
-                        path: path.into(),
-                        name: name.clone(),
-                        expected: vec![cfg.projection_dim, cfg.channels, cfg.patch_size, cfg.patch_size],
-                        found: t.dims().to_vec(),
-                    });
-                }
-                // [D, C, p, p] -> [D, p, p, C]: TF patch order, channel fastest.
-                put("patch_encoder.projection.weight".into(), t.permute((0, 2, 3, 1))?.reshape((d, kh * kw * c))?)?;
+                put("patch_encoder.projection.weight".into(), super::patch_kernel_to_linear(t, cfg, name, path)?)?;
             }
             "patch_embed.proj.bias" => put("patch_encoder.projection.bias".into(), t.clone())?,
             "cls_token" => put("patch_encoder.class_token".into(), t.clone())?,
