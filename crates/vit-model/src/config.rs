@@ -134,7 +134,10 @@ impl VitConfig {
         }
     }
 
-    fn standard(dim: usize, heads: usize) -> Self {
+    /// The original ViT layout (Dosovitskiy et al., as timm and Hugging Face build it) of width
+    /// `dim` with `heads` heads: 224x224x3, 16x16 patches, 12 blocks, MLP ratio 4, class token,
+    /// 1000 classes. The presets and the weight imports start from it.
+    pub(crate) fn standard(dim: usize, heads: usize) -> Self {
         Self {
             image_size: [224, 224],
             channels: 3,

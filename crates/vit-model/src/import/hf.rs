@@ -13,7 +13,7 @@ use serde::Deserialize;
 use vit_blocks::{SeededVarMap, SharedRng};
 
 use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, assign};
-use crate::{HeadKind, ModelError, PositionEmbedding, Vit, VitConfig};
+use crate::{ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
 struct HfConfig {
@@ -85,23 +85,11 @@ pub fn config_from_hf(path: impl AsRef<Path>) -> Result<(VitConfig, Vec<String>)
         image_size: [hf.image_size, hf.image_size],
         channels: hf.num_channels,
         patch_size: hf.patch_size,
-        projection_dim: d,
-        num_heads: hf.num_attention_heads,
-        key_dim: d / hf.num_attention_heads,
-        value_dim: None,
         num_layers: hf.num_hidden_layers,
         mlp_units: vec![hf.intermediate_size, d],
-        mlp_activation_on_last: false,
-        dropout: 0.0,
         layer_norm_eps: hf.layer_norm_eps,
-        head: HeadKind::ClassToken,
-        head_units: vec![],
-        head_dropout: 0.0,
         num_classes,
-        position: PositionEmbedding::Learned,
-        drop_path: 0.0,
-        layer_scale: None,
-        fc_norm: false,
+        ..VitConfig::standard(d, hf.num_attention_heads)
     };
     cfg.validate()?;
     Ok((cfg, names))

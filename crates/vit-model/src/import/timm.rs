@@ -20,7 +20,7 @@ use serde_json::Value;
 use vit_blocks::{SeededVarMap, SharedRng};
 
 use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, assign};
-use crate::{HeadKind, ModelError, PositionEmbedding, Vit, VitConfig};
+use crate::{HeadKind, ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
 struct TimmConfig {
@@ -76,25 +76,10 @@ fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, 
     };
     let mut cfg = VitConfig {
         image_size: [image, image],
-        channels: 3,
         patch_size: patch,
-        projection_dim: dim,
-        num_heads: heads,
-        key_dim: dim / heads,
-        value_dim: None,
         num_layers: depth,
-        mlp_units: vec![4 * dim, dim],
-        mlp_activation_on_last: false,
-        dropout: 0.0,
-        layer_norm_eps: 1e-6,
-        head: HeadKind::ClassToken,
-        head_units: vec![],
-        head_dropout: 0.0,
         num_classes: timm.num_classes.unwrap_or(1000),
-        position: PositionEmbedding::Learned,
-        drop_path: 0.0,
-        layer_scale: None,
-        fc_norm: false,
+        ..VitConfig::standard(dim, heads)
     };
     let mut mlp_ratio = 4.0;
     let (mut class_token, mut fc_norm) = (true, None);
