@@ -135,6 +135,21 @@ impl MultiHeadAttention {
         Ok((self.output.forward(&mixed)?, weights))
     }
 
+    /// Inference with the attention weights multiplied by `probe` before they mix the values,
+    /// also returning the weights. A `probe` of ones changes nothing; as a variable, its
+    /// gradient is the gradient-weighted attention `∂score/∂weights ⊙ weights` that relevance
+    /// maps need (candle keeps no gradient for the weights themselves).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, dim]`, `probe`: `[B, num_heads, N, N]`; returns `[B, N, dim]` and the
+    ///   weights `[B, num_heads, N, N]`.
+    pub fn forward_with_probe(&self, x: &Tensor, probe: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, n, _) = x.dims3()?;
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let (mixed, weights) = vit_kernels::attention_with_probe(&q, &k, &v, &self.dims(b, n), probe)?;
+        Ok((self.output.forward(&mixed)?, weights))
+    }
+
     fn dims(&self, batch: usize, tokens: usize) -> AttentionDims {
         AttentionDims { batch, tokens, heads: self.num_heads, key_dim: self.key_dim, value_dim: self.value_dim }
     }

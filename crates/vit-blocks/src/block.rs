@@ -123,19 +123,38 @@ impl TransformerBlock {
     /// # Shapes
     /// - `x`: `[B, N, dim]`; returns `[B, N, dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.run(x, train, false)?.0)
+        Ok(self.run(x, train, false, None)?.0)
     }
 
     /// Like [`forward_t`](Self::forward_t), also returning the attention weights
     /// `[B, num_heads, N, N]`.
     pub fn forward_with_attention(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        match self.run(x, train, true)? {
+        match self.run(x, train, true, None)? {
             (out, Some(weights)) => Ok((out, weights)),
             (_, None) => candle_core::bail!("block: the attention weights were asked for but not returned"),
         }
     }
 
-    fn run(&self, x: &Tensor, train: bool, want_weights: bool) -> Result<(Tensor, Option<Tensor>)> {
+    /// Inference with the attention weights multiplied by `probe` before they mix the values
+    /// (see [`MultiHeadAttention::forward_with_probe`]), also returning the weights.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, dim]`, `probe`: `[B, num_heads, N, N]`; returns `[B, N, dim]` and the
+    ///   weights `[B, num_heads, N, N]`.
+    pub fn forward_with_probe(&self, x: &Tensor, probe: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self.run(x, false, true, Some(probe))? {
+            (out, Some(weights)) => Ok((out, weights)),
+            (_, None) => candle_core::bail!("block: the attention weights were asked for but not returned"),
+        }
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        train: bool,
+        want_weights: bool,
+        probe: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let plain = self.layer_scale.is_none() && !self.drop_path.is_active(train);
         if plain && !want_weights {
             // The tokens of all images as rows, one reshape in and one out: the layers inside
@@ -149,7 +168,10 @@ impl TransformerBlock {
         }
         let normed = self.norm1.forward(x)?;
         let (attended, weights) = if want_weights {
-            let (a, w) = self.attention.forward_with_weights(&normed, train)?;
+            let (a, w) = match probe {
+                Some(probe) => self.attention.forward_with_probe(&normed, probe)?,
+                None => self.attention.forward_with_weights(&normed, train)?,
+            };
             (a, Some(w))
         } else {
             (self.attention.forward_t(&normed, train)?, None)

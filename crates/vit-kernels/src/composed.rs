@@ -73,17 +73,20 @@ pub fn attention(
     dims: &AttentionDims,
     mask: Option<&DropoutMask>,
 ) -> Result<(Tensor, Tensor)> {
-    attention_with(q, k, v, dims, mask, softmax_last_dim, dropout)
+    attention_with(q, k, v, dims, mask, None, softmax_last_dim, dropout)
 }
 
 /// [`attention`] with the softmax and dropout given: the composed references here, or the
-/// dispatched ops of [`crate::ops`].
+/// dispatched ops of [`crate::ops`]. A `gate` `[B, H, N, N]` multiplies the weights before they
+/// mix the values (see [`crate::ops::attention_with_probe`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_with(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     dims: &AttentionDims,
     mask: Option<&DropoutMask>,
+    gate: Option<&Tensor>,
     softmax: fn(&Tensor) -> Result<Tensor>,
     dropout: fn(&Tensor, &DropoutMask) -> Result<Tensor>,
 ) -> Result<(Tensor, Tensor)> {
@@ -96,6 +99,10 @@ pub(crate) fn attention_with(
     let dropped = match mask {
         Some(mask) => dropout(&weights, mask)?,
         None => weights.clone(),
+    };
+    let dropped = match gate {
+        Some(gate) => dropped.broadcast_mul(gate)?,
+        None => dropped,
     };
     let mixed = dropped.matmul(&v_heads)?.transpose(1, 2)?; // [B, N, H, dv]
     let merged = if v.rank() == 2 { mixed.reshape((b * n, h * dv))? } else { mixed.reshape((b, n, h * dv))? };

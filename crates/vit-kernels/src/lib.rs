@@ -57,7 +57,8 @@ mod testing;
 pub use composed::AttentionDims;
 pub use dropout::DropoutMask;
 pub use ops::{
-    attention, attention_with_weights, dense, dense_dropout, dense_gelu, dropout, gelu, layer_norm, softmax_last_dim,
+    attention, attention_with_probe, attention_with_weights, dense, dense_dropout, dense_gelu, dropout, gelu,
+    layer_norm, softmax_last_dim,
 };
 pub use path::KernelPath;
 pub use simd::{erf, exp};

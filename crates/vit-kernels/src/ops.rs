@@ -195,5 +195,28 @@ pub fn attention_with_weights(
     dims: &AttentionDims,
     mask: Option<&DropoutMask>,
 ) -> Result<(Tensor, Tensor)> {
-    composed::attention_with(q, k, v, dims, mask, softmax_last_dim, dropout)
+    composed::attention_with(q, k, v, dims, mask, None, softmax_last_dim, dropout)
+}
+
+/// Inference attention whose weights are multiplied by `probe` (`[B, H, N, N]`, all ones
+/// for the true output) before they mix the values, also returning the weights.
+///
+/// Why: candle keeps gradients of variables only, not of the attention weights inside the
+/// graph. With `probe` a variable of ones, the gradient of a score with respect to `probe` is
+/// `∂score/∂weights ⊙ weights`, the gradient-weighted attention of Chefer et al. (2021).
+///
+/// # Shapes
+/// - as [`attention`]; `probe` and the weights are `[B, H, N, N]`.
+pub fn attention_with_probe(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dims: &AttentionDims,
+    probe: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let expected = [dims.batch, dims.heads, dims.tokens, dims.tokens];
+    if probe.dims() != expected {
+        candle_core::bail!("attention probe: expected shape {expected:?}, got {:?}", probe.dims());
+    }
+    composed::attention_with(q, k, v, dims, None, Some(probe), softmax_last_dim, dropout)
 }

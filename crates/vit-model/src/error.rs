@@ -80,6 +80,14 @@ pub enum ModelError {
         /// Its shape in the file.
         found: Vec<usize>,
     },
+    /// An argument a caller passed is out of range.
+    #[error("{what}: {message}")]
+    InvalidArgument {
+        /// The argument.
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -2,7 +2,7 @@
 //!
 //! A Vision Transformer image classifier on [candle]: [`VitConfig`] with named presets,
 //! [`Vit`] (patches, patch encoder, pre-norm blocks, LayerNorm, head), self-describing
-//! safetensors [`checkpoint`]s, and import of pretrained weights ([`import`]: Hugging Face ViTs).
+//! safetensors [`checkpoint`]s, maps of what it attends to ([`explain`]), and import of pretrained weights ([`import`]: Hugging Face ViTs).
 //!
 //! Presets: [`VitConfig::keras_cifar100`] (the Keras example exactly, 21.8M parameters),
 //! [`VitConfig::mnist`], and the standard [`VitConfig::vit_tiny_16`], [`VitConfig::vit_small_16`],
@@ -43,6 +43,7 @@
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod explain;
 mod head;
 pub mod import;
 mod transfer;

@@ -139,7 +139,7 @@ impl Vit {
     /// - `images`: `[B, H, W, C]`; returns `[B, T, D]` in the compute dtype (`T` tokens, the
     ///   class token first when there is one).
     pub fn forward_features(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.features(images, train, false)?.0)
+        Ok(self.features(images, train, false, None)?.0)
     }
 
     /// The normalised token stream to logits.
@@ -163,11 +163,33 @@ impl Vit {
     /// Like [`forward`](Self::forward), also returning each block's attention weights
     /// `[B, num_heads, T, T]`.
     pub fn forward_with_attention(&self, images: &Tensor, train: bool) -> Result<(Tensor, Vec<Tensor>)> {
-        let (features, attention) = self.features(images, train, true)?;
+        let (features, attention) = self.features(images, train, true, None)?;
         Ok((self.forward_head(&features, train)?, attention))
     }
 
-    fn features(&self, images: &Tensor, train: bool, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
+    /// Inference with each block's attention weights multiplied by its probe before they mix
+    /// the values, also returning the weights: with probes of ones the logits are those of
+    /// [`forward`](Self::forward), and as variables their gradients are the gradient-weighted
+    /// attention maps that [`crate::explain`] needs.
+    ///
+    /// # Shapes
+    /// - `images`: `[B, H, W, C]`; `probes`: one `[B, num_heads, T, T]` per block; returns
+    ///   `[B, num_classes]` logits and one `[B, num_heads, T, T]` of weights per block.
+    pub fn forward_with_attention_probes(&self, images: &Tensor, probes: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
+        if probes.len() != self.blocks.len() {
+            candle_core::bail!("vit: {} attention probes for {} blocks", probes.len(), self.blocks.len());
+        }
+        let (features, attention) = self.features(images, false, true, Some(probes))?;
+        Ok((self.forward_head(&features, false)?, attention))
+    }
+
+    fn features(
+        &self,
+        images: &Tensor,
+        train: bool,
+        want_attention: bool,
+        probes: Option<&[Tensor]>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let expected = [self.cfg.image_size[0], self.cfg.image_size[1], self.cfg.channels];
         if images.rank() != 4 || images.dims()[1..] != expected {
             candle_core::bail!(
@@ -182,9 +204,12 @@ impl Vit {
         let images = images.to_dtype(self.compute_dtype())?;
         let mut x = self.encoder.forward_images(&images)?;
         let mut attention = Vec::new();
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
             if want_attention {
-                let (next, weights) = block.forward_with_attention(&x, train)?;
+                let (next, weights) = match probes {
+                    Some(probes) => block.forward_with_probe(&x, &probes[i])?,
+                    None => block.forward_with_attention(&x, train)?,
+                };
                 attention.push(weights);
                 x = next;
             } else {
