@@ -6,8 +6,8 @@
 mod args;
 mod commands;
 mod download;
-mod plot;
 mod progress;
+mod render;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -43,6 +43,11 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Print the most probable classes of each image.
     Predict(commands::predict::PredictArgs),
+    /// Draw what a model looks at in each image: attention rollout, the last block's heads,
+    /// relevance for the predicted (or a chosen) class.
+    Explain(commands::explain::ExplainArgs),
+    /// Write a run's pictures and report.html, one self-contained page.
+    Report(commands::report::ReportArgs),
     /// Draw an image and its patches, as the Keras example does.
     Patches(commands::patches::PatchesArgs),
     /// Download a public data set (needs curl; tar for CIFAR) and check it.
@@ -113,6 +118,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => commands::train::run(args, device),
         Command::Eval(args) => commands::eval::run(args, device),
         Command::Predict(args) => commands::predict::run(args, device),
+        Command::Explain(args) => commands::explain::run(args, device),
+        Command::Report(args) => commands::report::run(args, device),
         Command::Import(args) => commands::import::run(args),
         Command::Patches(args) => commands::patches::run(args),
         Command::Download(args) => commands::download::run(args),

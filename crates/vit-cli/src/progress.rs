@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use vit_train::{EpochEnd, EpochRecord, RunStarted, StepProgress, TrainObserver};
 
-use crate::plot;
+use crate::render::curves;
 
 /// Renders a run's events on the terminal (or nothing but the curves when `quiet`).
 pub struct Progress {
@@ -23,6 +23,7 @@ pub struct Progress {
     /// Steps of the whole run, and the first step of this session with when it began.
     total_steps: usize,
     session: Option<(usize, Instant)>,
+    evaluation: Option<EvalProgress>,
 }
 
 impl Progress {
@@ -37,6 +38,7 @@ impl Progress {
             last_line: Instant::now(),
             total_steps: 0,
             session: None,
+            evaluation: None,
         }
     }
 
@@ -67,7 +69,72 @@ fn duration_text(seconds: f64) -> String {
     }
 }
 
+/// Progress of an evaluation: a bar on a terminal, else a line when it starts and then every
+/// `log_every`.
+pub struct EvalProgress {
+    bar: ProgressBar,
+    split: String,
+    images: usize,
+    log_every: Option<Duration>,
+    last_line: Instant,
+}
+
+impl EvalProgress {
+    /// Evaluation of `images` images of `split` begins (nothing shown when `quiet`).
+    pub fn start(split: &str, images: usize, quiet: bool, log_every: Duration) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = if quiet || !terminal {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(images as u64);
+            bar.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{split:>10} [{{bar:30}}] {{pos}}/{{len}} images ({{elapsed}}<{{eta}})"
+                ))
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        };
+        let log_every = (!quiet && !terminal).then_some(log_every);
+        if log_every.is_some() {
+            println!("evaluating {split}: {images} images");
+        }
+        Self { bar, split: split.to_string(), images, log_every, last_line: Instant::now() }
+    }
+
+    /// `done` images evaluated.
+    pub fn update(&mut self, done: usize) {
+        self.bar.set_position(done as u64);
+        if self.log_every.is_some_and(|every| self.last_line.elapsed() >= every) {
+            println!("{}: {done}/{} images", self.split, self.images);
+            self.last_line = Instant::now();
+        }
+    }
+
+    /// Done: the bar goes away.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 impl TrainObserver for Progress {
+    fn evaluation_started(&mut self, split: &str, images: usize) {
+        self.evaluation = Some(EvalProgress::start(split, images, self.quiet, self.log_every.unwrap_or_default()));
+    }
+
+    fn evaluation_progress(&mut self, images_done: usize) {
+        if let Some(e) = self.evaluation.as_mut() {
+            e.update(images_done);
+        }
+    }
+
+    fn evaluation_finished(&mut self) {
+        if let Some(e) = self.evaluation.take() {
+            e.finish();
+        }
+    }
+
     fn run_started(&mut self, run: &RunStarted) {
         if self.quiet {
             return;
@@ -157,7 +224,7 @@ impl TrainObserver for Progress {
             );
         }
         let curves = run_dir.join("curves.png");
-        if let Err(e) = plot::write_curves(&curves, history) {
+        if let Err(e) = curves::write_curves(&curves, history) {
             eprintln!("warning: {}: could not draw the curves: {e}", curves.display());
         }
     }

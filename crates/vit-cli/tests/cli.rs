@@ -37,6 +37,8 @@ fn train_eval_predict_and_patches_through_the_binary() {
         "2",
         "--log-every",
         "0",
+        "--log-steps",
+        "1",
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let log = text(&out);
@@ -47,7 +49,22 @@ fn train_eval_predict_and_patches_through_the_binary() {
     assert_eq!(metrics.lines().count(), 2);
     // The curves are drawn by the command's progress observer after each epoch.
     let png = image::open(run.join("curves.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (960, 380));
+    assert_eq!((png.width(), png.height()), (1100, 760));
+    // Per-step metrics: every step of the 2 epochs (2 steps each for the pattern recipe).
+    let steps = std::fs::read_to_string(run.join("steps.jsonl")).unwrap();
+    assert_eq!(steps.lines().count(), 4, "{steps}");
+    assert!(std::fs::read_to_string(run.join("steps.csv")).unwrap().starts_with("epoch,step,loss,"));
+    // Validation and test evaluation say what they do when standard error is no terminal.
+    assert!(log.contains("evaluating test: 20 images"), "{log}");
+    // The report and its pictures, written when the run finished.
+    assert!(log.contains("report: "), "{log}");
+    for file in ["report.html", "confusion.png", "samples.png", "explain-1.png"] {
+        assert!(run.join(file).is_file(), "{file} missing: {log}");
+    }
+    for file in ["confusion.png", "samples.png", "explain-1.png"] {
+        let img = image::open(run.join(file)).unwrap();
+        assert!(img.width() > 200 && img.height() > 150, "{file}: {}x{}", img.width(), img.height());
+    }
     assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("epochs = 2"));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
@@ -61,6 +78,10 @@ fn train_eval_predict_and_patches_through_the_binary() {
         log.contains("mnist-test: 20 images") && log.contains("top-5") && log.contains("confusion matrix"),
         "{log}"
     );
+    let heat_map = data.join("confusion.png");
+    let out = vit(&["eval", &best, "--data", "mnist", "--data-dir", &s(&data), "--plot", &s(&heat_map)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(image::open(&heat_map).unwrap().width() > 200);
 
     let images: Vec<String> = (0..2)
         .map(|c| {
@@ -69,6 +90,15 @@ fn train_eval_predict_and_patches_through_the_binary() {
             s(&path)
         })
         .collect();
+    let explained = data.join("explained");
+    let out = vit(&["explain", &best, &images[0], &images[1], "-o", &s(&explained)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).matches("predicted").count(), 2, "{}", text(&out));
+    for name in ["digit0.explain.png", "digit1.explain.png"] {
+        assert!(image::open(explained.join(name)).unwrap().width() > 400, "{name}");
+    }
+    let out = vit(&["explain", &best, &images[0], "--class", "eleven", "-o", &s(&explained)]);
+    assert!(!out.status.success() && text(&out).contains("--class: `eleven`"), "{}", text(&out));
     let out = vit(&["predict", &best, &images[0], &images[1], "--top", "3"]);
     assert!(out.status.success(), "{}", text(&out));
     let log = text(&out);
@@ -179,5 +209,64 @@ fn pretrained_timm_weights_import_and_predict_with_their_preprocessing() {
     assert_eq!(text(&predicted).matches('%').count(), 4, "{}", text(&predicted));
     let refused = vit(&["import", &s(&data), "-o", &s(&out)]);
     assert!(!refused.status.success() && text(&refused).contains("config.json"), "{}", text(&refused));
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+/// The browser to load the report in: `$CHROMIUM`, else `chromium` or `chromium-browser` on the
+/// path.
+fn chromium() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+#[test]
+fn the_report_renders_in_a_headless_browser() {
+    let Some(browser) = chromium() else {
+        // CI installs Chromium (.ci/run), so there a missing browser is a failure.
+        assert!(std::env::var_os("CI").is_none(), "CI must have chromium: .ci/run installs it");
+        eprintln!("skipped: no chromium on PATH (set $CHROMIUM, or apt-get install chromium)");
+        return;
+    };
+    let data = tmp_dir("cli-report");
+    write_pattern_mnist(&data, 4, 2);
+    let recipe = data.join("patterns.toml");
+    std::fs::write(&recipe, pattern_recipe(&data, 2, 3e-3)).unwrap();
+    let run = data.join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = vit(&["train", "--device", "cpu", "--recipe", &s(&recipe), "--out", &s(&run), "--quiet", "--no-report"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!run.join("report.html").exists(), "--no-report");
+    let out = vit(&["report", &s(&run), "--samples", "8", "--explain", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let page = run.join("report.html");
+    let url = format!("file://{}", page.canonicalize().unwrap().display());
+    let browse = |extra: &[&str]| {
+        Command::new(&browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium runs")
+    };
+    let dom = browse(&["--dump-dom"]);
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    // The page's own check, run on load: every picture decoded, no script error.
+    let body = dom_text.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or_default();
+    // Curves, confusion matrix, sample predictions, two explained images.
+    assert!(body.contains("data-images=\"5\"") && body.contains("data-decoded=\"5\""), "{body}\n{}", text(&dom));
+    assert!(body.contains("data-errors=\"none\""), "{body}");
+    let shot = data.join("report.png");
+    let out = browse(&["--window-size=1200,2000", &format!("--screenshot={}", s(&shot))]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shot = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(shot.dimensions(), (1200, 2000));
+    // Rendered, not blank: dark text and coloured pictures on the white page.
+    let coloured = shot.pixels().filter(|p| p.0.iter().max().unwrap() - p.0.iter().min().unwrap() > 60).count();
+    assert!(coloured > 10_000, "{coloured} coloured pixels in the screenshot");
     std::fs::remove_dir_all(data).unwrap();
 }

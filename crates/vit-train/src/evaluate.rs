@@ -29,6 +29,19 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<Tally, TrainError> {
+    evaluate_observed(model, data, pipeline, batch_size, device, &mut |_| {})
+}
+
+/// [`evaluate`], calling `images_done` with the number of images evaluated after each batch
+/// (for a progress bar).
+pub fn evaluate_observed(
+    model: &Vit,
+    data: &Arc<Dataset>,
+    pipeline: &Pipeline,
+    batch_size: usize,
+    device: &Device,
+    images_done: &mut dyn FnMut(usize),
+) -> Result<Tally, TrainError> {
     let mut tally = Tally::new(data.num_classes());
     let model = model.detached();
     let order: Vec<usize> = (0..data.len()).collect();
@@ -38,6 +51,7 @@ pub fn evaluate(
         let logits = model.forward(&images, false)?;
         let loss = cross_entropy(&logits, &labels, 0.0)?.to_scalar::<f32>()?;
         tally.add(&logits.to_vec2::<f32>()?, &batch.labels, f64::from(loss));
+        images_done(tally.count);
     }
     Ok(tally)
 }

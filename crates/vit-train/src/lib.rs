@@ -36,6 +36,7 @@
 //!     resume: false,
 //!     stop: Arc::new(AtomicBool::new(false)),
 //!     stop_after_steps: None,
+//!     step_metrics_every: None,
 //! };
 //! let TrainOutcome::Finished(report) = train(opts, &mut Silent)? else { unreachable!() };
 //! assert_eq!(report.test_images, 10_000);
@@ -56,12 +57,12 @@ pub mod schedule;
 pub mod trainer;
 
 pub use error::TrainError;
-pub use evaluate::{check_fits, evaluate};
+pub use evaluate::{check_fits, evaluate, evaluate_observed};
 pub use loss_scale::LossScaler;
 pub use recipe::{Precision, Recipe};
 pub use trainer::{
-    EpochEnd, EpochRecord, RunStarted, Silent, StepProgress, TrainObserver, TrainOptions, TrainOutcome, TrainReport,
-    train,
+    EpochEnd, EpochRecord, RunStarted, Silent, StepProgress, StepRecord, TrainObserver, TrainOptions, TrainOutcome,
+    TrainReport, read_steps, train,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -5,6 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use vit_data::augment::{Normalizer, prepare};
 use vit_data::{Dataset, decode_image};
+use vit_model::explain::{Explanation, Target, explain};
 use vit_model::{CheckpointMeta, Vit};
 
 use crate::TrainError;
@@ -60,24 +61,56 @@ impl Classifier {
         &self.meta.class_names
     }
 
-    /// The `k` most probable classes of each encoded image (`(class name, probability)`, most
-    /// probable first), all in one batch: each decoded, resized to the training data's size,
-    /// then to the model's input, and normalised as the checkpoint says.
-    pub fn classify(&self, images: &[&[u8]], k: usize) -> Result<Vec<Vec<(String, f32)>>, TrainError> {
+    /// The model.
+    pub fn model(&self) -> &Vit {
+        &self.model
+    }
+
+    /// The encoded images (PNG, JPEG, ...) as the model takes them: decoded, resized to the
+    /// training data's size, then to the model's input, normalised as the checkpoint says.
+    /// Also returns each image's bytes at the model's input size, `[H, W, C]`, for pictures.
+    ///
+    /// # Shapes
+    /// - returns `[B, H, W, C]` (the model's input) and `B` vectors of `H * W * C` bytes.
+    pub fn prepare(&self, images: &[&[u8]]) -> Result<(Tensor, Vec<Vec<u8>>), TrainError> {
         let cfg = &self.meta.config;
         let (dh, dw) = self.data_size;
         let (h, w) = (cfg.image_size[0], cfg.image_size[1]);
         let mut pixels = Vec::with_capacity(images.len() * h * w * cfg.channels);
+        let mut shown = Vec::with_capacity(images.len());
         for (i, bytes) in images.iter().enumerate() {
             let source = std::path::PathBuf::from(format!("<image {i}>"));
             let decoded = decode_image(bytes, &source, dh, dw, cfg.channels)?;
+            shown.push(if (dh, dw) == (h, w) {
+                decoded.clone()
+            } else {
+                decode_image(bytes, &source, h, w, cfg.channels)?
+            });
             let one = Dataset::new("image", decoded, vec![0], (dh, dw, cfg.channels), vec!["?".into()], &source)?;
             pixels.extend(prepare(&one, 0, (h, w), &self.normalizer, None));
         }
+        let x = Tensor::from_vec(pixels, (images.len(), h, w, cfg.channels), &self.device)?;
+        Ok((x, shown))
+    }
+
+    /// Attention rollout, per-head attention and relevance of each encoded image (see
+    /// [`vit_model::explain`]), with its bytes at the model's input size.
+    pub fn explain(&self, images: &[&[u8]], target: Target) -> Result<Vec<(Explanation, Vec<u8>)>, TrainError> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let x = Tensor::from_vec(pixels, (images.len(), h, w, cfg.channels), &self.device)?;
+        let (x, shown) = self.prepare(images)?;
+        let maps = explain(&self.model, &x, target)?;
+        Ok(maps.into_iter().zip(shown).collect())
+    }
+
+    /// The `k` most probable classes of each encoded image (`(class name, probability)`, most
+    /// probable first), all in one batch, prepared as [`prepare`](Self::prepare) says.
+    pub fn classify(&self, images: &[&[u8]], k: usize) -> Result<Vec<Vec<(String, f32)>>, TrainError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (x, _) = self.prepare(images)?;
         let probs = self.model.predict_proba(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let name = |i: usize| self.meta.class_names.get(i).cloned().unwrap_or_else(|| format!("class {i}"));
         Ok(probs.iter().map(|row| top_k(row, k).into_iter().map(|(i, p)| (name(i), p)).collect()).collect())

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
 use common::*;
-use vit_train::{EpochRecord, Recipe, Silent, TrainError, TrainOptions, TrainOutcome};
+use vit_train::{EpochRecord, Recipe, Silent, StepRecord, TrainError, TrainOptions, TrainOutcome, read_steps};
 
 fn options(recipe_text: &str, run_dir: &Path, resume: bool, stop_after_steps: Option<u64>) -> TrainOptions {
     TrainOptions {
@@ -23,6 +23,7 @@ fn options(recipe_text: &str, run_dir: &Path, resume: bool, stop_after_steps: Op
         resume,
         stop: Arc::new(AtomicBool::new(false)),
         stop_after_steps,
+        step_metrics_every: Some(1),
     }
 }
 
@@ -100,6 +101,16 @@ fn an_interrupted_run_resumes_exactly() {
         r.into_iter().map(|e| EpochRecord { train_seconds: 0.0, images_per_second: 0.0, ..e }).collect()
     };
     assert_eq!(strip(records(&straight)), strip(records(&resumed)));
+    // The per-step log too: every step once, in order, the same losses and learning rates.
+    let steps = |run: &Path| -> Vec<StepRecord> {
+        let records = read_steps(&run.join("steps.jsonl")).unwrap();
+        records.into_iter().map(|r| StepRecord { images_per_second: 0.0, train_seconds: 0.0, ..r }).collect()
+    };
+    let straight_steps = steps(&straight);
+    assert_eq!(straight_steps.iter().map(|r| r.step).collect::<Vec<_>>(), (1..=6).collect::<Vec<u64>>());
+    assert_eq!(straight_steps, steps(&resumed));
+    let csv = std::fs::read_to_string(resumed.join("steps.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7, "a header and six steps:\n{csv}");
     std::fs::remove_dir_all(data).unwrap();
 }
 

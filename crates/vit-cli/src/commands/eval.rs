@@ -9,7 +9,10 @@ use clap::Args;
 use vit_data::{DatasetKind, Pipeline, load_splits};
 use vit_model::Vit;
 use vit_train::metadata::pipeline_of;
-use vit_train::{check_fits, evaluate};
+use vit_train::{check_fits, evaluate_observed};
+
+use crate::progress::EvalProgress;
+use crate::render::{confusion::confusion_matrix, save_png};
 
 use crate::args::{at_least_one, dataset_parser};
 
@@ -26,6 +29,9 @@ pub struct EvalArgs {
     /// Batch size (at least 1).
     #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     batch_size: usize,
+    /// Also draw the confusion matrix as a heat map into this PNG.
+    #[arg(long, value_name = "PNG")]
+    plot: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs, device: Device) -> Result<()> {
@@ -36,7 +42,11 @@ pub fn run(args: EvalArgs, device: Device) -> Result<()> {
     check_fits(&test, cfg).with_context(|| args.checkpoint.display().to_string())?;
     let pipeline = Pipeline { size: (cfg.image_size[0], cfg.image_size[1]), normalizer };
     let test = Arc::new(test);
-    let tally = evaluate(&model, &test, &pipeline, args.batch_size, &device)?;
+    let mut progress = EvalProgress::start("test", test.len(), false, std::time::Duration::from_secs(30));
+    let tally =
+        evaluate_observed(&model, &test, &pipeline, args.batch_size, &device, &mut |done| progress.update(done));
+    progress.finish();
+    let tally = tally?;
     println!("{}: {} images", test.name, tally.count);
     if tally.non_finite > 0 {
         println!(
@@ -48,6 +58,11 @@ pub fn run(args: EvalArgs, device: Device) -> Result<()> {
     println!("\nper class:");
     for (name, acc) in meta.class_names.iter().zip(tally.per_class()) {
         println!("  {name:<20} {acc:.4}");
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("{}: {} test images", test.name, tally.count);
+        save_png(&confusion_matrix(&tally.confusion, &meta.class_names, &title)?, path)?;
+        println!("wrote {}", path.display());
     }
     if cfg.num_classes <= 20 {
         println!("\nconfusion matrix (rows: true class, columns: predicted):");

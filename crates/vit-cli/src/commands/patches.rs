@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use image::{Rgb, RgbImage};
 use vit_data::read_image;
 use vit_patches::{PatchSpec, extract_patches};
+
+use crate::render::{patches::patches_picture, save_png};
 
 #[derive(Args)]
 pub struct PatchesArgs {
@@ -36,9 +37,9 @@ pub fn run(args: PatchesArgs) -> Result<()> {
     Ok(())
 }
 
-/// Draws an image (resized to `resize x resize`) and, beside it, its `patch x patch` patches laid
-/// out on their grid with gaps, as the Keras example shows them. The patches are cut with
-/// `vit_patches::extract_patches`. Returns the number of patches.
+/// Draws an image (resized to `resize x resize`) with its patch grid and indices and, beside
+/// it, its `patch x patch` patches cut apart, as the Keras example shows them. The patches are
+/// cut with `vit_patches::extract_patches`. Returns the number of patches.
 pub fn draw_patches(input: &Path, output: &Path, patch: usize, resize: usize) -> Result<usize> {
     let rgb = read_image(input, resize, resize, 3)?;
     let image =
@@ -47,44 +48,7 @@ pub fn draw_patches(input: &Path, output: &Path, patch: usize, resize: usize) ->
     let patches = extract_patches(&image, &spec).map_err(candle_core::Error::wrap)?; // [1, rows, cols, p*p*3]
     let (_, rows, cols, _) = patches.dims4()?;
     let patches = patches.squeeze(0)?.to_dtype(DType::U8)?.flatten_all()?.to_vec1::<u8>()?;
-    let zoom = (256 / resize).max(1) as u32;
-    let gap = 2u32;
-    let cell = patch as u32 * zoom;
-    let left = resize as u32 * zoom;
-    let grid_w = cols as u32 * (cell + gap);
-    let grid_h = rows as u32 * (cell + gap);
-    let mut out = RgbImage::from_pixel(left + 16 + grid_w, left.max(grid_h), Rgb([255, 255, 255]));
-    for y in 0..resize {
-        for x in 0..resize {
-            let p = &rgb[(y * resize + x) * 3..][..3];
-            for dy in 0..zoom {
-                for dx in 0..zoom {
-                    out.put_pixel(x as u32 * zoom + dx, y as u32 * zoom + dy, Rgb([p[0], p[1], p[2]]));
-                }
-            }
-        }
-    }
-    let patch_len = patch * patch * 3;
-    for r in 0..rows {
-        for c in 0..cols {
-            let values = &patches[(r * cols + c) * patch_len..][..patch_len];
-            let (ox, oy) = (left + 16 + c as u32 * (cell + gap), r as u32 * (cell + gap));
-            for u in 0..patch {
-                for v in 0..patch {
-                    let p = &values[(u * patch + v) * 3..][..3];
-                    for dy in 0..zoom {
-                        for dx in 0..zoom {
-                            out.put_pixel(
-                                ox + v as u32 * zoom + dx,
-                                oy + u as u32 * zoom + dy,
-                                Rgb([p[0], p[1], p[2]]),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out.save(output).map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))?;
+    let picture = patches_picture(&rgb, resize, &patches, (rows, cols), patch)?;
+    save_png(&picture, output)?;
     Ok(rows * cols)
 }

@@ -57,6 +57,13 @@ pub struct TrainArgs {
     /// seconds (0: after every step).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = at_least_zero)]
     log_every: f64,
+    /// Write per-step metrics to `steps.jsonl` and `steps.csv` in the run directory every N
+    /// steps (at least 1).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    log_steps: Option<usize>,
+    /// Do not write `report.html` (and its pictures) when the run finishes.
+    #[arg(long)]
+    no_report: bool,
 }
 
 /// `runs/<name>`, or `runs/<name>-2`, `-3`, ... if taken: a new run never overwrites an old one.
@@ -126,11 +133,13 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         recipe_origin: origin,
         data_dir: args.data_dir,
         run_dir,
-        device,
+        device: device.clone(),
         resume: args.resume,
         stop,
         stop_after_steps: None,
+        step_metrics_every: args.log_steps,
     };
+    let report_data_dir = opts.data_dir.clone();
     match train(opts, &mut Progress::new(args.quiet, Duration::from_secs_f64(args.log_every)))? {
         TrainOutcome::Finished(r) => {
             let chosen = match (r.best_epoch, r.best_val_top1) {
@@ -146,6 +155,18 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
                 r.images_per_second,
                 r.run_dir.display()
             );
+            if !args.no_report {
+                // The run is saved whatever happens here: a picture that cannot be drawn is a
+                // warning, not a failed run.
+                match crate::commands::report::write_report(&r.run_dir, report_data_dir.as_deref(), &device, 24, 4) {
+                    Ok(page) => {
+                        if !args.quiet {
+                            println!("report: {}", page.display());
+                        }
+                    }
+                    Err(e) => eprintln!("warning: the report of {} could not be written: {e:#}", r.run_dir.display()),
+                }
+            }
         }
         TrainOutcome::Interrupted { checkpoint, step } => {
             println!(

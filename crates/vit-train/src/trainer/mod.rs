@@ -8,6 +8,7 @@ mod report;
 mod run_dir;
 mod state;
 mod step;
+mod step_log;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,10 @@ use vit_model::{CheckpointMeta, Vit, VitConfig};
 
 pub use observer::{EpochEnd, RunStarted, Silent, StepProgress, TrainObserver};
 pub use report::{EpochRecord, TrainOutcome, TrainReport};
+pub use run_dir::{RunFiles, read_run};
+pub use step_log::{StepRecord, read_steps};
 
-use crate::evaluate::{check_fits, evaluate};
+use crate::evaluate::{check_fits, evaluate_observed};
 use crate::loss_scale::LossScaler;
 use crate::metrics::Tally;
 use crate::optim::{AdamW, AdamWConfig, params_of, select_trainable};
@@ -52,6 +55,8 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop as if interrupted after this many steps in all (to test resuming).
     pub stop_after_steps: Option<u64>,
+    /// Write a [`StepRecord`] to `steps.jsonl` and `steps.csv` every this many steps.
+    pub step_metrics_every: Option<usize>,
 }
 
 /// The prepared data of a run.
@@ -63,13 +68,26 @@ struct Data {
     pipeline: Pipeline,
 }
 
-fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Result<Data, TrainError> {
+/// The training and test splits of `recipe`'s data set as a model of `cfg` takes them (its
+/// classes kept, when the recipe keeps some), from `data_dir`, else the recipe's, else
+/// `VIT_DATA_DIR`.
+pub fn load_recipe_splits(
+    recipe: &Recipe,
+    cfg: &VitConfig,
+    data_dir: Option<&Path>,
+) -> Result<(Dataset, Dataset), TrainError> {
     let size = (cfg.image_size[0], cfg.image_size[1]);
     let dir = data_dir.or(recipe.data.dir.as_deref());
     let (mut train, mut test) = load_splits(&recipe.data.dataset, dir, size, cfg.channels)?;
     if let Some(classes) = &recipe.data.classes {
         (train, test) = (train.keep_classes(classes)?, test.keep_classes(classes)?);
     }
+    Ok((train, test))
+}
+
+fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Result<Data, TrainError> {
+    let size = (cfg.image_size[0], cfg.image_size[1]);
+    let (mut train, test) = load_recipe_splits(recipe, cfg, data_dir)?;
     if let Some(limit) = recipe.data.limit_train {
         let keep: Vec<usize> = (0..limit.min(train.len())).collect();
         train = train.select(&keep, train.name.clone());
@@ -169,6 +187,10 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         initialized_from,
     });
 
+    let mut step_log = match opts.step_metrics_every {
+        Some(every) => Some(step_log::StepLog::open(run.path(), every, if opts.resume { state.step } else { 0 })?),
+        None => None,
+    };
     let session_start = Instant::now();
     let meta = checkpoint_meta(&cfg, &data, &recipe);
     // The last checkpoint, with the wall time of this session added to the state it records.
@@ -231,6 +253,18 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
             epoch_images += batch.len();
             state.train_seconds += seconds;
             state.images_trained += batch.len() as u64;
+            if let Some(log) = step_log.as_mut() {
+                log.record(&StepRecord {
+                    epoch,
+                    step: state.step,
+                    loss: f64::from(loss),
+                    epoch_loss: tally.loss(),
+                    epoch_top1: tally.top1(),
+                    learning_rate: lr,
+                    images_per_second: batch.len() as f64 / seconds.max(1e-9),
+                    train_seconds: state.train_seconds,
+                })?;
+            }
             observer.step_finished(&StepProgress {
                 epoch,
                 steps_done: state.batch_in_epoch,
@@ -252,7 +286,8 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
 
         let val = match &data.val {
             Some(val_data) => {
-                Some(evaluate_finite(&model, val_data, &data.pipeline, t.eval_batch_size, &device, epoch)?)
+                let split = ("validation", epoch);
+                Some(evaluate_finite(&model, val_data, &data.pipeline, t.eval_batch_size, &device, split, observer)?)
             }
             None => None,
         };
@@ -283,7 +318,8 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     } else {
         (model, "none: no validation split, so the last epoch's model is tested".to_string())
     };
-    let test = evaluate_finite(&chosen, &data.test, &data.pipeline, t.eval_batch_size, &device, t.epochs)?;
+    let split = ("test", t.epochs);
+    let test = evaluate_finite(&chosen, &data.test, &data.pipeline, t.eval_batch_size, &device, split, observer)?;
     let report = TrainReport {
         model_selection,
         best_epoch: selected.then_some(state.best_epoch),
@@ -292,6 +328,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         test_top1: test.top1(),
         test_top5: test.top5(),
         test_images: test.count,
+        test_confusion: test.confusion.clone(),
         wall_seconds: state.elapsed_seconds + session_start.elapsed().as_secs_f64(),
         images_per_second: state.images_trained as f64 / state.train_seconds.max(1e-9),
         run_dir: run.path().to_path_buf(),
@@ -300,16 +337,22 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     Ok(TrainOutcome::Finished(report))
 }
 
-/// [`evaluate`], with NaN or infinite logits an error: weights that give them cannot be right.
+/// [`evaluate_observed`] of the `(split, epoch)` named, told to `observer`, with NaN or infinite logits
+/// an error: weights that give them cannot be right.
 fn evaluate_finite(
     model: &Vit,
     data: &Arc<Dataset>,
     pipeline: &Pipeline,
     batch_size: usize,
     device: &Device,
-    epoch: usize,
+    (split, epoch): (&str, usize),
+    observer: &mut dyn TrainObserver,
 ) -> Result<Tally, TrainError> {
-    let tally = evaluate(model, data, pipeline, batch_size, device)?;
+    observer.evaluation_started(split, data.len());
+    let tally =
+        evaluate_observed(model, data, pipeline, batch_size, device, &mut |done| observer.evaluation_progress(done));
+    observer.evaluation_finished();
+    let tally = tally?;
     if tally.non_finite > 0 {
         return Err(TrainError::NonFiniteLogits {
             split: data.name.clone(),

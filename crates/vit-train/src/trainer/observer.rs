@@ -65,6 +65,12 @@ pub trait TrainObserver {
     fn epoch_stopped(&mut self, _why: EpochEnd) {}
     /// The training steps of an epoch are done; validation begins.
     fn epoch_trained(&mut self) {}
+    /// Evaluation of `split` (`validation` or `test`) begins: `images` to classify.
+    fn evaluation_started(&mut self, _split: &str, _images: usize) {}
+    /// Images of the evaluation in progress done so far.
+    fn evaluation_progress(&mut self, _images_done: usize) {}
+    /// The evaluation in progress is done.
+    fn evaluation_finished(&mut self) {}
     /// An epoch is validated and its line written to `metrics.jsonl`; `history` holds every
     /// epoch's record so far, this one last.
     fn epoch_finished(&mut self, _history: &[EpochRecord], _run_dir: &Path) {}

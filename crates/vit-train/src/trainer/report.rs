@@ -50,6 +50,10 @@ pub struct TrainReport {
     pub test_top5: f64,
     /// Test images.
     pub test_images: usize,
+    /// The test confusion matrix, `[true class][predicted class]` (empty in summaries written
+    /// before it was recorded).
+    #[serde(default)]
+    pub test_confusion: Vec<Vec<usize>>,
     /// Wall time of the whole run, including earlier sessions of a resumed run.
     pub wall_seconds: f64,
     /// Training images per second over all epochs (steps only).

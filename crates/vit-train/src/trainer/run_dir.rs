@@ -41,6 +41,41 @@ pub(crate) struct LastState {
     pub optimizer: HashMap<String, Tensor>,
 }
 
+/// What a run directory holds, as [`read_run`] finds it: for reports.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    /// The recipe the run was started with.
+    pub recipe: Recipe,
+    /// That recipe's file, `config.toml`.
+    pub recipe_path: PathBuf,
+    /// Every epoch recorded so far.
+    pub history: Vec<EpochRecord>,
+    /// The final report, once the run finished.
+    pub summary: Option<TrainReport>,
+    /// The model to show: the best checkpoint, else the last.
+    pub checkpoint: PathBuf,
+}
+
+/// Reads the run directory at `dir` without changing anything in it.
+pub fn read_run(dir: &Path) -> Result<RunFiles, TrainError> {
+    if !dir.is_dir() {
+        return Err(TrainError::io(dir, "not a directory: expected a run directory (`vit train --out DIR`)"));
+    }
+    let run = RunDir { path: dir.to_path_buf() };
+    let recipe = run.read_recipe()?;
+    let history = run.read_metrics(usize::MAX)?;
+    let summary_path = dir.join(SUMMARY);
+    let summary = match std::fs::read_to_string(&summary_path) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| TrainError::io(&summary_path, e.to_string()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(TrainError::io(&summary_path, e)),
+    };
+    let checkpoint = [run.best_path(), run.last_path()].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        TrainError::io(dir, "holds no checkpoint (best.safetensors or last.safetensors): the run saved no model yet")
+    })?;
+    Ok(RunFiles { recipe, recipe_path: run.config_path(), history, summary, checkpoint })
+}
+
 /// A run directory.
 pub(crate) struct RunDir {
     path: PathBuf,
