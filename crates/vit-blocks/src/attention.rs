@@ -20,6 +20,9 @@ pub struct AttentionConfig {
     pub value_dim: Option<usize>,
     /// Whether the four projections have biases.
     pub bias: bool,
+    /// Whether query, key and value have biases (with `bias`): timm's `qkv_bias`, off in
+    /// some models while the output projection keeps its bias.
+    pub qkv_bias: bool,
     /// Dropout on the attention weights (after the softmax).
     pub dropout: f32,
 }
@@ -27,7 +30,7 @@ pub struct AttentionConfig {
 impl AttentionConfig {
     /// `num_heads` heads of `key_dim` over a `dim`-wide stream, with biases and no dropout.
     pub fn new(dim: usize, num_heads: usize, key_dim: usize) -> Self {
-        Self { dim, num_heads, key_dim, value_dim: None, bias: true, dropout: 0.0 }
+        Self { dim, num_heads, key_dim, value_dim: None, bias: true, qkv_bias: true, dropout: 0.0 }
     }
 
     /// The per-head value size.
@@ -58,13 +61,14 @@ impl MultiHeadAttention {
     /// Builds the layer; dropout masks are drawn from `rng`.
     pub fn new(cfg: &AttentionConfig, rng: SharedRng, vb: VarBuilder) -> Result<Self> {
         let (h, dk, dv) = (cfg.num_heads, cfg.key_dim, cfg.value_dim());
+        let qkv_bias = cfg.bias && cfg.qkv_bias;
         if h == 0 || dk == 0 || dv == 0 || cfg.dim == 0 {
             candle_core::bail!("attention: dim, num_heads, key_dim and value_dim must be positive, got {cfg:?}");
         }
         Ok(Self {
-            query: Linear::new(cfg.dim, h * dk, cfg.bias, vb.pp("query"))?,
-            key: Linear::new(cfg.dim, h * dk, cfg.bias, vb.pp("key"))?,
-            value: Linear::new(cfg.dim, h * dv, cfg.bias, vb.pp("value"))?,
+            query: Linear::new(cfg.dim, h * dk, qkv_bias, vb.pp("query"))?,
+            key: Linear::new(cfg.dim, h * dk, qkv_bias, vb.pp("key"))?,
+            value: Linear::new(cfg.dim, h * dv, qkv_bias, vb.pp("value"))?,
             output: Linear::new(h * dv, cfg.dim, cfg.bias, vb.pp("output"))?,
             dropout: Dropout::new(cfg.dropout, rng)?,
             num_heads: h,

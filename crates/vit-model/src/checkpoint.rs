@@ -128,8 +128,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 /// Reads a checkpoint: tensors onto `device`, and its metadata.
 pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Checkpoint, ModelError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let bytes = map_file(path)?;
     from_bytes(&bytes, path, device)
+}
+
+/// The bytes of the file at `path`, memory-mapped: pages are read as the tensors are made of
+/// them, and the file is never held whole in memory beside them.
+pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap, ModelError> {
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // SAFETY: the map is only read, while the tensors are copied out of it, and dropped right
+    // after. The hazard of a map is another process changing or truncating the file meanwhile;
+    // this project never writes a file in place (every write renames a new file over the old
+    // one, whose mapped inode stays intact), and a loader cannot guard against other writers.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))
 }
 
 /// [`load`] of the bytes of a file; `path` names it in errors. Every field of the metadata is

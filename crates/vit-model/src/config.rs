@@ -77,6 +77,14 @@ pub struct VitConfig {
     /// `fc_norm`, the default of its average-pooled ViTs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fc_norm: bool,
+    /// Whether query, key and value have biases (timm's `qkv_bias`, Hugging Face's too); the
+    /// attention's output projection always has one.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub qkv_bias: bool,
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn yes() -> bool {
@@ -114,6 +122,7 @@ impl VitConfig {
             drop_path: 0.0,
             layer_scale: None,
             fc_norm: false,
+            qkv_bias: true,
         }
     }
 
@@ -159,6 +168,7 @@ impl VitConfig {
             drop_path: 0.0,
             layer_scale: None,
             fc_norm: false,
+            qkv_bias: true,
         }
     }
 
@@ -308,10 +318,13 @@ impl VitConfig {
         let dense = |i: usize, o: usize| mul(i, o)?.checked_add(o as u64);
         let (d, h, dk, dv) =
             (self.projection_dim, self.num_heads, self.key_dim, self.value_dim.unwrap_or(self.key_dim));
-        let mut block =
-            [dense(d, mul(h, dk)? as usize)?, dense(d, mul(h, dk)? as usize)?, dense(d, mul(h, dv)? as usize)?]
-                .into_iter()
-                .try_fold(0u64, |a, b| a.checked_add(b))?;
+        let qkv = |o: usize| -> Option<u64> {
+            let full = dense(d, o)?;
+            Some(if self.qkv_bias { full } else { full - o as u64 })
+        };
+        let mut block = [qkv(mul(h, dk)? as usize)?, qkv(mul(h, dk)? as usize)?, qkv(mul(h, dv)? as usize)?]
+            .into_iter()
+            .try_fold(0u64, |a, b| a.checked_add(b))?;
         block = block.checked_add(dense(mul(h, dv)? as usize, d)?)?.checked_add(4 * d as u64)?;
         let mut prev = d;
         for &u in &self.mlp_units {
@@ -384,6 +397,7 @@ impl VitConfig {
                 key_dim: self.key_dim,
                 value_dim: self.value_dim,
                 bias: true,
+                qkv_bias: self.qkv_bias,
                 dropout: self.dropout,
             },
             mlp: MlpConfig {

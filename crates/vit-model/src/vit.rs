@@ -250,6 +250,9 @@ impl Summary {
         let dense = |i: usize, o: usize| i * o + o;
         let (h, dk, dv) = (cfg.num_heads, cfg.key_dim, cfg.value_dim.unwrap_or(cfg.key_dim));
         let mut block = 2 * dense(d, h * dk) + dense(d, h * dv) + dense(h * dv, d) + 4 * d;
+        if !cfg.qkv_bias {
+            block -= 2 * h * dk + h * dv;
+        }
         let mut prev = d;
         for &u in &cfg.mlp_units {
             block += dense(prev, u);

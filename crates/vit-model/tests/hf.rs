@@ -102,6 +102,34 @@ fn hugging_face_vit_imports_with_the_conv_kernel_permuted() {
     std::fs::write(&processor, r#"{"rescale_factor": 1.0}"#).unwrap();
     let err = hf::load(dir.join("config.json"), &weights, &dev).err().unwrap().to_string();
     assert!(err.contains("preprocessor_config.json") && err.contains("rescales pixels by 1"), "{err}");
+    std::fs::remove_file(&processor).unwrap();
+
+    // A tensor the layout does not know is an error naming it, not silently dropped.
+    let mut unknown = t.clone();
+    unknown.insert("vit.encoder.layer.0.attention.attention.rotary.weight".into(), r(&[8]));
+    let odd = dir.join("odd.safetensors");
+    candle_core::safetensors::save(&unknown, &odd).unwrap();
+    let err = hf::load(dir.join("config.json"), &odd, &dev).err().unwrap().to_string();
+    assert!(err.contains("rotary.weight") && err.contains("odd.safetensors"), "{err}");
+
+    // `qkv_bias: false`: no bias on query, key and value, the output projection keeps its own.
+    std::fs::write(
+        dir.join("config.json"),
+        config.replace("\"num_channels\"", "\"qkv_bias\": false, \"num_channels\""),
+    )
+    .unwrap();
+    let mut plain = t.clone();
+    plain.retain(|name, _| !["query.bias", "key.bias", "value.bias"].iter().any(|end| name.ends_with(end)));
+    let no_bias = dir.join("no_bias.safetensors");
+    candle_core::safetensors::save(&plain, &no_bias).unwrap();
+    let (model, store, meta) = hf::load(dir.join("config.json"), &no_bias, &dev).unwrap();
+    assert!(!meta.config.qkv_bias);
+    assert_eq!(store.vars().len(), plain.len() - 1, "every tensor but the pooler's is a parameter");
+    assert_eq!(model.summary().total_parameters() as u64, meta.config.parameter_count().unwrap());
+    // The same file is incomplete for a config with biases: the error names the tensor.
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let err = hf::load(dir.join("config.json"), &no_bias, &dev).err().unwrap().to_string();
+    assert!(err.contains("attention.") && err.contains(".bias` is missing"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -23,6 +23,34 @@ fn an_average_pooled_timm_model_with_fc_norm_imports_and_gives_timms_logits() {
 }
 
 #[test]
+fn a_model_without_qkv_biases_saved_as_pytorch_model_bin_imports_and_gives_timms_logits() {
+    let dir = fixture().with_file_name("timm_hub_no_qkv_bias_bin");
+    assert!(!dir.join("model.safetensors").exists(), "the fixture holds only pytorch_model.bin");
+    check(&dir, HeadKind::ClassToken, false);
+    let (model, _, meta) = timm::load(&dir, &Device::Cpu).unwrap();
+    assert!(!meta.config.qkv_bias);
+    let names: Vec<String> = model.parameters().into_iter().map(|p| p.name).collect();
+    assert!(!names.iter().any(|n| n.ends_with("attention.query.bias")), "{names:?}");
+    assert!(names.iter().any(|n| n == "blocks.0.attention.output.bias"), "{names:?}");
+    // The bare state dict, from the same pickle: the missing qkv bias is read from the tensors.
+    let (bare, _, bare_meta) =
+        timm::load_state_dict(dir.join("pytorch_model.bin"), "vit_tiny_patch16_224", Some(2), None, &Device::Cpu)
+            .unwrap();
+    assert!(!bare_meta.config.qkv_bias);
+    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    assert_eq!(
+        bare.forward(&x, false).unwrap().to_vec2::<f32>().unwrap(),
+        model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()
+    );
+    // A file that is no PyTorch zip says so, naming itself.
+    let junk = std::env::temp_dir().join(format!("vit-junk-{}.bin", std::process::id()));
+    std::fs::write(&junk, b"not a zip").unwrap();
+    let err = vit_model::import::read_weights(&junk, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("vit-junk") && err.contains("PyTorch"), "{err}");
+    std::fs::remove_file(junk).unwrap();
+}
+
+#[test]
 fn bare_state_dicts_import_with_the_architecture_named() {
     for (dir, head) in
         [(fixture(), HeadKind::ClassToken), (fixture().with_file_name("timm_hub_avg"), HeadKind::MeanPool)]

@@ -53,7 +53,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let (library, (model, store, meta)) = if json.get("architecture").is_some() {
         ("timm", timm::load(&args.source, &device)?)
     } else if json.get("hidden_size").is_some() {
-        ("Hugging Face", hf::load(&config, args.source.join("model.safetensors"), &device)?)
+        ("Hugging Face", hf::load(&config, vit_model::import::weights_in(&args.source)?, &device)?)
     } else {
         bail!(
             "{}: neither a timm config (`architecture`) nor a Hugging Face ViT config (`hidden_size`)",

@@ -31,6 +31,12 @@ struct HfConfig {
     layer_norm_eps: f64,
     #[serde(default)]
     id2label: BTreeMap<String, String>,
+    #[serde(default = "default_qkv_bias")]
+    qkv_bias: bool,
+}
+
+fn default_qkv_bias() -> bool {
+    true
 }
 
 fn default_image() -> usize {
@@ -89,14 +95,16 @@ pub fn config_from_hf(path: impl AsRef<Path>) -> Result<(VitConfig, Vec<String>)
         mlp_units: vec![hf.intermediate_size, d],
         layer_norm_eps: hf.layer_norm_eps,
         num_classes,
+        qkv_bias: hf.qkv_bias,
         ..VitConfig::standard(d, hf.num_attention_heads)
     };
     cfg.validate()?;
     Ok((cfg, names))
 }
 
-/// Renames and reshapes Hugging Face ViT tensors into this crate's parameter names.
-/// Tensors that have no counterpart (the pooler) are left out; `path` is only used in errors.
+/// Renames and reshapes Hugging Face ViT tensors into this crate's parameter names. The
+/// pooler (`ViTModel`'s, which `ViTForImageClassification` does not use) is left out; any
+/// other tensor without a counterpart is an error naming it, as `path` is named in errors.
 pub fn import_tensors(
     hf: &HashMap<String, Tensor>,
     cfg: &VitConfig,
@@ -121,7 +129,17 @@ pub fn import_tensors(
             "layernorm.bias" => Some(("norm.bias".to_string(), t.clone())),
             "classifier.weight" => Some(("head.classifier.weight".to_string(), t.clone())),
             "classifier.bias" => Some(("head.classifier.bias".to_string(), t.clone())),
-            _ => block_key(key).map(|k| (k, t.clone())),
+            _ if key.starts_with("pooler.") => None,
+            _ => match block_key(key) {
+                Some(k) => Some((k, t.clone())),
+                None => {
+                    return Err(ModelError::UnexpectedTensor {
+                        path: path.into(),
+                        name: name.clone(),
+                        found: t.dims().to_vec(),
+                    });
+                }
+            },
         };
         if let Some((k, v)) = mapped {
             out.insert(k, v.contiguous()?);

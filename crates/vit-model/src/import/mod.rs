@@ -38,15 +38,22 @@ pub(crate) fn patch_kernel_to_linear(
     Ok(t.permute((0, 2, 3, 1))?.reshape((d, kh * kw * c))?)
 }
 
-/// The tensors of a safetensors file, or of the shards a `*.safetensors.index.json` lists
-/// (its `weight_map`, as the hub splits large models): every tensor the index names must be
-/// in the shard it names, and a shard is a file beside the index.
+/// The tensors of a safetensors file (memory-mapped), of the shards a
+/// `*.safetensors.index.json` lists (its `weight_map`, as the hub splits large models: every
+/// tensor the index names must be in the shard it names, and a shard is a file beside the
+/// index), or of a PyTorch file (`.bin`, `.pth`, `.pt`: `torch.save`'s zip of a state dict, read
+/// without Python and without running any of its pickle).
 pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
     let load = |file: &Path| {
-        candle_core::safetensors::load(file, device)
+        let bytes = crate::checkpoint::map_file(file)?;
+        candle_core::safetensors::load_buffer(&bytes, device)
             .map_err(|e| ModelError::Safetensors { path: file.into(), message: e.to_string() })
     };
-    if !path.to_string_lossy().ends_with(".index.json") {
+    let name = path.to_string_lossy();
+    if [".bin", ".pth", ".pt"].iter().any(|ext| name.ends_with(ext)) {
+        return read_pytorch(path, device);
+    }
+    if !name.ends_with(".index.json") {
         return load(path);
     }
     let bad = |message: String| ModelError::ConfigParse { path: path.into(), message };
@@ -77,4 +84,39 @@ pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tens
         return Err(bad(format!("`{name}` is not in the shard `{}` the index names", map[name])));
     }
     Ok(tensors)
+}
+
+/// The tensors of a PyTorch state dict as `torch.save` writes it (a zip holding `data.pkl` and
+/// the storages), a bare dict or one under `state_dict` / `model` (as training scripts save).
+fn read_pytorch(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+    let bad = |e: candle_core::Error| ModelError::Safetensors {
+        path: path.into(),
+        message: format!(
+            "not a PyTorch state dict candle can read ({e}); save it with torch.save(model.state_dict(), ...) or as safetensors"
+        ),
+    };
+    let mut found = Vec::new();
+    for key in [None, Some("state_dict"), Some("model")] {
+        found = candle_core::pickle::read_all_with_key(path, key).map_err(bad)?;
+        if !found.is_empty() {
+            break;
+        }
+    }
+    if found.is_empty() {
+        return Err(ModelError::Safetensors {
+            path: path.into(),
+            message: "holds no tensors (looked at the top level, `state_dict` and `model`)".into(),
+        });
+    }
+    found.into_iter().map(|(name, t)| Ok((name, t.to_device(device)?))).collect()
+}
+
+/// The weights of a model directory as the hub stores them, in the order the libraries look
+/// for them: `model.safetensors`, `model.safetensors.index.json` (shards), `pytorch_model.bin`.
+pub fn weights_in(dir: &Path) -> Result<std::path::PathBuf, ModelError> {
+    const NAMES: [&str; 3] = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"];
+    NAMES.iter().map(|name| dir.join(name)).find(|p| p.is_file()).ok_or_else(|| {
+        let message = format!("no weights: expected one of {}", NAMES.join(", "));
+        ModelError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, message))
+    })
 }

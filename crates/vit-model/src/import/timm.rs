@@ -106,7 +106,7 @@ fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, 
             "init_values" => cfg.layer_scale = v.as_f64(),
             "class_token" if v.is_boolean() => class_token = v == &Value::Bool(true),
             "fc_norm" if v.is_null() || v.is_boolean() => fc_norm = v.as_bool(),
-            "qkv_bias" if v == &Value::Bool(true) => {}
+            "qkv_bias" if v.is_boolean() => cfg.qkv_bias = v == &Value::Bool(true),
             "no_embed_class" if v.is_null() || v == &Value::Bool(false) => {}
             "reg_tokens" if v.as_u64() == Some(0) => {}
             "dynamic_img_size" | "drop_rate" | "drop_path_rate" | "attn_drop_rate" | "pos_drop_rate" => {}
@@ -225,16 +225,13 @@ pub fn import_tensors(
     Ok(out)
 }
 
-/// Loads a timm ViT saved for the hub (a directory with `config.json` and
-/// `model.safetensors`, or its shards and `model.safetensors.index.json`) as a trainable model, with the class names (`label_names`, else
-/// `class_<i>`) and the normalisation of its `pretrained_cfg` in the metadata.
+/// Loads a timm ViT saved for the hub (a directory with `config.json` and the weights
+/// [`super::weights_in`] finds) as a trainable model, with the class names (`label_names`,
+/// else `class_<i>`) and the normalisation of its `pretrained_cfg` in the metadata.
 pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
     let dir = dir.as_ref();
     let (config, class_names, normalizer) = config_from_timm(&dir.join("config.json"))?;
-    let mut weights = dir.join("model.safetensors");
-    if !weights.exists() && dir.join("model.safetensors.index.json").exists() {
-        weights = dir.join("model.safetensors.index.json");
-    }
+    let weights = super::weights_in(dir)?;
     let timm = super::read_weights(&weights, device)?;
     let tensors = import_tensors(&timm, &config, &weights)?;
     let store = SeededVarMap::new(0);
@@ -289,6 +286,7 @@ pub fn load_state_dict(
             "img_size": grid * patch, "patch_size": patch, "embed_dim": dim, "depth": depth, "in_chans": channels,
             "mlp_ratio": hidden as f64 / dim as f64, "num_classes": classes, "class_token": class_token,
             "global_pool": pool, "fc_norm": timm.contains_key("fc_norm.weight"),
+            "qkv_bias": timm.contains_key("blocks.0.attn.qkv.bias"),
         },
     });
     if let Some(heads) = num_heads {

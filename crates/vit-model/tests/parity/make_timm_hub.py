@@ -7,7 +7,8 @@
 drawn at random, saved with `timm.models.push_to_hf_hub`'s writer `save_for_hf` (the
 `config.json` with `architecture`, `model_args` and `pretrained_cfg`, and `model.safetensors`
 in timm's own names) into `tests/fixtures/timm_hub/` (the class-token model) and
-`tests/fixtures/timm_hub_avg/` (average pooling with `fc_norm`), each with `expected.safetensors`: the
+`tests/fixtures/timm_hub_avg/` (average pooling with `fc_norm`) and
+`tests/fixtures/timm_hub_no_qkv_bias_bin/` (`qkv_bias=False`, as `pytorch_model.bin`), each with `expected.safetensors`: the
 float32 `images` [B, H, W, C] (pixels in [0, 1]), the `normalized` NCHW input timm's data
 config makes of them, and timm's `logits` for it, computed in float64.
 """
@@ -27,7 +28,12 @@ VARIANTS = {
     "timm_hub": SMALL,
     # Average pooling without a class token, with timm's norm after pooling (fc_norm).
     "timm_hub_avg": dict(SMALL, class_token=False, global_pool="avg"),
+    # No bias on query, key and value (the projection keeps its own), saved as PyTorch's
+    # pickle (`pytorch_model.bin`) instead of safetensors.
+    "timm_hub_no_qkv_bias_bin": dict(SMALL, qkv_bias=False),
 }
+# The variants kept in PyTorch's own format rather than safetensors.
+PICKLED = {"timm_hub_no_qkv_bias_bin"}
 
 
 def main():
@@ -44,9 +50,10 @@ def write(OUT, args):
             p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in) * (0.3 if p.ndim == 1 else 1.0))
     model.eval()
     os.makedirs(OUT, exist_ok=True)
-    save_for_hf(model, OUT, model_args=args, safe_serialization=True)
+    pickled = os.path.basename(OUT) in PICKLED
+    save_for_hf(model, OUT, model_args=args, safe_serialization=not pickled)
     for name in os.listdir(OUT):
-        if name.endswith(".bin"):
+        if name.endswith(".bin") and not pickled:
             os.remove(os.path.join(OUT, name))
     cfg = model.pretrained_cfg
     mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
