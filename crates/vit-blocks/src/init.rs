@@ -6,17 +6,40 @@
 //! the same model built twice, in another order, or by another Rust release, gets the same
 //! weights. It lives here, in the lowest crate that builds parameters.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 
 use vit_kernels::rng::{fnv1a64, splitmix64, unit_f32};
 
-/// A `VarMap` whose new variables are initialised from `seed` and their name.
+/// A `VarMap` whose new variables are initialised from `seed` and their name, or, for a store
+/// made [`from_tensors`](SeededVarMap::from_tensors), from given values.
 #[derive(Clone)]
 pub struct SeededVarMap {
     varmap: VarMap,
     seed: u64,
+    source: Option<Arc<Mutex<Source>>>,
+}
+
+/// What a store made from given values did with them while a model was built.
+#[derive(Debug, Default)]
+pub struct SourceOutcome {
+    /// Given tensors no parameter asked for: `(name, shape)`.
+    pub unused: Vec<(String, Vec<usize>)>,
+    /// Parameters whose given tensor had another shape: `(name, expected, found)`; they were
+    /// drawn from the seed instead.
+    pub mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// Parameters with no given tensor, drawn from the seed: `(name, shape)`.
+    pub drawn: Vec<(String, Vec<usize>)>,
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    tensors: HashMap<String, Tensor>,
+    outcome: SourceOutcome,
 }
 
 impl std::fmt::Debug for SeededVarMap {
@@ -29,7 +52,29 @@ impl std::fmt::Debug for SeededVarMap {
 impl SeededVarMap {
     /// An empty store.
     pub fn new(seed: u64) -> Self {
-        Self { varmap: VarMap::new(), seed }
+        Self { varmap: VarMap::new(), seed, source: None }
+    }
+
+    /// A store whose variables take their values from `tensors` as a model asks for them by
+    /// name: each tensor is copied into its variable and dropped then, so that loading a model
+    /// holds its weights about once, not as tensors and variables side by side. What did not
+    /// fit is told by [`finish_source`](Self::finish_source).
+    pub fn from_tensors(seed: u64, tensors: HashMap<String, Tensor>) -> Self {
+        let source = Source { tensors, outcome: SourceOutcome::default() };
+        Self { varmap: VarMap::new(), seed, source: Some(Arc::new(Mutex::new(source))) }
+    }
+
+    /// For a store made [`from_tensors`](Self::from_tensors): the tensors left unused and the
+    /// parameters that did not get a given value, each sorted by name. `None` otherwise.
+    pub fn finish_source(&self) -> Option<SourceOutcome> {
+        let source = self.source.as_ref()?;
+        let mut source = source.lock().expect("source lock poisoned");
+        let mut outcome = std::mem::take(&mut source.outcome);
+        outcome.unused = source.tensors.drain().map(|(name, t)| (name, t.dims().to_vec())).collect();
+        outcome.unused.sort();
+        outcome.mismatched.sort();
+        outcome.drawn.sort();
+        Some(outcome)
     }
 
     /// The underlying `VarMap` (trainable variables by name).
@@ -97,6 +142,22 @@ impl SimpleBackend for SeededVarMap {
                 );
             }
             return Ok(var.as_tensor().clone());
+        }
+        if let Some(source) = &self.source {
+            let mut source = source.lock().expect("source lock poisoned");
+            match source.tensors.remove(name) {
+                Some(given) if given.shape() == &shape => {
+                    let var = Var::from_tensor(&given.to_dtype(dtype)?.to_device(device)?)?;
+                    let tensor = var.as_tensor().clone();
+                    data.insert(name.to_string(), var);
+                    return Ok(tensor);
+                }
+                Some(given) => {
+                    let mismatch = (name.to_string(), shape.dims().to_vec(), given.dims().to_vec());
+                    source.outcome.mismatched.push(mismatch);
+                }
+                None => source.outcome.drawn.push((name.to_string(), shape.dims().to_vec())),
+            }
         }
         let values = self.draw(&shape, name, init)?;
         let var = Var::from_tensor(&Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)?;

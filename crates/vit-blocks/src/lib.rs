@@ -69,7 +69,7 @@ pub use attention::{AttentionConfig, MultiHeadAttention};
 pub use block::{BlockConfig, TransformerBlock};
 pub use drop_path::DropPath;
 pub use dropout::Dropout;
-pub use init::SeededVarMap;
+pub use init::{SeededVarMap, SourceOutcome};
 pub use layer_scale::LayerScale;
 pub use linear::{Linear, WeightMap};
 pub use mlp::{Mlp, MlpConfig};

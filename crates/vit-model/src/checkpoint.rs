@@ -2,7 +2,6 @@
 //! file, written atomically.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::Load;
@@ -97,25 +96,33 @@ pub fn save_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, meta: &Chec
     metadata.insert(FORMAT_KEY.into(), FORMAT.into());
     metadata.insert(CONFIG_KEY.into(), serde_json::to_string(&meta.config).expect("config serialises"));
     metadata.insert(CLASS_NAMES_KEY.into(), serde_json::to_string(&meta.class_names).expect("names serialise"));
-    let bytes = safetensors::serialize(tensors.iter(), Some(metadata))
-        .map_err(|e| ModelError::Safetensors { path: path.into(), message: e.to_string() })?;
-    write_atomically(path, &bytes)
+    // Streamed to the file tensor by tensor: the file is never built whole in memory beside
+    // the tensors it holds.
+    commit_file(path, |tmp| {
+        safetensors::serialize_to_file(tensors.iter(), Some(metadata), tmp)
+            .map_err(|e| ModelError::Safetensors { path: path.into(), message: e.to_string() })
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    commit_file(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| ModelError::io(tmp, e)))
+}
+
+/// Writes `path` atomically with `write`, which fills a temporary file beside it: the file is
+/// synced, renamed over `path` (the one step that commits it) and the rename made durable. On
+/// an error the temporary file is removed and `path` is untouched.
+pub fn commit_file(path: &Path, write: impl FnOnce(&Path) -> Result<(), ModelError>) -> Result<(), ModelError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        Ok(())
-    };
-    if let Err(e) = write() {
+    let written = write(&tmp).and_then(|()| {
+        let file = std::fs::File::open(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+        file.sync_all().map_err(|e| ModelError::io(&tmp, e))
+    });
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(ModelError::io(&tmp, e));
+        return Err(e);
     }
     std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
     // Make the rename itself durable; not every platform lets a directory be opened.
@@ -261,9 +268,38 @@ impl Vit {
     /// Loads a trainable model from a checkpoint written by [`save`]: the model, the store
     /// holding its parameters (to train or save again) and the checkpoint's metadata.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
-        let checkpoint = load(path, device)?;
-        let (model, store) = Vit::from_checkpoint(&checkpoint, device)?;
-        Ok((model, store, checkpoint.meta))
+        let Checkpoint { path, meta, tensors, .. } = load(path, device)?;
+        let (model, store) = Vit::from_tensors(&meta.config, tensors, &path, device)?;
+        Ok((model, store, meta))
+    }
+
+    /// The trainable model `cfg` describes with its parameters taken from `tensors` (by this
+    /// crate's names), each copied into its variable and dropped as the model is built, so
+    /// that the weights are held about once. A tensor the model lacks, a parameter without a
+    /// tensor, or one of another shape is an error naming it and the file at `path`.
+    pub fn from_tensors(
+        cfg: &VitConfig,
+        tensors: HashMap<String, Tensor>,
+        path: &Path,
+        device: &Device,
+    ) -> Result<(Vit, SeededVarMap), ModelError> {
+        let store = SeededVarMap::from_tensors(0, tensors);
+        let model = Vit::new(cfg, store.var_builder(DType::F32, device), SharedRng::new(0))?;
+        let outcome = store.finish_source().expect("a store made from tensors");
+        if let Some((name, found)) = outcome.unused.into_iter().next() {
+            return Err(ModelError::UnexpectedTensor { path: path.into(), name, found });
+        }
+        let missing = outcome.drawn.into_iter().map(|(name, expected)| (name, expected, None));
+        let misshapen = outcome.mismatched.into_iter().map(|(name, expected, found)| (name, expected, Some(found)));
+        let mut problems: Vec<_> = missing.chain(misshapen).collect();
+        problems.sort();
+        match problems.into_iter().next() {
+            None => Ok((model, store)),
+            Some((name, expected, None)) => Err(ModelError::MissingTensor { path: path.into(), name, expected }),
+            Some((name, expected, Some(found))) => {
+                Err(ModelError::ShapeMismatch { path: path.into(), name, expected, found })
+            }
+        }
     }
 
     /// The trainable model of a checkpoint already read with [`load`].

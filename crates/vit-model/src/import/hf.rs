@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
-use vit_blocks::{SeededVarMap, SharedRng};
+use vit_blocks::SeededVarMap;
 
-use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, assign};
+use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY};
 use crate::{ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
@@ -231,11 +231,8 @@ pub fn load(
     let config_json = config_json.as_ref();
     let (config, class_names) = config_from_hf(config_json)?;
     let weights = weights.as_ref();
-    let hf = super::read_weights(weights, device)?;
-    let tensors = import_tensors(&hf, &config, weights)?;
-    let store = SeededVarMap::new(0);
-    let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
-    assign(store.varmap(), &tensors, weights)?;
+    let tensors = import_tensors(&super::read_weights(weights, device)?, &config, weights)?;
+    let (model, store) = Vit::from_tensors(&config, tensors, weights, device)?;
     let extra = BTreeMap::from([(NORMALIZER_KEY.to_string(), preprocessing_from_hf(config_json, config.channels)?)]);
     Ok((model, store, CheckpointMeta { config, class_names, extra }))
 }

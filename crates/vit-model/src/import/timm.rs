@@ -14,12 +14,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
-use vit_blocks::{SeededVarMap, SharedRng};
+use vit_blocks::SeededVarMap;
 
-use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, assign};
+use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY};
 use crate::{HeadKind, ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
@@ -232,11 +232,8 @@ pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap
     let dir = dir.as_ref();
     let (config, class_names, normalizer) = config_from_timm(&dir.join("config.json"))?;
     let weights = super::weights_in(dir)?;
-    let timm = super::read_weights(&weights, device)?;
-    let tensors = import_tensors(&timm, &config, &weights)?;
-    let store = SeededVarMap::new(0);
-    let model = Vit::new(&config, store.var_builder(DType::F32, device), SharedRng::new(0))?;
-    assign(store.varmap(), &tensors, &weights)?;
+    let tensors = import_tensors(&super::read_weights(&weights, device)?, &config, &weights)?;
+    let (model, store) = Vit::from_tensors(&config, tensors, &weights, device)?;
     let extra = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer)]);
     Ok((model, store, CheckpointMeta { config, class_names, extra }))
 }
@@ -299,9 +296,8 @@ pub fn load_state_dict(
     // The synthesised config has no pretrained_cfg: its default normalisation is no knowledge.
     let (cfg, class_names, _) = config_from_json(&config.to_string(), weights)?;
     let tensors = import_tensors(&timm, &cfg, weights)?;
-    let store = SeededVarMap::new(0);
-    let model = Vit::new(&cfg, store.var_builder(DType::F32, device), SharedRng::new(0))?;
-    assign(store.varmap(), &tensors, weights)?;
+    drop(timm);
+    let (model, store) = Vit::from_tensors(&cfg, tensors, weights, device)?;
     let mut extra = BTreeMap::new();
     if let Some((mean, std)) = mean_std {
         if mean.len() != cfg.channels || std.len() != cfg.channels || std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
