@@ -43,18 +43,13 @@ pub fn params_of(model: &Vit, store: &SeededVarMap) -> std::result::Result<Vec<P
 }
 
 /// Which parameters a fine-tuning run trains, and at what learning rate: the recipe's
-/// `freeze_backbone`, `frozen_blocks` and `layer_decay` applied to the model's parameters.
-/// Frozen parameters are left out (they keep their values bit for bit); with `layer_decay`
-/// = d, as timm's `param_groups_layer_decay`, the patch encoder is layer 0, block i layer
-/// i + 1 and the final norm and head layer L + 1 of L blocks, and layer k trains at
-/// d^(L + 1 - k) times the learning rate.
-pub fn select_trainable(
-    params: Vec<Param>,
-    num_layers: usize,
-    freeze_backbone: bool,
-    frozen_blocks: usize,
-    layer_decay: Option<f64>,
-) -> Vec<Param> {
+/// [`FineTuning`] applied to the model's parameters. Frozen parameters are left out (they
+/// keep their values bit for bit); with `layer_decay` = d, as timm's
+/// `param_groups_layer_decay`, the patch encoder is layer 0, block i layer i + 1 and the final
+/// norm and head layer L + 1 of L blocks, and layer k trains at d^(L + 1 - k) times the
+/// learning rate; `backbone_lr_scale` multiplies the rate of everything but the head.
+pub fn select_trainable(params: Vec<Param>, num_layers: usize, tuning: &FineTuning) -> Vec<Param> {
+    let FineTuning { freeze_backbone, frozen_blocks, layer_decay, backbone_lr_scale } = *tuning;
     let layer = |name: &str| -> usize {
         match name.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()) {
             Some(i) => i + 1,
@@ -71,10 +66,27 @@ pub fn select_trainable(
             !frozen
         })
         .map(|p| {
-            let scale = layer_decay.map_or(1.0, |d| d.powi((num_layers + 1 - layer(&p.name)) as i32));
+            let mut scale = layer_decay.map_or(1.0, |d| d.powi((num_layers + 1 - layer(&p.name)) as i32));
+            if !p.name.starts_with("head.") {
+                scale *= backbone_lr_scale.unwrap_or(1.0);
+            }
             Param { lr_scale: p.lr_scale * scale, ..p }
         })
         .collect()
+}
+
+/// Which parameters train, and at which share of the learning rate, when fine-tuning.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FineTuning {
+    /// Train the head alone (a linear probe).
+    pub freeze_backbone: bool,
+    /// Keep the patch encoder and the first N blocks as they are.
+    pub frozen_blocks: usize,
+    /// Layer-wise learning-rate decay (timm's `layer_decay`).
+    pub layer_decay: Option<f64>,
+    /// Every parameter outside the head (`head.*`) trains at this share of the rate, on top
+    /// of any layer decay: the lower backbone rate of many fine-tuning recipes.
+    pub backbone_lr_scale: Option<f64>,
 }
 
 /// AdamW hyper-parameters.

@@ -80,6 +80,22 @@ pub struct TrainSpec {
     /// factor of the rate of the layer above it (timm's `layer_decay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_decay: Option<f64>,
+    /// Everything but the head trains at this share of the learning rate (a positive number;
+    /// 0.1 is common when fine-tuning), on top of `layer_decay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_lr_scale: Option<f64>,
+}
+
+impl TrainSpec {
+    /// The recipe's fine-tuning options.
+    pub fn fine_tuning(&self) -> crate::optim::FineTuning {
+        crate::optim::FineTuning {
+            freeze_backbone: self.freeze_backbone,
+            frozen_blocks: self.frozen_blocks,
+            layer_decay: self.layer_decay,
+            backbone_lr_scale: self.backbone_lr_scale,
+        }
+    }
 }
 
 /// The compute precision of training.
@@ -276,6 +292,9 @@ impl Recipe {
         }
         if !(0.0..1.0).contains(&self.data.validation_split) {
             return bad("data.validation_split", format!("must be in [0, 1), got {}", self.data.validation_split));
+        }
+        if let Some(s) = t.backbone_lr_scale.filter(|s| !(*s > 0.0 && s.is_finite())) {
+            return bad("train.backbone_lr_scale", format!("must be a positive number, got {s}"));
         }
         if let Some(d) = t.layer_decay.filter(|d| !(*d > 0.0 && *d <= 1.0)) {
             return bad("train.layer_decay", format!("must be in (0, 1], got {d}"));

@@ -171,7 +171,7 @@ fn a_bad_optimizer_state_is_an_error_and_leaves_the_optimizer_as_it_was() {
 
 #[test]
 fn freezing_and_layer_wise_decay_give_the_parameters_and_rates_they_claim() {
-    use vit_train::optim::select_trainable;
+    use vit_train::optim::{FineTuning, select_trainable};
     let names = [
         "patch_encoder.projection.weight",
         "blocks.0.norm1.weight",
@@ -183,11 +183,20 @@ fn freezing_and_layer_wise_decay_give_the_parameters_and_rates_they_claim() {
         || -> Vec<Param> { names.iter().map(|n| param(n, &Var::new(&[0f32], &Device::Cpu).unwrap(), true)).collect() };
     let rates = |ps: Vec<Param>| -> Vec<(String, f64)> { ps.into_iter().map(|p| (p.name, p.lr_scale)).collect() };
     // Two blocks, decay 0.5: the patch encoder is layer 0, block i layer i + 1, the rest layer 3.
-    let decayed = rates(select_trainable(params(), 2, false, 0, Some(0.5)));
+    let tuning = |t: FineTuning| select_trainable(params(), 2, &t);
+    let decayed = rates(tuning(FineTuning { layer_decay: Some(0.5), ..FineTuning::default() }));
     let want: Vec<(String, f64)> = names.iter().map(|n| n.to_string()).zip([0.125, 0.25, 0.5, 1.0, 1.0]).collect();
     assert_eq!(decayed, want);
-    let probe = rates(select_trainable(params(), 2, true, 0, None));
+    // A lower backbone rate multiplies everything but the head, on top of the decay.
+    let both =
+        rates(tuning(FineTuning { layer_decay: Some(0.5), backbone_lr_scale: Some(0.1), ..FineTuning::default() }));
+    let want: Vec<f64> = vec![0.0125, 0.025, 0.05, 0.1, 1.0];
+    for ((name, got), want) in both.iter().zip(want) {
+        assert!((got - want).abs() < 1e-12, "{name}: {got} vs {want}");
+    }
+    let probe = rates(tuning(FineTuning { freeze_backbone: true, ..FineTuning::default() }));
     assert_eq!(probe, [("head.classifier.weight".to_string(), 1.0)]);
-    let first_frozen: Vec<String> = select_trainable(params(), 2, false, 1, None).into_iter().map(|p| p.name).collect();
+    let first_frozen: Vec<String> =
+        tuning(FineTuning { frozen_blocks: 1, ..FineTuning::default() }).into_iter().map(|p| p.name).collect();
     assert_eq!(first_frozen, ["blocks.1.mlp.layers.0.weight", "norm.weight", "head.classifier.weight"]);
 }

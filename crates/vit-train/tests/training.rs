@@ -253,6 +253,7 @@ fn a_recipe_changed_in_code_is_validated_when_training_starts() {
         ("train.learning_rate", &|r: &mut Recipe| r.train.learning_rate = -1.0),
         ("data.limit_train", &|r: &mut Recipe| r.data.limit_train = Some(0)),
         ("train.epochs", &|r: &mut Recipe| r.train.epochs = 0),
+        ("train.backbone_lr_scale", &|r: &mut Recipe| r.train.backbone_lr_scale = Some(0.0)),
     ] {
         let mut opts = options(&pattern_recipe(&data, 1, 1e-3), &data.join(field), false, None);
         change(&mut opts.recipe);

@@ -162,7 +162,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         (model, store, state)
     };
     let params = params_of(&model, &store).map_err(|message| TrainError::Inconsistent { message })?;
-    let params = select_trainable(params, cfg.num_layers, t.freeze_backbone, t.frozen_blocks, t.layer_decay);
+    let params = select_trainable(params, cfg.num_layers, &t.fine_tuning());
     let mut optimizer = AdamW::new(&params, AdamWConfig { weight_decay: t.weight_decay, ..AdamWConfig::default() })?;
     if let Some(tensors) = saved_optimizer {
         run.restore_optimizer(&mut optimizer, &tensors, &state)?;
