@@ -154,6 +154,15 @@ impl TrainObserver for Progress {
         if let Some((path, transfer)) = &run.initialized_from {
             println!("starting from {}: {transfer}", path.display());
         }
+        if !run.skipped_images.is_empty() {
+            println!("skipped {} images that could not be read (data.skip_unreadable):", run.skipped_images.len());
+            for image in run.skipped_images.iter().take(10) {
+                println!("  {}: {}", image.path.display(), image.error);
+            }
+            if run.skipped_images.len() > 10 {
+                println!("  ... and {} more", run.skipped_images.len() - 10);
+            }
+        }
     }
 
     fn epoch_started(&mut self, epoch: usize, epochs: usize, steps_per_epoch: usize, steps_done: usize) {

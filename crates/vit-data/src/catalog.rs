@@ -7,7 +7,7 @@ use crate::cifar::{Cifar100Labels, load_cifar10, load_cifar100};
 use crate::classes::{FASHION_MNIST_CLASSES, digit_names};
 use crate::dataset::Dataset;
 use crate::error::DataError;
-use crate::folder::load_folder;
+use crate::folder::{FolderOptions, SkippedImage, load_folder_with};
 use crate::idx;
 
 /// Environment variable naming the data directory when no `--data-dir` is given.
@@ -86,21 +86,44 @@ pub fn resolve_dir(kind: &DatasetKind, data_dir: Option<&Path>) -> Result<PathBu
     Ok(if sub.is_dir() { sub } else { base })
 }
 
+/// The share of a single image folder (class folders, no `train/`) held out as its test split.
+pub const FOLDER_TEST_FRACTION: f64 = 0.2;
+/// The seed of that split: fixed, so that training, `vit eval` and every later run hold out the
+/// same images whatever their own seed.
+pub const FOLDER_SPLIT_SEED: u64 = 0x5eed_f01d;
+
 /// Loads the training and test splits of a named data set. `image_size` and `channels` are
-/// used by image folders (`dir/train` and `dir/test`), which are resized on load.
+/// used by image folders, which are resized on load: `dir/train` and `dir/test` (or `dir/val`),
+/// or a single `dir/<class>/<image>` split into train and test by a stratified, seeded split
+/// ([`FOLDER_TEST_FRACTION`], [`FOLDER_SPLIT_SEED`]).
 pub fn load_splits(
     kind: &DatasetKind,
     data_dir: Option<&Path>,
     image_size: (usize, usize),
     channels: usize,
 ) -> Result<(Dataset, Dataset), DataError> {
+    let (train, test, _) = load_splits_with(kind, data_dir, image_size, channels, &FolderOptions::default())?;
+    Ok((train, test))
+}
+
+/// [`load_splits`] with the options of image folders; also returns the images skipped.
+pub fn load_splits_with(
+    kind: &DatasetKind,
+    data_dir: Option<&Path>,
+    image_size: (usize, usize),
+    channels: usize,
+    folder: &FolderOptions,
+) -> Result<(Dataset, Dataset, Vec<SkippedImage>), DataError> {
     if *kind == DatasetKind::EmbeddedMnist {
-        return embedded_mnist();
+        let (train, test) = embedded_mnist()?;
+        return Ok((train, test, Vec::new()));
+    }
+    if *kind == DatasetKind::Folder {
+        return load_image_folder(&resolve_dir(kind, data_dir)?, image_size, channels, folder);
     }
     let dir = resolve_dir(kind, data_dir)?;
     let fashion = || FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     Ok(match kind {
-        DatasetKind::EmbeddedMnist => unreachable!("handled above"),
         DatasetKind::Mnist => (
             idx::load_dir(&dir, idx::Split::Train, "mnist", digit_names())?,
             idx::load_dir(&dir, idx::Split::Test, "mnist", digit_names())?,
@@ -113,27 +136,46 @@ pub fn load_splits(
         DatasetKind::Cifar100 => {
             (load_cifar100(&dir, true, Cifar100Labels::Fine)?, load_cifar100(&dir, false, Cifar100Labels::Fine)?)
         }
-        DatasetKind::Folder => {
-            let (h, w) = image_size;
-            // The held-out images as people lay them out: `test/`, or `val/` (ImageNet's).
-            let held_out = ["test", "val"].iter().map(|s| dir.join(s)).find(|p| p.is_dir()).ok_or_else(|| {
-                DataError::MissingFiles {
-                    dir: dir.clone(),
-                    missing: "a `test/` or `val/` folder beside `train/`".into(),
-                    hint: "lay the images out as <dir>/train/<class>/<image> and <dir>/test/<class>/<image>".into(),
-                }
-            })?;
-            let (train, test) =
-                (load_folder(&dir.join("train"), h, w, channels)?, load_folder(&held_out, h, w, channels)?);
-            if train.class_names != test.class_names {
-                return Err(DataError::Malformed {
-                    path: held_out,
-                    message: format!("its classes {:?} are not train/'s {:?}", test.class_names, train.class_names),
-                });
-            }
-            (train, test)
-        }
+        DatasetKind::EmbeddedMnist | DatasetKind::Folder => unreachable!("handled above"),
     })
+    .map(|(train, test)| (train, test, Vec::new()))
+}
+
+/// An image folder as people have it: `train/` beside `test/` (or `val/`), or class folders
+/// alone, split by [`FOLDER_TEST_FRACTION`] and [`FOLDER_SPLIT_SEED`].
+fn load_image_folder(
+    dir: &Path,
+    (h, w): (usize, usize),
+    channels: usize,
+    options: &FolderOptions,
+) -> Result<(Dataset, Dataset, Vec<SkippedImage>), DataError> {
+    let train_dir = dir.join("train");
+    if !train_dir.is_dir() {
+        let (all, skipped) = load_folder_with(dir, h, w, channels, options)?;
+        let (mut train, mut test) = all.split_validation(FOLDER_TEST_FRACTION, FOLDER_SPLIT_SEED)?;
+        train.name = format!("{}-train", all.name);
+        test.name = format!("{}-test", all.name);
+        return Ok((train, test, skipped));
+    }
+    // The held-out images as people lay them out: `test/`, or `val/` (ImageNet's).
+    let held_out =
+        ["test", "val"].iter().map(|s| dir.join(s)).find(|p| p.is_dir()).ok_or_else(|| DataError::MissingFiles {
+            dir: dir.into(),
+            missing: "a `test/` or `val/` folder beside `train/`".into(),
+            hint: "lay the images out as <dir>/train/<class>/<image> and <dir>/test/<class>/<image>, or as \
+                   <dir>/<class>/<image> to hold out a seeded 20% as the test split"
+                .into(),
+        })?;
+    let (train, mut skipped) = load_folder_with(&train_dir, h, w, channels, options)?;
+    let (test, more) = load_folder_with(&held_out, h, w, channels, options)?;
+    skipped.extend(more);
+    if train.class_names != test.class_names {
+        return Err(DataError::Malformed {
+            path: held_out,
+            message: format!("its classes {:?} are not train/'s {:?}", test.class_names, train.class_names),
+        });
+    }
+    Ok((train, test, skipped))
 }
 
 #[cfg(feature = "embedded")]

@@ -65,6 +65,34 @@ fn is_image_file(path: &Path) -> bool {
 /// to `height x width x channels`. Class names are the folder names; files that are no images
 /// by name are passed over, and an image that does not decode is an error naming it.
 pub fn load_folder(root: &Path, height: usize, width: usize, channels: usize) -> Result<Dataset, DataError> {
+    Ok(load_folder_with(root, height, width, channels, &FolderOptions::default())?.0)
+}
+
+/// How an image folder is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FolderOptions {
+    /// Leave out images that cannot be read or decoded (each returned with its error) instead
+    /// of failing on the first.
+    pub skip_unreadable: bool,
+}
+
+/// An image left out by [`FolderOptions::skip_unreadable`], and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedImage {
+    /// The file.
+    pub path: PathBuf,
+    /// What reading or decoding it said.
+    pub error: String,
+}
+
+/// [`load_folder`] with `options`; also returns the images it skipped, in file order.
+pub fn load_folder_with(
+    root: &Path,
+    height: usize,
+    width: usize,
+    channels: usize,
+    options: &FolderOptions,
+) -> Result<(Dataset, Vec<SkippedImage>), DataError> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| DataError::io(root, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -95,10 +123,27 @@ pub fn load_folder(root: &Path, height: usize, width: usize, channels: usize) ->
     let decoded: Vec<Result<Vec<u8>, DataError>> =
         listed.par_iter().map(|(file, _)| read_image(file, height, width, channels)).collect();
     let mut images = Vec::with_capacity(listed.len() * height * width * channels);
-    for pixels in decoded {
-        images.extend(pixels?);
+    let mut labels = Vec::with_capacity(listed.len());
+    let mut skipped = Vec::new();
+    for (pixels, (file, label)) in decoded.into_iter().zip(&listed) {
+        match pixels {
+            Ok(pixels) => {
+                images.extend(pixels);
+                labels.push(*label);
+            }
+            Err(e) if options.skip_unreadable => {
+                skipped.push(SkippedImage { path: file.clone(), error: e.to_string() })
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let labels: Vec<u32> = listed.iter().map(|(_, label)| *label).collect();
+    if labels.is_empty() {
+        return Err(DataError::MissingFiles {
+            dir: root.into(),
+            missing: "readable images".into(),
+            hint: format!("{} image files were found, none could be read", listed.len()),
+        });
+    }
     let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".into());
-    Dataset::new(name, images, labels, (height, width, channels), class_names, root)
+    Ok((Dataset::new(name, images, labels, (height, width, channels), class_names, root)?, skipped))
 }

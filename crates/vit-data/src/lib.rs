@@ -64,7 +64,9 @@ pub mod idx;
 mod loader;
 mod shuffle;
 
-pub use catalog::{DATA_DIR_ENV, DatasetKind, load_splits, resolve_dir};
+pub use catalog::{
+    DATA_DIR_ENV, DatasetKind, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, load_splits, load_splits_with, resolve_dir,
+};
 pub use cifar::{
     CIFAR10_CLASSES, CIFAR100_COARSE, CIFAR100_FINE, Cifar100Labels, load_cifar10, load_cifar100, parse_cifar10,
     parse_cifar100,
@@ -72,7 +74,7 @@ pub use cifar::{
 pub use classes::{FASHION_MNIST_CLASSES, digit_names};
 pub use dataset::Dataset;
 pub use error::DataError;
-pub use folder::{decode_image, load_folder, read_image};
+pub use folder::{FolderOptions, SkippedImage, decode_image, load_folder, load_folder_with, read_image};
 pub use loader::{Batch, Loader, Pipeline};
 pub use shuffle::shuffled;
 

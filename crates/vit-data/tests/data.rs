@@ -146,6 +146,36 @@ fn image_folders_resize_and_name_unreadable_files() {
     std::fs::write(dir.join("dog").join("broken.png"), b"not a png at all").unwrap();
     let err = load_folder(&dir, 4, 4, 3).unwrap_err();
     assert!(matches!(&err, DataError::UnreadableImage { path, .. } if path.ends_with("dog/broken.png")), "{err}");
+    // Asked to, the reader skips it and says which and why.
+    let options = vit_data::FolderOptions { skip_unreadable: true };
+    let (data, skipped) = vit_data::load_folder_with(&dir, 4, 4, 3, &options).unwrap();
+    assert_eq!(data.labels, [0, 0, 1, 1]);
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].path.ends_with("dog/broken.png") && !skipped[0].error.is_empty(), "{skipped:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_single_image_folder_is_split_into_train_and_test_by_a_fixed_stratified_split() {
+    let dir = tmp_dir("folder-single");
+    for (class, count) in [("a", 10u8), ("b", 5)] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..count {
+            image::GrayImage::from_pixel(4, 4, image::Luma([i * 10]))
+                .save(dir.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let kind = vit_data::DatasetKind::Folder;
+    let (train, test) = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap();
+    // 20% of each class held out: 2 of a, 1 of b.
+    assert_eq!((train.len(), test.len()), (12, 3));
+    assert_eq!(test.class_counts(), [2, 1]);
+    assert_eq!(train.class_names, ["a", "b"]);
+    // The same images every time, whoever asks.
+    let (_, again) = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap();
+    let pixels = |d: &vit_data::Dataset| (0..d.len()).map(|i| d.image(i).to_vec()).collect::<Vec<_>>();
+    assert_eq!(pixels(&test), pixels(&again));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -19,8 +19,8 @@ pub struct DataSpec {
     /// Its directory; otherwise `--data-dir` or `VIT_DATA_DIR` (plus the data set's sub-folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    /// Fraction of the training split held out for validation (Keras' `validation_split`); 0
-    /// validates on the test split.
+    /// Fraction of the training split held out for validation (Keras' `validation_split`); 0:
+    /// none, so no model is chosen and the last epoch's is tested.
     #[serde(default)]
     pub validation_split: f64,
     /// Use only the first N training images (a quick run).
@@ -29,6 +29,10 @@ pub struct DataSpec {
     /// Use only these classes (of training and test split alike), relabelled in this order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<u32>>,
+    /// Image folders: leave out images that cannot be read or decoded (the run lists them)
+    /// instead of stopping at the first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_unreadable: bool,
 }
 
 /// Optimisation settings.

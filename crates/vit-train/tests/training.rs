@@ -353,3 +353,42 @@ fn a_frozen_backbone_keeps_its_weights_bit_for_bit_while_the_head_trains() {
     assert!(err.contains("train.frozen_blocks"), "{err}");
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn a_single_image_folder_trains_and_unreadable_images_are_skipped_only_when_asked() {
+    let data = tmp_dir("folder-run");
+    let images = data.join("images");
+    for class in 0..3u8 {
+        let dir = images.join(format!("class{class}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for v in 0..10 {
+            image::GrayImage::from_raw(8, 8, pattern(class, v)).unwrap().save(dir.join(format!("{v}.png"))).unwrap();
+        }
+    }
+    std::fs::write(images.join("class1").join("truncated.png"), b"\x89PNG\r\n\x1a\n").unwrap();
+    let recipe = pattern_recipe(&data, 1, 1e-3)
+        .replace("dataset = \"mnist\"", "dataset = \"folder\"")
+        .replace(&format!("dir = \"{}\"", data.display()), &format!("dir = \"{}\"", images.display()))
+        .replace("mlp_units = [32, 16]", "mlp_units = [32, 16]\nnum_classes = 3");
+    assert!(recipe.contains("dataset = \"folder\"") && recipe.contains("num_classes = 3"), "{recipe}");
+    let err = train(options(&recipe, &data.join("strict"), false, None)).unwrap_err().to_string();
+    assert!(err.contains("truncated.png"), "{err}");
+
+    struct Started(Vec<vit_train::RunStarted>);
+    impl vit_train::TrainObserver for Started {
+        fn run_started(&mut self, run: &vit_train::RunStarted) {
+            self.0.push(run.clone());
+        }
+    }
+    let lenient = recipe.replace("validation_split = 0.2", "validation_split = 0.2\nskip_unreadable = true");
+    let mut seen = Started(Vec::new());
+    let outcome = vit_train::train(options(&lenient, &data.join("lenient"), false, None), &mut seen).unwrap();
+    let TrainOutcome::Finished(report) = outcome else { panic!("{outcome:?}") };
+    // 30 readable images; a fixed 20% of each class (2 of 10) is the test split.
+    assert_eq!(report.test_images, 6);
+    let started = &seen.0[0];
+    assert_eq!(started.skipped_images.len(), 1);
+    assert!(started.skipped_images[0].path.ends_with("class1/truncated.png"), "{:?}", started.skipped_images);
+    assert_eq!(started.images.0 + started.images.1, 24);
+    std::fs::remove_dir_all(data).unwrap();
+}

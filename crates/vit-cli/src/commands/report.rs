@@ -53,7 +53,7 @@ pub fn write_report(
     let (model, _, meta) = Vit::load(&run.checkpoint, device)?;
     let cfg = meta.config.clone();
     let (normalizer, _) = pipeline_of(&meta, &run.checkpoint)?;
-    let (_, test) = load_recipe_splits(&run.recipe, &cfg, data_dir)
+    let (_, test, _) = load_recipe_splits(&run.recipe, &cfg, data_dir)
         .with_context(|| format!("the test split of {} (for the pictures)", run.recipe_path.display()))?;
     let names = &meta.class_names;
     let mut figures = Vec::new();

@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// Start from this checkpoint's weights (fine-tuning; the recipe's `init_from`).
     #[arg(long, value_name = "CHECKPOINT")]
     init: Option<PathBuf>,
+    /// Image folders: skip images that cannot be read or decoded (each is listed) instead of
+    /// stopping at the first (the recipe's `data.skip_unreadable`).
+    #[arg(long)]
+    skip_unreadable: bool,
     /// Override the recipe's compute precision: f32, or bf16/f16 (mixed precision, for GPUs:
     /// f32 master weights, f16 with dynamic loss scaling).
     #[arg(long, value_enum)]
@@ -114,6 +118,9 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     }
     if let Some(p) = args.precision {
         recipe.train.precision = p.into();
+    }
+    if args.skip_unreadable {
+        recipe.data.skip_unreadable = true;
     }
     if args.init.is_some() {
         recipe.train.init_from = args.init;

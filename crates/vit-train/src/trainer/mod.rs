@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use vit_data::augment::Normalizer;
-use vit_data::{Dataset, Loader, Pipeline, load_splits, shuffled};
+use vit_data::{Dataset, FolderOptions, Loader, Pipeline, SkippedImage, load_splits_with, shuffled};
 use vit_model::{CheckpointMeta, Vit, VitConfig};
 
 pub use observer::{EpochEnd, RunStarted, Silent, StepProgress, TrainObserver};
@@ -66,28 +66,31 @@ struct Data {
     val: Option<Arc<Dataset>>,
     test: Arc<Dataset>,
     pipeline: Pipeline,
+    /// Images left out as unreadable (with `data.skip_unreadable`).
+    skipped: Vec<SkippedImage>,
 }
 
 /// The training and test splits of `recipe`'s data set as a model of `cfg` takes them (its
 /// classes kept, when the recipe keeps some), from `data_dir`, else the recipe's, else
-/// `VIT_DATA_DIR`.
+/// `VIT_DATA_DIR`; and the images skipped as unreadable, when the recipe allows it.
 pub fn load_recipe_splits(
     recipe: &Recipe,
     cfg: &VitConfig,
     data_dir: Option<&Path>,
-) -> Result<(Dataset, Dataset), TrainError> {
+) -> Result<(Dataset, Dataset, Vec<SkippedImage>), TrainError> {
     let size = (cfg.image_size[0], cfg.image_size[1]);
     let dir = data_dir.or(recipe.data.dir.as_deref());
-    let (mut train, mut test) = load_splits(&recipe.data.dataset, dir, size, cfg.channels)?;
+    let options = FolderOptions { skip_unreadable: recipe.data.skip_unreadable };
+    let (mut train, mut test, skipped) = load_splits_with(&recipe.data.dataset, dir, size, cfg.channels, &options)?;
     if let Some(classes) = &recipe.data.classes {
         (train, test) = (train.keep_classes(classes)?, test.keep_classes(classes)?);
     }
-    Ok((train, test))
+    Ok((train, test, skipped))
 }
 
 fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Result<Data, TrainError> {
     let size = (cfg.image_size[0], cfg.image_size[1]);
-    let (mut train, test) = load_recipe_splits(recipe, cfg, data_dir)?;
+    let (mut train, test, skipped) = load_recipe_splits(recipe, cfg, data_dir)?;
     if let Some(limit) = recipe.data.limit_train {
         let keep: Vec<usize> = (0..limit.min(train.len())).collect();
         train = train.select(&keep, train.name.clone());
@@ -103,7 +106,7 @@ fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Re
         (train, None)
     };
     let normalizer = Normalizer::fit(&train);
-    Ok(Data { train: Arc::new(train), val, test: Arc::new(test), pipeline: Pipeline { size, normalizer } })
+    Ok(Data { train: Arc::new(train), val, test: Arc::new(test), pipeline: Pipeline { size, normalizer }, skipped })
 }
 
 /// The metadata every checkpoint of the run carries: the config, the class names, how to
@@ -185,6 +188,7 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         run_dir: run.path().to_path_buf(),
         resumed_after: opts.resume.then_some((state.epochs_done, state.step)),
         initialized_from,
+        skipped_images: data.skipped.clone(),
     });
 
     let mut step_log = match opts.step_metrics_every {

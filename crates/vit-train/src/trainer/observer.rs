@@ -25,6 +25,8 @@ pub struct RunStarted {
     pub resumed_after: Option<(usize, u64)>,
     /// For a run started from a checkpoint's weights: the checkpoint, and what was taken from it.
     pub initialized_from: Option<(PathBuf, String)>,
+    /// Images left out because they could not be read (`data.skip_unreadable`), with why.
+    pub skipped_images: Vec<vit_data::SkippedImage>,
 }
 
 /// The running figures of the epoch in progress, after a step.
