@@ -62,6 +62,7 @@ mod error;
 mod folder;
 pub mod idx;
 mod loader;
+mod resize;
 mod shuffle;
 
 pub use catalog::{
@@ -76,6 +77,7 @@ pub use dataset::Dataset;
 pub use error::DataError;
 pub use folder::{FolderOptions, SkippedImage, decode_image, load_folder, load_folder_with, read_image};
 pub use loader::{Batch, Loader, Pipeline};
+pub use resize::{Interpolation, ResizeSpec, decode_with};
 pub use shuffle::shuffled;
 
 /// The README's examples, compiled and run as doctests.

@@ -24,6 +24,10 @@ pub const FORMAT: &str = "vit-rs/1";
 pub const NORMALIZER_KEY: &str = "data.normalizer";
 /// Metadata key of the `[height, width]` images are read at before resizing to the model.
 pub const DATA_SIZE_KEY: &str = "data.image_size";
+/// Metadata key: how an image of any size is brought to the model's input, as the source of
+/// imported weights declares it: `{"interpolation": "bicubic", "crop_pct": 0.9}` (JSON; a
+/// missing `crop_pct` stretches the image to the input size).
+pub const RESIZE_KEY: &str = "data.resize";
 /// Tensors whose names start with this belong to a training run's state (the optimizer's
 /// moments, in a run's `last.safetensors`), not to the model: loading a model leaves them out.
 pub const TRAINING_PREFIX: &str = "train.";
@@ -153,6 +157,29 @@ pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap, ModelError> {
 /// [`load`] of the bytes of a file; `path` names it in errors. Every field of the metadata is
 /// checked before anything the size of the config is allocated.
 pub fn from_bytes(bytes: &[u8], path: &Path, device: &Device) -> Result<Checkpoint, ModelError> {
+    let (meta, st) = parse(bytes, path)?;
+    let (mut tensors, mut training) = (HashMap::new(), HashMap::new());
+    for (name, view) in st.tensors() {
+        let tensor = view.load(device)?;
+        if name.starts_with(TRAINING_PREFIX) {
+            training.insert(name, tensor)
+        } else {
+            tensors.insert(name, tensor)
+        };
+    }
+    Ok(Checkpoint { path: path.into(), meta, tensors, training })
+}
+
+/// The metadata of the checkpoint at `path`, checked as [`load`] checks it, without reading
+/// its tensors.
+pub fn read_meta(path: impl AsRef<Path>) -> Result<CheckpointMeta, ModelError> {
+    let path = path.as_ref();
+    let bytes = map_file(path)?;
+    Ok(parse(&bytes, path)?.0)
+}
+
+/// The checked metadata of a checkpoint's bytes, and the tensors' index.
+fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(CheckpointMeta, safetensors::SafeTensors<'a>), ModelError> {
     let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors { path: path.into(), message: e.to_string() };
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(bad)?;
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(bad)?;
@@ -213,17 +240,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path, device: &Device) -> Result<Checkpoi
             ),
         });
     }
-    let (mut tensors, mut training) = (HashMap::new(), HashMap::new());
-    for (name, view) in st.tensors() {
-        let tensor = view.load(device)?;
-        if name.starts_with(TRAINING_PREFIX) {
-            training.insert(name, tensor)
-        } else {
-            tensors.insert(name, tensor)
-        };
-    }
     let meta = CheckpointMeta { config, class_names, extra: metadata.into_iter().collect() };
-    Ok(Checkpoint { path: path.into(), meta, tensors, training })
+    Ok((meta, st))
 }
 
 /// Copies `tensors` into the variables of `varmap`, checking that the names and shapes match

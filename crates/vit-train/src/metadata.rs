@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use vit_data::ResizeSpec;
 use vit_data::augment::Normalizer;
 use vit_model::{CheckpointMeta, ModelError};
 
 use crate::TrainError;
 
-use vit_model::checkpoint::{DATA_SIZE_KEY, NORMALIZER_KEY};
+use vit_model::checkpoint::{DATA_SIZE_KEY, NORMALIZER_KEY, RESIZE_KEY};
 
 /// Stores the pipeline's normaliser and the data's `(height, width)` in checkpoint metadata.
 pub fn put_pipeline(extra: &mut BTreeMap<String, String>, normalizer: &Normalizer, data_size: (usize, usize)) {
@@ -58,4 +59,17 @@ pub fn pipeline_of(meta: &CheckpointMeta, path: &Path) -> Result<(Normalizer, (u
         }
     };
     Ok((normalizer, size))
+}
+
+/// How the checkpoint at `path` says an image of any size is brought to its input (imported
+/// weights record their source's resize and crop); `None` when it says nothing, and images
+/// are then resized as its training data was. A malformed entry is an error naming the key.
+pub fn resize_of(meta: &CheckpointMeta, path: &Path) -> Result<Option<ResizeSpec>, TrainError> {
+    let Some(text) = meta.extra.get(RESIZE_KEY) else { return Ok(None) };
+    let bad = |message: String| {
+        TrainError::Model(ModelError::Metadata { path: path.into(), key: RESIZE_KEY.into(), message })
+    };
+    let spec: ResizeSpec = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    spec.validate().map_err(bad)?;
+    Ok(Some(spec))
 }

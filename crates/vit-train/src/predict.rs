@@ -4,12 +4,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use vit_data::augment::{Normalizer, prepare};
-use vit_data::{Dataset, decode_image};
+use vit_data::{Dataset, ResizeSpec, decode_image, decode_with};
 use vit_model::explain::{Explanation, Target, explain};
 use vit_model::{CheckpointMeta, Vit};
 
 use crate::TrainError;
-use crate::metadata::pipeline_of;
+use crate::metadata::{pipeline_of, resize_of};
 use crate::metrics::top_k;
 
 /// A model ready to classify images as its checkpoint says they were prepared: the input size
@@ -44,6 +44,7 @@ pub struct Classifier {
     meta: CheckpointMeta,
     normalizer: Normalizer,
     data_size: (usize, usize),
+    resize: Option<ResizeSpec>,
     device: Device,
 }
 
@@ -53,7 +54,8 @@ impl Classifier {
     pub fn load(path: &Path, device: &Device) -> Result<Self, TrainError> {
         let (model, _, meta) = Vit::load(path, device)?;
         let (normalizer, data_size) = pipeline_of(&meta, path)?;
-        Ok(Self { model: model.detached(), meta, normalizer, data_size, device: device.clone() })
+        let resize = resize_of(&meta, path)?;
+        Ok(Self { model: model.detached(), meta, normalizer, data_size, resize, device: device.clone() })
     }
 
     /// The class names, in logit order.
@@ -66,21 +68,27 @@ impl Classifier {
         &self.model
     }
 
-    /// The encoded images (PNG, JPEG, ...) as the model takes them: decoded, resized to the
-    /// training data's size, then to the model's input, normalised as the checkpoint says.
+    /// The encoded images (PNG, JPEG, ...) as the model takes them: decoded, brought to the
+    /// model's input as the checkpoint says (imported weights: their source's interpolation
+    /// and centre crop; a run's: resized to the training data's size, then to the input),
+    /// normalised as the checkpoint says.
     /// Also returns each image's bytes at the model's input size, `[H, W, C]`, for pictures.
     ///
     /// # Shapes
     /// - returns `[B, H, W, C]` (the model's input) and `B` vectors of `H * W * C` bytes.
     pub fn prepare(&self, images: &[&[u8]]) -> Result<(Tensor, Vec<Vec<u8>>), TrainError> {
         let cfg = &self.meta.config;
-        let (dh, dw) = self.data_size;
         let (h, w) = (cfg.image_size[0], cfg.image_size[1]);
+        // A declared resize goes straight to the input size.
+        let (dh, dw) = if self.resize.is_some() { (h, w) } else { self.data_size };
         let mut pixels = Vec::with_capacity(images.len() * h * w * cfg.channels);
         let mut shown = Vec::with_capacity(images.len());
         for (i, bytes) in images.iter().enumerate() {
             let source = std::path::PathBuf::from(format!("<image {i}>"));
-            let decoded = decode_image(bytes, &source, dh, dw, cfg.channels)?;
+            let decoded = match &self.resize {
+                Some(spec) => decode_with(bytes, &source, (h, w), cfg.channels, spec)?,
+                None => decode_image(bytes, &source, dh, dw, cfg.channels)?,
+            };
             shown.push(if (dh, dw) == (h, w) {
                 decoded.clone()
             } else {

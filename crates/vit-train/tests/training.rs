@@ -292,6 +292,13 @@ fn fine_tuning_starts_from_a_checkpoint_with_a_new_head_at_a_new_resolution() {
         panic!("not finished")
     };
     assert_eq!(report.test_images, 6);
+    // The images were normalised as the source's weights expect, not by the folder's own
+    // statistics (which differ: other images, other classes).
+    let normalizer = |path: &Path| vit_model::checkpoint::read_meta(path).unwrap().extra["data.normalizer"].clone();
+    assert_eq!(normalizer(&data.join("tuned/best.safetensors")), normalizer(&source));
+    let scratch = recipe.replace(&format!("init_from = \"{}\"\n", source.display()), "");
+    train(options(&scratch, &data.join("scratch"), false, None)).unwrap();
+    assert_ne!(normalizer(&data.join("scratch/best.safetensors")), normalizer(&source));
 
     // What was taken: every block and norm copied, the 2x2 positions resampled to 3x3, the
     // 10-class classifier replaced by a fresh 3-class one.

@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use vit_blocks::SeededVarMap;
 
-use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY};
+use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, RESIZE_KEY};
 use crate::{ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
@@ -166,11 +166,14 @@ fn block_key(key: &str) -> Option<String> {
     Some(format!("blocks.{index}.{ours}.{param}"))
 }
 
-/// The normalisation a Hugging Face ViT expects, from the `preprocessor_config.json` beside
-/// its `config.json` (`image_mean`, `image_std` of pixels rescaled to `[0, 1]`), or, without
-/// one, `ViTImageProcessor`'s defaults: mean 0.5 and std 0.5 per channel, as Google's ViTs were
-/// trained. Returned as the checkpoint metadata entry [`NORMALIZER_KEY`] holds.
-pub fn preprocessing_from_hf(config_json: &Path, channels: usize) -> Result<String, ModelError> {
+/// The preprocessing a Hugging Face ViT expects, from the `preprocessor_config.json` beside
+/// its `config.json`, or, without one, `ViTImageProcessor`'s defaults: the normalisation
+/// ([`NORMALIZER_KEY`]: `image_mean`, `image_std` of pixels rescaled to `[0, 1]`; mean 0.5 and
+/// std 0.5 per channel by default, as Google's ViTs were trained) and the resize
+/// ([`RESIZE_KEY`]: the image stretched to `size`, which must be the model's, with
+/// `resample`, bilinear by default), as checkpoint metadata entries.
+pub fn preprocessing_from_hf(config_json: &Path, cfg: &VitConfig) -> Result<BTreeMap<String, String>, ModelError> {
+    let channels = cfg.channels;
     #[derive(Deserialize)]
     struct Processor {
         #[serde(default = "half")]
@@ -183,6 +186,17 @@ pub fn preprocessing_from_hf(config_json: &Path, channels: usize) -> Result<Stri
         do_rescale: bool,
         #[serde(default = "rescale")]
         rescale_factor: f64,
+        #[serde(default = "yes")]
+        do_resize: bool,
+        #[serde(default = "bilinear")]
+        resample: u32,
+        #[serde(default)]
+        size: Option<serde_json::Value>,
+        #[serde(default)]
+        do_center_crop: bool,
+    }
+    fn bilinear() -> u32 {
+        2
     }
     fn half() -> Vec<f64> {
         vec![0.5; 3]
@@ -215,7 +229,32 @@ pub fn preprocessing_from_hf(config_json: &Path, channels: usize) -> Result<Stri
     if mean.len() != channels || std.len() != channels || std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
         return Err(bad(format!("image_mean {mean:?} and image_std {std:?} do not fit {channels} channels")));
     }
-    Ok(serde_json::json!({ "mean": mean, "std": std }).to_string())
+    let normalizer = serde_json::json!({ "mean": mean, "std": std }).to_string();
+    let mut out = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer)]);
+    if processor.do_center_crop {
+        return Err(bad(
+            "do_center_crop: a centre crop after the resize is not supported for Hugging Face processors".into()
+        ));
+    }
+    if let Some(size) = &processor.size {
+        let side = |key: &str| size.get(key).and_then(serde_json::Value::as_u64).map(|v| v as usize);
+        if (side("height"), side("width")) != (Some(cfg.image_size[0]), Some(cfg.image_size[1])) {
+            return Err(bad(format!(
+                "size {size}: expected {{\"height\": {}, \"width\": {}}}, the model's input",
+                cfg.image_size[0], cfg.image_size[1]
+            )));
+        }
+    }
+    if processor.do_resize {
+        let interpolation = match processor.resample {
+            0 => "nearest",
+            2 => "bilinear",
+            3 => "bicubic",
+            other => return Err(bad(format!("resample {other}: expected 0 (nearest), 2 (bilinear) or 3 (bicubic)"))),
+        };
+        out.insert(RESIZE_KEY.to_string(), serde_json::json!({ "interpolation": interpolation }).to_string());
+    }
+    Ok(out)
 }
 
 /// Loads a Hugging Face ViT (`config.json`, and `model.safetensors` or the
@@ -233,6 +272,6 @@ pub fn load(
     let weights = weights.as_ref();
     let tensors = import_tensors(&super::read_weights(weights, device)?, &config, weights)?;
     let (model, store) = Vit::from_tensors(&config, tensors, weights, device)?;
-    let extra = BTreeMap::from([(NORMALIZER_KEY.to_string(), preprocessing_from_hf(config_json, config.channels)?)]);
+    let extra = preprocessing_from_hf(config_json, &config)?;
     Ok((model, store, CheckpointMeta { config, class_names, extra }))
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use vit_blocks::SeededVarMap;
 
-use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY};
+use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, RESIZE_KEY};
 use crate::{HeadKind, ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
@@ -37,6 +37,9 @@ struct TimmConfig {
     label_names: Option<Vec<String>>,
 }
 
+/// Checkpoint metadata entries saying how images are prepared (normalisation, resize).
+pub type Preprocessing = BTreeMap<String, String>;
+
 /// `(width, depth, heads)` of timm's named ViT sizes.
 fn named_size(size: &str) -> Option<(usize, usize, usize)> {
     Some(match size {
@@ -49,14 +52,16 @@ fn named_size(size: &str) -> Option<(usize, usize, usize)> {
     })
 }
 
-/// Reads a timm `config.json` into a [`VitConfig`], the class names and the normalisation
-/// metadata entry.
-pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, String), ModelError> {
+/// Reads a timm `config.json` into a [`VitConfig`], the class names and the preprocessing
+/// metadata entries of its `pretrained_cfg`: the normalisation ([`NORMALIZER_KEY`]) and the
+/// resize with its centre crop ([`RESIZE_KEY`]; timm's defaults, bilinear and 0.875, where the
+/// config names none).
+pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, Preprocessing), ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
     config_from_json(&text, path)
 }
 
-fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, String), ModelError> {
+fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, Preprocessing), ModelError> {
     let bad = |message: String| ModelError::ConfigParse { path: path.into(), message };
     let timm: TimmConfig = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     // `vit_base_patch16_224.augreg_in21k` -> size `base`, patch 16, resolution 224.
@@ -161,7 +166,33 @@ fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, 
         return Err(bad(format!("pretrained_cfg.std {std:?} must be positive")));
     }
     let normalizer = serde_json::json!({ "mean": mean, "std": std }).to_string();
-    Ok((cfg, names, normalizer))
+    let text_of = |key: &str, default: &str| -> Result<String, ModelError> {
+        match timm.pretrained_cfg.get(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(bad(format!("pretrained_cfg.{key} = {v}: expected a string"))),
+        }
+    };
+    let interpolation = text_of("interpolation", "bilinear")?;
+    if !["bilinear", "bicubic", "nearest"].contains(&interpolation.as_str()) {
+        return Err(bad(format!(
+            "pretrained_cfg.interpolation `{interpolation}`: expected bilinear, bicubic or nearest"
+        )));
+    }
+    let crop_mode = text_of("crop_mode", "center")?;
+    if crop_mode != "center" {
+        return Err(bad(format!("pretrained_cfg.crop_mode `{crop_mode}`: only `center` is supported")));
+    }
+    let crop_pct = match timm.pretrained_cfg.get("crop_pct") {
+        None => 0.875,
+        Some(v) => v
+            .as_f64()
+            .filter(|c| *c > 0.0 && *c <= 1.0)
+            .ok_or_else(|| bad(format!("pretrained_cfg.crop_pct = {v}: expected a number in (0, 1]")))?,
+    };
+    let resize = serde_json::json!({ "interpolation": interpolation, "crop_pct": crop_pct }).to_string();
+    let preprocessing = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer), (RESIZE_KEY.to_string(), resize)]);
+    Ok((cfg, names, preprocessing))
 }
 
 /// Renames and reshapes timm's tensors into this crate's parameter names; a tensor it does
@@ -230,11 +261,10 @@ pub fn import_tensors(
 /// else `class_<i>`) and the normalisation of its `pretrained_cfg` in the metadata.
 pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
     let dir = dir.as_ref();
-    let (config, class_names, normalizer) = config_from_timm(&dir.join("config.json"))?;
+    let (config, class_names, extra) = config_from_timm(&dir.join("config.json"))?;
     let weights = super::weights_in(dir)?;
     let tensors = import_tensors(&super::read_weights(&weights, device)?, &config, &weights)?;
     let (model, store) = Vit::from_tensors(&config, tensors, &weights, device)?;
-    let extra = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer)]);
     Ok((model, store, CheckpointMeta { config, class_names, extra }))
 }
 

@@ -9,7 +9,8 @@ with `save_pretrained` (`config.json`, `model.safetensors`) and a `ViTImageProce
 `tests/fixtures/hf_vit/`, plus `expected.safetensors`: `images` [B, H, W, C] float32 pixels
 in [0, 1], the processor's `pixel_values` for them (NCHW), `labels`, and the model's
 `logits`, `loss` (mean cross-entropy) and `grad.<name>` (d loss / d parameter, in
-transformers' names and layouts), computed in float64 in eval mode.
+transformers' names and layouts), computed in float64 in eval mode; and `photo.png`, a
+13 x 10 image, with `photo_input`, the processor's `pixel_values` for it.
 """
 import math
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import safetensors.torch
 import torch
 import transformers
+from PIL import Image
 from safetensors.torch import save_file
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
@@ -62,8 +64,14 @@ def main():
         matches = [k for k, v in saved.items() if v.shape == p.shape and torch.equal(v.double(), p.detach())]
         assert len(matches) == 1, (name, matches)
         grads[f"grad.{matches[0]}"] = p.grad.float().contiguous()
+    # A 13 x 10 photo through the processor as it is saved (resized to 8 x 8, bilinear), from a
+    # generator of its own so that the tensors above stay as they were.
+    photo = Image.fromarray(torch.randint(0, 256, (10, 13, 3), generator=torch.Generator().manual_seed(7), dtype=torch.uint8).numpy())
+    photo.save(os.path.join(OUT, "photo.png"))
+    photo_input = processor(photo, return_tensors="pt")["pixel_values"]
     save_file(
         {
+            "photo_input": photo_input.float().contiguous(),
             "images": images.contiguous(),
             "pixel_values": pixel_values.float().contiguous(),
             "labels": labels.contiguous(),

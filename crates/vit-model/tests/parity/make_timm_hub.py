@@ -10,13 +10,17 @@ in timm's own names) into `tests/fixtures/timm_hub/` (the class-token model) and
 `tests/fixtures/timm_hub_avg/` (average pooling with `fc_norm`) and
 `tests/fixtures/timm_hub_no_qkv_bias_bin/` (`qkv_bias=False`, as `pytorch_model.bin`), each with `expected.safetensors`: the
 float32 `images` [B, H, W, C] (pixels in [0, 1]), the `normalized` NCHW input timm's data
-config makes of them, and timm's `logits` for it, computed in float64.
+config makes of them, and timm's `logits` for it, computed in float64; and `photo.png`, a
+13 x 10 image, with `photo_input`, what timm's evaluation transform makes of it (NCHW).
 """
+import json
 import math
 import os
 
 import timm
+import timm.data
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from timm.models._hub import save_for_hf
 
@@ -61,8 +65,23 @@ def write(OUT, args):
     images = torch.rand(3, 8, 8, 3, generator=gen)
     normalized = (images.permute(0, 3, 1, 2) - mean) / std
     logits = model.double()(normalized.double())
+    # A 13 x 10 photo through timm's own evaluation transform (resize the shorter side with the
+    # pretrained interpolation, centre crop by crop_pct, normalise), from a generator of its
+    # own so that the tensors above stay as they were.
+    photo = Image.fromarray(torch.randint(0, 256, (10, 13, 3), generator=torch.Generator().manual_seed(7), dtype=torch.uint8).numpy())
+    photo.save(os.path.join(OUT, "photo.png"))
+    # The data config a hub user gets: from the pretrained_cfg of the saved config.json.
+    with open(os.path.join(OUT, "config.json")) as f:
+        saved_cfg = json.load(f)["pretrained_cfg"]
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, pretrained_cfg=saved_cfg))
+    photo_input = transform(photo).unsqueeze(0)
     save_file(
-        {"images": images.contiguous(), "normalized": normalized.contiguous(), "logits": logits.float().contiguous()},
+        {
+            "images": images.contiguous(),
+            "normalized": normalized.contiguous(),
+            "logits": logits.float().contiguous(),
+            "photo_input": photo_input.float().contiguous(),
+        },
         os.path.join(OUT, "expected.safetensors"),
         metadata={"timm": timm.__version__, "torch": torch.__version__},
     )

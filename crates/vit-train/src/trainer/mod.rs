@@ -88,7 +88,14 @@ pub fn load_recipe_splits(
     Ok((train, test, skipped))
 }
 
-fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Result<Data, TrainError> {
+/// The run's data; `normalizer` given (inherited from the weights the run starts from, or the
+/// run's own on resume) or else fitted to the training split.
+fn prepare_data(
+    recipe: &Recipe,
+    cfg: &VitConfig,
+    data_dir: Option<&Path>,
+    normalizer: Option<Normalizer>,
+) -> Result<Data, TrainError> {
     let size = (cfg.image_size[0], cfg.image_size[1]);
     let (mut train, test, skipped) = load_recipe_splits(recipe, cfg, data_dir)?;
     if let Some(limit) = recipe.data.limit_train {
@@ -105,7 +112,7 @@ fn prepare_data(recipe: &Recipe, cfg: &VitConfig, data_dir: Option<&Path>) -> Re
     } else {
         (train, None)
     };
-    let normalizer = Normalizer::fit(&train);
+    let normalizer = normalizer.unwrap_or_else(|| Normalizer::fit(&train));
     Ok(Data { train: Arc::new(train), val, test: Arc::new(test), pipeline: Pipeline { size, normalizer }, skipped })
 }
 
@@ -132,7 +139,20 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     };
     recipe.validate(&origin)?;
     let cfg = recipe.model_config(&origin)?;
-    let data = prepare_data(&recipe, &cfg, opts.data_dir.as_deref())?;
+    // Images are normalised as the weights the run starts from expect (a pretrained model's
+    // statistics, when its checkpoint records them), else by the training split's own; a
+    // resumed run keeps what it started with.
+    let recorded =
+        if opts.resume { Some(run.last_path()).filter(|p| p.exists()) } else { recipe.train.init_from.clone() };
+    let normalizer = match recorded {
+        Some(path) => {
+            let meta = vit_model::checkpoint::read_meta(&path)?;
+            let recorded = meta.extra.contains_key(vit_model::checkpoint::NORMALIZER_KEY);
+            if recorded { Some(metadata::pipeline_of(&meta, &path)?.0) } else { None }
+        }
+        None => None,
+    };
+    let data = prepare_data(&recipe, &cfg, opts.data_dir.as_deref(), normalizer)?;
     let t = &recipe.train;
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size);
     let schedule = Schedule {

@@ -1,0 +1,65 @@
+//! Imported weights prepare a photo of another size as their library does: timm's evaluation
+//! transform (shorter side resized with the pretrained interpolation, centre crop by
+//! `crop_pct`, normalised) and Hugging Face's `ViTImageProcessor` (stretched with `resample`),
+//! each checked against the library's own output for the same PNG
+//! (`vit-model/tests/parity/make_*.py`).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use vit_model::checkpoint;
+use vit_model::import::{hf, timm};
+use vit_train::predict::Classifier;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vit-model/tests/fixtures")
+}
+
+/// The photo prepared by `Classifier::prepare` from a checkpoint of `meta`, against the
+/// library's `photo_input` (NCHW): (max, mean) absolute difference.
+fn compare(dir: &Path, store: vit_blocks::SeededVarMap, meta: vit_model::CheckpointMeta, name: &str) -> (f32, f32) {
+    let tmp = std::env::temp_dir().join(format!("vit-preprocess-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let path = tmp.join("model.safetensors");
+    checkpoint::save(&path, store.varmap(), &meta).unwrap();
+    let classifier = Classifier::load(&path, &Device::Cpu).unwrap();
+    let photo = std::fs::read(dir.join("photo.png")).unwrap();
+    let (ours, shown) = classifier.prepare(&[photo.as_slice()]).unwrap();
+    assert_eq!(ours.dims(), [1, 8, 8, 3]);
+    assert_eq!(shown[0].len(), 8 * 8 * 3);
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let theirs: Tensor = expected["photo_input"].permute((0, 2, 3, 1)).unwrap();
+    let diff = (ours - theirs).unwrap().abs().unwrap();
+    let max = diff.max_all().unwrap().to_scalar::<f32>().unwrap();
+    let mean = diff.mean_all().unwrap().to_scalar::<f32>().unwrap();
+    std::fs::remove_dir_all(tmp).unwrap();
+    eprintln!("{name}: photo input differs from the library's by max {max:.4}, mean {mean:.5}");
+    (max, mean)
+}
+
+#[test]
+fn a_timm_import_crops_and_resizes_a_photo_as_timm_does() {
+    let dir = fixtures().join("timm_hub");
+    let (_, store, meta) = timm::load(&dir, &Device::Cpu).unwrap();
+    let resize: serde_json::Value = serde_json::from_str(&meta.extra["data.resize"]).unwrap();
+    assert_eq!(resize, serde_json::json!({"interpolation": "bicubic", "crop_pct": 0.9}));
+    let mut stretched = meta.clone();
+    let (max, mean) = compare(&dir, store.clone(), meta, "timm");
+    // One step of 8 bits is 2/255 after normalising by std 0.5: the filters agree to a step
+    // (PIL and the image crate round the resized pixels each their own way).
+    assert!(max <= 0.016 && mean <= 0.005, "max {max}, mean {mean}");
+    // Without the recorded crop the same photo is stretched, and comes out otherwise.
+    stretched.extra.remove("data.resize");
+    let (_, mean) = compare(&dir, store, stretched, "timm-without-crop");
+    assert!(mean > 0.1, "the crop must matter for this photo: mean {mean}");
+}
+
+#[test]
+fn a_hugging_face_import_stretches_a_photo_as_its_processor_does() {
+    let dir = fixtures().join("hf_vit");
+    let (_, store, meta) = hf::load(dir.join("config.json"), dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let resize: serde_json::Value = serde_json::from_str(&meta.extra["data.resize"]).unwrap();
+    assert_eq!(resize, serde_json::json!({"interpolation": "bilinear"}));
+    let (max, mean) = compare(&dir, store, meta, "hf");
+    assert!(max <= 0.016 && mean <= 0.005, "max {max}, mean {mean}");
+}
