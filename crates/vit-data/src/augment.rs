@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use vit_kernels::rng::{splitmix64, unit_f32};
 
 use crate::dataset::Dataset;
+use crate::error::DataError;
 
 /// Augmentation settings, as in a recipe's `[augment]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,21 +57,45 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
-    /// Statistics of every pixel of `data`.
-    pub fn fit(data: &Dataset) -> Self {
+    /// Statistics of every pixel of `data`; of a streamed data set, of a seeded sample of at
+    /// most [`Normalizer::STREAMED_SAMPLE`] of its images (decoded in parallel), so that the
+    /// statistics cost no pass over a data set larger than memory.
+    pub fn fit(data: &Dataset) -> Result<Self, DataError> {
         let c = data.channels;
         let mut sum = vec![0f64; c];
         let mut sq = vec![0f64; c];
-        for (i, &v) in data.images.iter().enumerate() {
-            let v = f64::from(v) / 255.0;
-            sum[i % c] += v;
-            sq[i % c] += v * v;
-        }
-        let n = (data.images.len() / c) as f64;
+        let mut add = |pixels: &[u8]| {
+            for (i, &v) in pixels.iter().enumerate() {
+                let v = f64::from(v) / 255.0;
+                sum[i % c] += v;
+                sq[i % c] += v * v;
+            }
+        };
+        let count = match data.pixels() {
+            Some(pixels) => {
+                add(pixels);
+                pixels.len() / c
+            }
+            None => {
+                use rayon::prelude::*;
+                let mut picked = crate::shuffle::shuffled(data.len(), 0x6e6f_726d, 0);
+                picked.truncate(Self::STREAMED_SAMPLE);
+                let decoded: Vec<Result<Vec<u8>, DataError>> =
+                    picked.par_iter().map(|&i| data.image(i).map(|p| p.into_owned())).collect();
+                for pixels in decoded {
+                    add(&pixels?);
+                }
+                picked.len() * data.image_len() / c
+            }
+        };
+        let n = count as f64;
         let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
         let std = sq.iter().zip(&mean).map(|(s, m)| ((s / n - m * m).max(1e-12)).sqrt() as f32).collect();
-        Self { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+        Ok(Self { mean: mean.into_iter().map(|m| m as f32).collect(), std })
     }
+
+    /// How many images of a streamed data set [`fit`](Self::fit) looks at.
+    pub const STREAMED_SAMPLE: usize = 10_000;
 
     /// Identity: mean 0, std 1 for `channels` channels.
     pub fn identity(channels: usize) -> Self {
@@ -106,17 +131,19 @@ fn reflect(mut i: isize, n: usize) -> usize {
 }
 
 /// Prepares image `index` of `data` at `out = (height, width)`: resized, augmented when
-/// `augment` is given, normalised. Returns `height * width * channels` floats, HWC.
+/// `augment` is given, normalised. Returns `height * width * channels` floats, HWC; an image
+/// of a streamed data set that does not decode is an error naming its file.
 pub fn prepare(
     data: &Dataset,
     index: usize,
     out: (usize, usize),
     normalizer: &Normalizer,
     augment: Option<(&AugmentConfig, u64, u64)>,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, DataError> {
     let (h, w, c) = (data.height, data.width, data.channels);
     let (oh, ow) = out;
-    let src = data.image(index);
+    let src = data.image(index)?;
+    let src: &[u8] = &src;
     let scale: Vec<(f32, f32)> =
         normalizer.mean.iter().zip(&normalizer.std).map(|(m, s)| (1.0 / (255.0 * s), -m / s)).collect();
     let mut pixels = vec![0f32; oh * ow * c];
@@ -126,7 +153,7 @@ pub fn prepare(
             let (a, b) = scale[i % c];
             *p = f32::from(v) * a + b;
         }
-        return pixels;
+        return Ok(pixels);
     }
     // The inverse map: output offset from the centre -> source coordinates.
     let (mut flip, mut cos, mut sin, mut zoom, mut dy, mut dx) = (1f32, 1f32, 0f32, 1f32, 0f32, 0f32);
@@ -164,5 +191,5 @@ pub fn prepare(
             }
         }
     }
-    pixels
+    Ok(pixels)
 }

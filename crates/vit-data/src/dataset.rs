@@ -1,13 +1,26 @@
-use crate::error::DataError;
-use std::path::Path;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Images (u8, NHWC) with labels and class names, held in memory.
+use crate::error::DataError;
+
+/// Where a data set's pixels are.
+#[derive(Debug, Clone, PartialEq)]
+enum Pixels {
+    /// Decoded, `len * height * width * channels` bytes, NHWC.
+    Memory(Vec<u8>),
+    /// One image file per record, decoded (and resized) each time it is read: data sets larger
+    /// than memory.
+    Files(Arc<[PathBuf]>),
+}
+
+/// Images (u8, HWC each) with labels and class names: decoded in memory, or streamed from
+/// their files ([`Dataset::from_files`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// A short name, e.g. `mnist-train`.
     pub name: String,
-    /// `len * height * width * channels` bytes, NHWC.
-    pub images: Vec<u8>,
+    pixels: Pixels,
     /// One class index per image.
     pub labels: Vec<u32>,
     /// Image height.
@@ -62,7 +75,57 @@ impl Dataset {
                 num_classes: class_names.len(),
             });
         }
-        Ok(Self { name: name.into(), images, labels, height, width, channels, class_names })
+        Ok(Self { name: name.into(), pixels: Pixels::Memory(images), labels, height, width, channels, class_names })
+    }
+
+    /// A data set whose images stay in their `files` (one per label), decoded and resized to
+    /// `height x width x channels` each time one is read: for data sets larger than memory.
+    /// The files' headers are not checked here; an image that does not decode is an error
+    /// naming it when it is read.
+    pub fn from_files(
+        name: impl Into<String>,
+        files: Vec<PathBuf>,
+        labels: Vec<u32>,
+        (height, width, channels): (usize, usize, usize),
+        class_names: Vec<String>,
+        source: &Path,
+    ) -> Result<Self, DataError> {
+        if files.len() != labels.len() {
+            return Err(DataError::WrongLength {
+                path: source.into(),
+                what: "file list",
+                expected: labels.len(),
+                found: files.len(),
+            });
+        }
+        // The checks of `new`, on one image's worth of pixels: sizes, labels, classes.
+        let one = vec![0u8; height.max(1) * width.max(1) * channels.max(1)];
+        let first = labels.first().map(|&l| vec![l]).unwrap_or_default();
+        let mut data = Self::new(name, one, first, (height, width, channels), class_names, source)?;
+        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= data.class_names.len()) {
+            return Err(DataError::LabelOutOfRange {
+                path: source.into(),
+                index,
+                label,
+                num_classes: data.class_names.len(),
+            });
+        }
+        data.pixels = Pixels::Files(files.into());
+        data.labels = labels;
+        Ok(data)
+    }
+
+    /// Whether the images are read from their files as needed rather than held decoded.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.pixels, Pixels::Files(_))
+    }
+
+    /// All decoded pixels, NHWC, when they are held in memory.
+    pub fn pixels(&self) -> Option<&[u8]> {
+        match &self.pixels {
+            Pixels::Memory(bytes) => Some(bytes),
+            Pixels::Files(_) => None,
+        }
     }
 
     /// Number of images.
@@ -80,10 +143,18 @@ impl Dataset {
         self.height * self.width * self.channels
     }
 
-    /// Image `i`, HWC bytes.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.image_len();
-        &self.images[i * n..(i + 1) * n]
+    /// Image `i`, HWC bytes: borrowed when held in memory, decoded from its file when
+    /// streamed (an image that does not decode is an error naming the file).
+    pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>, DataError> {
+        match &self.pixels {
+            Pixels::Memory(bytes) => {
+                let n = self.image_len();
+                Ok(Cow::Borrowed(&bytes[i * n..(i + 1) * n]))
+            }
+            Pixels::Files(files) => {
+                Ok(Cow::Owned(crate::folder::read_image(&files[i], self.height, self.width, self.channels)?))
+            }
+        }
     }
 
     /// Number of classes.
@@ -102,13 +173,20 @@ impl Dataset {
 
     /// A new data set of the given records, in that order.
     pub fn select(&self, indices: &[usize], name: impl Into<String>) -> Self {
-        let mut images = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            images.extend_from_slice(self.image(i));
-        }
+        let pixels = match &self.pixels {
+            Pixels::Memory(bytes) => {
+                let n = self.image_len();
+                let mut images = Vec::with_capacity(indices.len() * n);
+                for &i in indices {
+                    images.extend_from_slice(&bytes[i * n..(i + 1) * n]);
+                }
+                Pixels::Memory(images)
+            }
+            Pixels::Files(files) => Pixels::Files(indices.iter().map(|&i| files[i].clone()).collect()),
+        };
         Self {
             name: name.into(),
-            images,
+            pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             height: self.height,
             width: self.width,

@@ -85,6 +85,18 @@ pub struct FolderOptions {
     /// Leave out images that cannot be read or decoded (each returned with its error) instead
     /// of failing on the first.
     pub skip_unreadable: bool,
+    /// Keep the images in their files and decode them as batches are made, instead of
+    /// decoding them all into memory: `Some(true)` always, `Some(false)` never, `None` when
+    /// the decoded images would take more than half the memory available.
+    pub stream: Option<bool>,
+}
+
+/// Memory the system could give this process now (Linux: `MemAvailable`), if known.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// An image left out by [`FolderOptions::skip_unreadable`], and why.
@@ -129,6 +141,12 @@ pub fn load_folder_with(
         files.sort();
         listed.extend(files.into_iter().map(|f| (f, label as u32)));
     }
+    let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".into());
+    let decoded_bytes = (listed.len() as u64).saturating_mul((height * width * channels) as u64);
+    let stream = options.stream.unwrap_or_else(|| available_memory().is_some_and(|free| decoded_bytes > free / 2));
+    if stream {
+        return stream_folder(name, listed, (height, width, channels), class_names, root, options);
+    }
     // Decoded on every core (decoding, not reading, is the cost), in the listed order; the
     // first unreadable file in that order is the error.
     let decoded: Vec<Result<Vec<u8>, DataError>> =
@@ -155,6 +173,41 @@ pub fn load_folder_with(
             hint: format!("{} image files were found, none could be read", listed.len()),
         });
     }
-    let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".into());
     Ok((Dataset::new(name, images, labels, (height, width, channels), class_names, root)?, skipped))
+}
+
+/// The listed images as a streamed data set: each file's header is read now (on every core),
+/// so that a file that is no image is found before training starts; the pixels are decoded
+/// when a batch needs them.
+fn stream_folder(
+    name: String,
+    listed: Vec<(PathBuf, u32)>,
+    shape: (usize, usize, usize),
+    class_names: Vec<String>,
+    root: &Path,
+    options: &FolderOptions,
+) -> Result<(Dataset, Vec<SkippedImage>), DataError> {
+    let header = |path: &Path| -> Result<(), DataError> {
+        let unreadable = |message: String| DataError::UnreadableImage { path: path.into(), message };
+        let reader = image::ImageReader::open(path).map_err(|e| DataError::io(path, e))?;
+        let reader = reader.with_guessed_format().map_err(|e| unreadable(e.to_string()))?;
+        let (w, h) = reader.into_dimensions().map_err(|e| unreadable(e.to_string()))?;
+        if w == 0 || h == 0 || w > 1 << 13 || h > 1 << 13 {
+            return Err(unreadable(format!("{w}x{h} pixels: each side must be 1 to 8192")));
+        }
+        Ok(())
+    };
+    let checked: Vec<Result<(), DataError>> = listed.par_iter().map(|(file, _)| header(file)).collect();
+    let (mut files, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (outcome, (file, label)) in checked.into_iter().zip(listed) {
+        match outcome {
+            Ok(()) => {
+                files.push(file);
+                labels.push(label);
+            }
+            Err(e) if options.skip_unreadable => skipped.push(SkippedImage { path: file, error: e.to_string() }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((Dataset::from_files(name, files, labels, shape, class_names, root)?, skipped))
 }

@@ -36,7 +36,7 @@
 //! assert_eq!((train.len(), val.len()), (9_000, 1_000));
 //! assert_eq!(val.class_counts(), vec![100; 10]); // stratified
 //!
-//! let pipeline = Pipeline { size: (28, 28), normalizer: Normalizer::fit(&train) };
+//! let pipeline = Pipeline { size: (28, 28), normalizer: Normalizer::fit(&train)? };
 //! let augment = AugmentConfig { rotation: 0.05, zoom: 0.1, ..Default::default() };
 //! let (seed, epoch) = (7, 1);
 //! let order = shuffled(train.len(), seed, epoch);

@@ -93,8 +93,19 @@ impl Pipeline {
             });
         }
         let mut images = Vec::with_capacity(indices.len() * self.size.0 * self.size.1 * data.channels);
-        for &i in indices {
-            images.extend(prepare(data, i, self.size, &self.normalizer, augment));
+        if data.is_streamed() {
+            // Decoding is the cost of a streamed batch: every core decodes, ahead of the model
+            // (this runs on the loader's thread while the model trains on the batch before).
+            use rayon::prelude::*;
+            let prepared: Vec<Result<Vec<f32>, DataError>> =
+                indices.par_iter().map(|&i| prepare(data, i, self.size, &self.normalizer, augment)).collect();
+            for pixels in prepared {
+                images.extend(pixels?);
+            }
+        } else {
+            for &i in indices {
+                images.extend(prepare(data, i, self.size, &self.normalizer, augment)?);
+            }
         }
         let labels = indices.iter().map(|&i| data.labels[i]).collect();
         Ok(Batch { images, labels, image_shape: (self.size.0, self.size.1, data.channels) })

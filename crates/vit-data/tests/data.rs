@@ -17,7 +17,7 @@ fn idx_raw_and_gz_parse_to_the_same_data() {
     let test = idx::load_dir(&dir, idx::Split::Test, "mnist", vit_data::digit_names()).unwrap();
     assert_eq!((train.len(), test.len()), (30, 20));
     assert_eq!((train.height, train.width, train.channels), (8, 8, 1));
-    assert_eq!(train.image(11), pattern(1, 1).as_slice());
+    assert_eq!(&*train.image(11).unwrap(), pattern(1, 1).as_slice());
     assert_eq!(train.labels[11], 1);
     assert_eq!(train.class_counts(), vec![3; 10]);
     std::fs::remove_dir_all(dir).unwrap();
@@ -134,7 +134,7 @@ fn image_folders_resize_and_name_unreadable_files() {
     let data = load_folder(&dir, 4, 4, 3).unwrap();
     assert_eq!(data.class_names, ["cat", "dog"]);
     assert_eq!(data.labels, [0, 0, 1, 1]);
-    assert_eq!(&data.image(3)[..3], &[10, 10, 200]);
+    assert_eq!(&data.image(3).unwrap()[..3], &[10, 10, 200]);
     let grey = load_folder(&dir, 4, 4, 1).unwrap();
     assert_eq!(grey.channels, 1);
     // What people's folders hold besides images is passed over.
@@ -147,7 +147,7 @@ fn image_folders_resize_and_name_unreadable_files() {
     let err = load_folder(&dir, 4, 4, 3).unwrap_err();
     assert!(matches!(&err, DataError::UnreadableImage { path, .. } if path.ends_with("dog/broken.png")), "{err}");
     // Asked to, the reader skips it and says which and why.
-    let options = vit_data::FolderOptions { skip_unreadable: true };
+    let options = vit_data::FolderOptions { skip_unreadable: true, stream: Some(false) };
     let (data, skipped) = vit_data::load_folder_with(&dir, 4, 4, 3, &options).unwrap();
     assert_eq!(data.labels, [0, 0, 1, 1]);
     assert_eq!(skipped.len(), 1);
@@ -174,7 +174,7 @@ fn a_single_image_folder_is_split_into_train_and_test_by_a_fixed_stratified_spli
     assert_eq!(train.class_names, ["a", "b"]);
     // The same images every time, whoever asks.
     let (_, again) = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap();
-    let pixels = |d: &vit_data::Dataset| (0..d.len()).map(|i| d.image(i).to_vec()).collect::<Vec<_>>();
+    let pixels = |d: &vit_data::Dataset| (0..d.len()).map(|i| d.image(i).unwrap().to_vec()).collect::<Vec<_>>();
     assert_eq!(pixels(&test), pixels(&again));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -185,7 +185,7 @@ fn the_embedded_test_set_is_the_real_mnist_test_set() {
     let test = embedded::mnist_test().unwrap();
     assert_eq!(test.len(), 10_000);
     // Rebuild the canonical IDX bytes and compare with MNIST's published sha256.
-    let images = idx_images(&(0..test.len()).map(|i| test.image(i).to_vec()).collect::<Vec<_>>(), 28, 28);
+    let images = idx_images(&(0..test.len()).map(|i| test.image(i).unwrap().to_vec()).collect::<Vec<_>>(), 28, 28);
     let labels = idx_labels(&test.labels.iter().map(|&l| l as u8).collect::<Vec<_>>());
     let hex = |b: &[u8]| Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
     assert_eq!(hex(&images), "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7");
@@ -247,9 +247,9 @@ fn validation_splits_are_stratified_seeded_and_never_empty() {
     assert_eq!(val.class_counts(), vec![2; 10]);
     assert_eq!(rest.class_counts(), vec![8; 10]);
     let (_, again) = train.split_validation(0.2, 1).unwrap();
-    assert_eq!(again.images, val.images, "the same seed gives the same split");
+    assert_eq!(again.pixels(), val.pixels(), "the same seed gives the same split");
     let (_, other) = train.split_validation(0.2, 2).unwrap();
-    assert_ne!(other.images, val.images, "another seed gives another split");
+    assert_ne!(other.pixels(), val.pixels(), "another seed gives another split");
     // 1% of 100 images in 10 classes rounds to no image in any class.
     let err = train.split_validation(0.01, 1).unwrap_err().to_string();
     assert!(err.contains("holds no record"), "{err}");
@@ -265,17 +265,19 @@ fn a_batch_thread_that_panics_ends_the_loader_with_an_error_and_bad_arguments_ar
     let good =
         Dataset::new("d", vec![7; 2 * 4 * 4], vec![0, 1], (4, 4, 1), vec!["a".into(), "b".into()], Path::new("d"))
             .unwrap();
-    let pipeline = Pipeline { size: (4, 4), normalizer: Normalizer::fit(&good) };
+    let pipeline = Pipeline { size: (4, 4), normalizer: Normalizer::fit(&good).unwrap() };
     let err = Loader::spawn(Arc::new(good.clone()), pipeline.clone(), vec![0, 1], 0, 0, None).err().unwrap();
     assert!(err.to_string().contains("batch size is 0"), "{err}");
     let err = pipeline.batch(&good, &[5], None).unwrap_err().to_string();
     assert!(err.contains("image 5 asked for"), "{err}");
     let three = Pipeline { size: (4, 4), normalizer: Normalizer::identity(3) };
     assert!(Loader::spawn(Arc::new(good.clone()), three, vec![0], 1, 0, None).is_err());
-    // A data set built field by field, bypassing `Dataset::new`: one label, no image bytes.
-    // Preparing it panics on the batch thread; the loader says so instead of ending quietly.
-    let broken = Dataset { images: Vec::new(), ..good };
-    let results: Vec<_> = Loader::spawn(Arc::new(broken), pipeline, vec![0, 1], 1, 0, None).unwrap().collect();
+    // A data set changed field by field after `Dataset::new`: more labels than images.
+    // Preparing the third panics on the batch thread; the loader says so instead of ending
+    // quietly.
+    let mut broken = good.clone();
+    broken.labels.push(0);
+    let results: Vec<_> = Loader::spawn(Arc::new(broken), pipeline, vec![0, 1, 2], 1, 0, None).unwrap().collect();
     let last = results.last().unwrap().as_ref().unwrap_err().to_string();
     assert!(last.contains("panicked"), "{last}");
     assert!(
@@ -322,5 +324,48 @@ fn an_image_folder_data_set_takes_test_or_val_beside_train() {
     write("test", &["a", "c"]);
     let err = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap_err().to_string();
     assert!(err.contains("are not train/'s"), "test/ comes first, and its classes must be train/'s: {err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_streamed_folder_gives_the_batches_of_the_decoded_one_and_names_a_file_gone_bad() {
+    use std::sync::Arc;
+    use vit_data::augment::Normalizer;
+    use vit_data::{FolderOptions, Loader, Pipeline, load_folder_with};
+    let dir = tmp_dir("folder-stream");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..5u8 {
+            let img = image::GrayImage::from_fn(6, 5, |x, y| image::Luma([(x * 30 + y * 7) as u8 + i]));
+            img.save(dir.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(dir.join("a").join("broken.png"), b"\x89PNG no more").unwrap();
+    let options = |stream| FolderOptions { skip_unreadable: true, stream: Some(stream) };
+    let (memory, skipped_memory) = load_folder_with(&dir, 4, 4, 1, &options(false)).unwrap();
+    let (streamed, skipped_streamed) = load_folder_with(&dir, 4, 4, 1, &options(true)).unwrap();
+    assert!(streamed.is_streamed() && !memory.is_streamed());
+    assert!(streamed.pixels().is_none());
+    // A file that is no image is found by its header before any batch.
+    assert_eq!(skipped_memory.len(), 1);
+    assert_eq!(skipped_streamed.len(), 1);
+    assert!(skipped_streamed[0].path.ends_with("a/broken.png"));
+    assert_eq!((streamed.len(), streamed.labels.clone()), (memory.len(), memory.labels.clone()));
+    let (fit_memory, fit_streamed) = (Normalizer::fit(&memory).unwrap(), Normalizer::fit(&streamed).unwrap());
+    for (a, b) in fit_memory.mean.iter().zip(&fit_streamed.mean).chain(fit_memory.std.iter().zip(&fit_streamed.std)) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    let pipeline = Pipeline { size: (4, 4), normalizer: fit_memory };
+    let batches = |data: vit_data::Dataset| -> Vec<Vec<f32>> {
+        let order: Vec<usize> = (0..data.len()).rev().collect();
+        Loader::spawn(Arc::new(data), pipeline.clone(), order, 3, 0, None).unwrap().map(|b| b.unwrap().images).collect()
+    };
+    assert_eq!(batches(memory), batches(streamed.clone()));
+    // A file that goes bad after it was listed: the batch that needs it is an error naming it.
+    std::fs::write(dir.join("b").join("2.png"), b"overwritten").unwrap();
+    let order: Vec<usize> = (0..streamed.len()).collect();
+    let results: Vec<_> = Loader::spawn(Arc::new(streamed), pipeline, order, 4, 0, None).unwrap().collect();
+    let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error").to_string();
+    assert!(err.contains("b/2.png"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

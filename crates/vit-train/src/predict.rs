@@ -95,7 +95,7 @@ impl Classifier {
                 decode_image(bytes, &source, h, w, cfg.channels)?
             });
             let one = Dataset::new("image", decoded, vec![0], (dh, dw, cfg.channels), vec!["?".into()], &source)?;
-            pixels.extend(prepare(&one, 0, (h, w), &self.normalizer, None));
+            pixels.extend(prepare(&one, 0, (h, w), &self.normalizer, None)?);
         }
         let x = Tensor::from_vec(pixels, (images.len(), h, w, cfg.channels), &self.device)?;
         Ok((x, shown))

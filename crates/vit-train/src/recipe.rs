@@ -33,6 +33,11 @@ pub struct DataSpec {
     /// instead of stopping at the first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_unreadable: bool,
+    /// Image folders: keep the images in their files and decode them as batches are made
+    /// (`true`), or decode them all into memory first (`false`); unset, they are streamed when
+    /// decoded they would take more than half the memory available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
 }
 
 /// Optimisation settings.

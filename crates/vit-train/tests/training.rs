@@ -397,5 +397,12 @@ fn a_single_image_folder_trains_and_unreadable_images_are_skipped_only_when_aske
     assert_eq!(started.skipped_images.len(), 1);
     assert!(started.skipped_images[0].path.ends_with("class1/truncated.png"), "{:?}", started.skipped_images);
     assert_eq!(started.images.0 + started.images.1, 24);
+    // Streamed from the files instead of decoded into memory first: the same run exactly.
+    let streamed = lenient.replace("skip_unreadable = true", "skip_unreadable = true\nstream = true");
+    assert!(streamed.contains("stream = true"));
+    let mut seen = Started(Vec::new());
+    vit_train::train(options(&streamed, &data.join("streamed"), false, None), &mut seen).unwrap();
+    assert_eq!(seen.0[0].skipped_images.len(), 1);
+    assert_eq!(tensors(&data.join("lenient/last.safetensors")), tensors(&data.join("streamed/last.safetensors")));
     std::fs::remove_dir_all(data).unwrap();
 }

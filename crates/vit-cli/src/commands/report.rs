@@ -85,20 +85,25 @@ pub fn write_report(
 
     let shown: Vec<usize> = (0..samples.min(test.len())).collect();
     let (h, w, c) = (cfg.image_size[0], cfg.image_size[1], cfg.channels);
-    let pixels: Vec<f32> = shown.iter().flat_map(|&i| prepare(&test, i, (h, w), &normalizer, None)).collect();
+    let mut pixels = Vec::with_capacity(shown.len() * h * w * c);
+    for &i in &shown {
+        pixels.extend(prepare(&test, i, (h, w), &normalizer, None)?);
+    }
     if !shown.is_empty() {
         let x = Tensor::from_vec(pixels, (shown.len(), h, w, c), device)?;
         let probs = model.predict_proba(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let grid: Vec<Sample> = shown
+        let grid = shown
             .iter()
             .zip(&probs)
-            .map(|(&i, p)| Sample {
-                pixels: at_model_size(&test, i, (h, w)),
-                shape: (h, w, c),
-                label: test.labels[i] as usize,
-                top: top_k(p, 2),
+            .map(|(&i, p)| {
+                Ok(Sample {
+                    pixels: at_model_size(&test, i, (h, w))?,
+                    shape: (h, w, c),
+                    label: test.labels[i] as usize,
+                    top: top_k(p, 2),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Sample>>>()?;
         let caption = format!("The first {} test images and the model's two most probable classes.", grid.len());
         add("samples.png", "Sample predictions", caption, &sample_grid(&grid, names, 8, "Test images")?)?;
         // Explained: the first wrong ones shown, then the first right ones.
@@ -141,10 +146,10 @@ pub fn write_report(
 }
 
 /// Image `i` of `data` at the model's input size (resized when the data's differs).
-fn at_model_size(data: &Dataset, i: usize, (h, w): (usize, usize)) -> Vec<u8> {
-    let pixels = data.image(i).to_vec();
+fn at_model_size(data: &Dataset, i: usize, (h, w): (usize, usize)) -> Result<Vec<u8>> {
+    let pixels = data.image(i)?.into_owned();
     if (data.height, data.width) == (h, w) {
-        return pixels;
+        return Ok(pixels);
     }
     let resize = |img: image::DynamicImage| img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
     let (dw, dh) = (data.width as u32, data.height as u32);
@@ -152,5 +157,5 @@ fn at_model_size(data: &Dataset, i: usize, (h, w): (usize, usize)) -> Vec<u8> {
         1 => image::GrayImage::from_raw(dw, dh, pixels).map(|g| resize(g.into()).into_luma8().into_raw()),
         _ => image::RgbImage::from_raw(dw, dh, pixels).map(|g| resize(g.into()).into_rgb8().into_raw()),
     }
-    .unwrap_or_else(|| vec![0; h * w * data.channels])
+    .ok_or_else(|| anyhow::anyhow!("{}: image {i} does not have the data set's size", data.name))
 }

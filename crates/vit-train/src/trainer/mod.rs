@@ -80,7 +80,7 @@ pub fn load_recipe_splits(
 ) -> Result<(Dataset, Dataset, Vec<SkippedImage>), TrainError> {
     let size = (cfg.image_size[0], cfg.image_size[1]);
     let dir = data_dir.or(recipe.data.dir.as_deref());
-    let options = FolderOptions { skip_unreadable: recipe.data.skip_unreadable };
+    let options = FolderOptions { skip_unreadable: recipe.data.skip_unreadable, stream: recipe.data.stream };
     let (mut train, mut test, skipped) = load_splits_with(&recipe.data.dataset, dir, size, cfg.channels, &options)?;
     if let Some(classes) = &recipe.data.classes {
         (train, test) = (train.keep_classes(classes)?, test.keep_classes(classes)?);
@@ -112,7 +112,10 @@ fn prepare_data(
     } else {
         (train, None)
     };
-    let normalizer = normalizer.unwrap_or_else(|| Normalizer::fit(&train));
+    let normalizer = match normalizer {
+        Some(n) => n,
+        None => Normalizer::fit(&train)?,
+    };
     Ok(Data { train: Arc::new(train), val, test: Arc::new(test), pipeline: Pipeline { size, normalizer }, skipped })
 }
 
