@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod download;
+mod hub;
 mod progress;
 mod render;
 

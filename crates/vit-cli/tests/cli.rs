@@ -270,3 +270,63 @@ fn the_report_renders_in_a_headless_browser() {
     assert!(coloured > 10_000, "{coloured} coloured pixels in the screenshot");
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn a_model_is_fetched_from_a_hub_checked_and_imported() {
+    use sha2::{Digest, Sha256};
+    let root = tmp_dir("hub");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vit-model/tests/fixtures/timm_hub");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let files = root.join("timm/tiny-test/resolve").join(commit);
+    std::fs::create_dir_all(&files).unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(name), files.join(name)).unwrap();
+    }
+    let weights = std::fs::read(files.join("model.safetensors")).unwrap();
+    let sha: String = Sha256::digest(&weights).iter().map(|b| format!("{b:02x}")).collect();
+    let config_size = std::fs::metadata(files.join("config.json")).unwrap().len();
+    let listing = |sha256: &str| {
+        serde_json::json!({
+            "sha": commit,
+            "siblings": [
+                {"rfilename": "README.md"},
+                {"rfilename": "config.json", "size": config_size},
+                {"rfilename": "model.safetensors", "size": weights.len(), "lfs": {"sha256": sha256, "size": weights.len()}},
+            ]
+        })
+        .to_string()
+    };
+    let api = root.join("api/models/timm/tiny-test/revision");
+    std::fs::create_dir_all(&api).unwrap();
+    let cache = root.join("cache");
+    let import = |out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vit"))
+            .args(["import", "hf://timm/tiny-test", "--cache", cache.to_str().unwrap(), "-o"])
+            .arg(root.join(out))
+            .env("VIT_HUB_ENDPOINT", format!("file://{}", root.display()))
+            .output()
+            .unwrap()
+    };
+
+    // A listing whose checksum the file does not have: the download is refused and removed.
+    std::fs::write(api.join("main"), listing(&"0".repeat(64))).unwrap();
+    let out = import("bad.safetensors");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("sha256") && text(&out).contains("removed"), "{}", text(&out));
+    let cached = cache.join("hub/timm--tiny-test").join(commit);
+    assert!(!cached.join("model.safetensors").exists());
+
+    std::fs::write(api.join("main"), listing(&sha)).unwrap();
+    let out = import("tiny.safetensors");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("downloading") && text(&out).contains("timm ViT from"), "{}", text(&out));
+    assert!(cached.join("model.safetensors").is_file() && cached.join("config.json").is_file());
+    // The imported checkpoint equals the import of the same files from disk.
+    let from_disk = vit_model::Vit::load(root.join("tiny.safetensors"), &candle_core::Device::Cpu).unwrap().2;
+    let (_, _, local) = vit_model::import::timm::load(&fixture, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(from_disk.config, local.config);
+    // Cached and still matching: nothing is fetched again.
+    let out = import("again.safetensors");
+    assert!(out.status.success() && !text(&out).contains("downloading"), "{}", text(&out));
+    std::fs::remove_dir_all(root).unwrap();
+}

@@ -11,8 +11,12 @@ use vit_model::import::{hf, timm};
 #[derive(Args)]
 pub struct ImportArgs {
     /// A directory as the hub stores a model: `config.json` and `model.safetensors` (a
-    /// Hugging Face `transformers` ViT, or a timm ViT saved for the hub).
+    /// Hugging Face `transformers` ViT, or a timm ViT saved for the hub); or `hf://ORG/NAME`
+    /// (`@REVISION`), fetched from the hub and checked first (online).
     source: PathBuf,
+    /// Where `hf://` models are cached (default: $VIT_CACHE_DIR, else ~/.cache/vit-rs).
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// The checkpoint to write (.safetensors): the weights, the config, the class names and
     /// the preprocessing the weights expect.
     #[arg(long, short)]
@@ -34,7 +38,14 @@ pub struct ImportArgs {
     std: Option<Vec<f64>>,
 }
 
-pub fn run(args: ImportArgs) -> Result<()> {
+pub fn run(mut args: ImportArgs) -> Result<()> {
+    if let Some((repo, revision)) = crate::hub::parse_source(&args.source.to_string_lossy())? {
+        let cache = match &args.cache {
+            Some(dir) => dir.clone(),
+            None => crate::hub::default_cache()?,
+        };
+        args.source = crate::hub::fetch(&repo, &revision, &cache)?;
+    }
     if args.source.is_file() {
         let Some(architecture) = &args.architecture else {
             bail!("{}: a bare state dict needs --architecture (e.g. vit_small_patch16_224)", args.source.display());
