@@ -38,6 +38,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! To run a checkpoint (a run's, or one `vit import` wrote) on encoded images in memory,
+//! batched, prepared as the checkpoint says (its resize, crop and normalisation), use
+//! `vit_train::predict::Classifier` (`load`, `classify`, `prepare`, `explain`): preparing
+//! images needs the decoders and data pipeline of `vit-data`, which this crate does not
+//! depend on. Its crate docs run that path as a doctest.
+//!
 //! [candle]: https://github.com/huggingface/candle
 
 pub mod checkpoint;
