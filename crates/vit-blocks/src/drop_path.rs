@@ -35,10 +35,12 @@ impl DropPath {
             return Ok(branch.clone());
         }
         let b = branch.dim(0)?;
-        let (seed, first) = self.rng.reserve(b as u64);
+        // Keyed by the sample's row in the global batch (see `BatchShard`).
+        let (seed, first, offset) = self.rng.reserve_batch(b, 1);
         let keep = 1.0 - self.p;
-        let mask: Vec<f32> =
-            (0..b as u64).map(|i| if unit_f32(block_u64(seed, first, i)) < keep { 1.0 / keep } else { 0.0 }).collect();
+        let mask: Vec<f32> = (0..b as u64)
+            .map(|i| if unit_f32(block_u64(seed, first, offset as u64 + i)) < keep { 1.0 / keep } else { 0.0 })
+            .collect();
         let mut shape = vec![1usize; branch.rank()];
         shape[0] = b;
         let mask = Tensor::from_vec(mask, shape, branch.device())?.to_dtype(branch.dtype())?;

@@ -18,6 +18,9 @@ use crate::simd::simd_kernel;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DropoutMask {
     key: u64,
+    /// The index of this call's first element in the call's whole stream: the shard's place in
+    /// the global batch in data-parallel training, else 0.
+    offset: usize,
     p: f32,
     threshold: u32,
     scale: f32,
@@ -26,9 +29,11 @@ pub struct DropoutMask {
 impl DropoutMask {
     /// The mask of the next `n` elements of `rng`'s stream with drop probability `p` in
     /// `[0, 1)`. The stream advances as if 4 elements took one 64-bit draw; each call gets a key.
+    /// With a [`crate::rng::BatchShard`] set, the elements are this shard's of the global
+    /// batch's mask (the leading dimension being the batch).
     pub fn draw(rng: &SharedRng, p: f32, n: usize) -> Self {
-        let (seed, first) = rng.reserve(n.div_ceil(4) as u64);
-        Self { key: block_u64(seed, first, 0), p, threshold: threshold(p), scale: 1.0 / (1.0 - p) }
+        let (seed, first, offset) = rng.reserve_batch(n, 4);
+        Self { key: block_u64(seed, first, 0), offset, p, threshold: threshold(p), scale: 1.0 / (1.0 - p) }
     }
 
     /// The drop probability.
@@ -38,7 +43,7 @@ impl DropoutMask {
 
     /// The factor of elements `start..start + out.len()`: `1 / (1 - p)` kept, `0` dropped.
     pub fn factors(&self, start: usize, out: &mut [f32]) {
-        mask_factors(self.key, self.threshold, self.scale, start, out);
+        mask_factors(self.key, self.threshold, self.scale, start.wrapping_add(self.offset), out);
     }
 
     /// Multiplies `values` (elements `start..`) by the mask, in place.
@@ -127,5 +132,28 @@ impl CustomOp1 for DropoutMask {
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // The same draws again: the gradient passes where the value did, scaled alike.
         Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::BatchShard;
+
+    #[test]
+    fn a_shard_of_the_global_batch_draws_its_rows_of_the_global_mask() {
+        // 5 rows of 6 elements: one process, then the same split 2 + 3 over two processes.
+        let whole = SharedRng::new(11);
+        let mask = DropoutMask::draw(&whole, 0.5, 30).values(30);
+        let mut pieces = Vec::new();
+        for (first, len) in [(0, 2), (2, 3)] {
+            let rank = SharedRng::new(11);
+            rank.set_shard(Some(BatchShard { first, len, global: 5 }));
+            pieces.extend(DropoutMask::draw(&rank, 0.5, len * 6).values(len * 6));
+            // Every process's stream moves as the single process's does.
+            assert_eq!(rank.state(), whole.state());
+        }
+        assert_eq!(pieces, mask);
+        assert!(mask.contains(&0.0) && mask.contains(&2.0));
     }
 }

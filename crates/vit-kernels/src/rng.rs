@@ -40,12 +40,51 @@ pub struct RngState {
 
 /// A handle to a shared [`RngState`]; clones share the state.
 #[derive(Debug, Clone)]
-pub struct SharedRng(Arc<Mutex<RngState>>);
+pub struct SharedRng(Arc<Mutex<RngState>>, Arc<Mutex<Option<BatchShard>>>);
+
+/// The part of a global batch one process of data-parallel training computes: rows
+/// `first..first + len` of `global` rows. With a shard set, a call over a batch reserves the
+/// numbers of the whole global batch and uses its own rows' part of them, so that every
+/// sample's dropout is the same whatever the number of processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShard {
+    /// The first global row of this shard.
+    pub first: usize,
+    /// Rows in this shard.
+    pub len: usize,
+    /// Rows in the global batch.
+    pub global: usize,
+}
 
 impl SharedRng {
     /// A fresh stream for `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(Arc::new(Mutex::new(RngState { seed, counter: 0 })))
+        Self(Arc::new(Mutex::new(RngState { seed, counter: 0 })), Arc::new(Mutex::new(None)))
+    }
+
+    /// Sets (or clears) the shard of the global batch that the next calls compute.
+    pub fn set_shard(&self, shard: Option<BatchShard>) {
+        *self.1.lock().expect("rng lock poisoned") = shard;
+    }
+
+    /// Reserves the numbers of a call over `n` elements whose leading dimension is the batch,
+    /// one number per `per_number` elements: without a shard, `n` elements' worth; with one,
+    /// the global batch's, returning also the index of this shard's first element among the
+    /// global batch's elements. `(seed, first counter, element offset)`.
+    pub fn reserve_batch(&self, n: usize, per_number: usize) -> (u64, u64, usize) {
+        let shard = *self.1.lock().expect("rng lock poisoned");
+        let per_number = per_number.max(1);
+        match shard {
+            Some(s) if s.len > 0 && n % s.len == 0 && s.global >= s.first + s.len => {
+                let per_row = n / s.len;
+                let (seed, first) = self.reserve((per_row * s.global).div_ceil(per_number) as u64);
+                (seed, first, per_row * s.first)
+            }
+            _ => {
+                let (seed, first) = self.reserve(n.div_ceil(per_number) as u64);
+                (seed, first, 0)
+            }
+        }
     }
 
     /// The current state, for checkpoints.
