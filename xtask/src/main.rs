@@ -113,6 +113,22 @@ fn ci() -> Result<(), String> {
     test.args(["test", "--workspace"]);
     step("cargo test --workspace", test)?;
 
+    // Data-parallel training needs MPI from the system, so it is its own build and test:
+    // clippy and the test with the `mpi` feature. Skipped, and said so, where there is no
+    // MPI (`.ci/run` installs Open MPI where it can).
+    if mpi_available() {
+        let mut clippy = cargo();
+        clippy.args(["clippy", "-p", "vit-cli", "--features", "mpi", "--all-targets", "--", "-D", "warnings"]);
+        step("cargo clippy -p vit-cli --features mpi (MPI backend)", clippy)?;
+        let mut test = cargo();
+        test.args(["test", "-p", "vit-cli", "--features", "mpi", "--test", "distributed"]);
+        step("cargo test -p vit-cli --features mpi --test distributed (mpirun, 2 ranks)", test)?;
+    } else {
+        println!(
+            "==> SKIPPED: distributed training test: no `mpirun` or no MPI headers (apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
+        );
+    }
+
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
@@ -120,6 +136,14 @@ fn ci() -> Result<(), String> {
 
     println!("==> ci: all steps passed");
     Ok(())
+}
+
+/// Whether MPI can be built against and run: `mpirun` runs and `mpicc` (Open MPI's or MPICH's
+/// compiler wrapper, which the `mpi` crate's build asks for the flags) is there.
+fn mpi_available() -> bool {
+    let runs =
+        |program: &str, arg: &str| Command::new(program).arg(arg).output().map(|o| o.status.success()).unwrap_or(false);
+    runs("mpirun", "--version") && runs("mpicc", "--showme:version")
 }
 
 /// The package that holds the `vit` binary; until it exists, `train` says so.

@@ -96,6 +96,12 @@ pub enum TrainError {
         epoch: usize,
     },
     /// A resume found inconsistent files.
+    /// Data-parallel training failed: a collective, or ranks that disagree.
+    #[error("distributed training: {message}")]
+    Distributed {
+        /// What went wrong, naming the ranks involved.
+        message: String,
+    },
     #[error("cannot resume from {path}: {message}")]
     Resume {
         /// The run directory or file.

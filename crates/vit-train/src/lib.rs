@@ -45,6 +45,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod distributed;
 mod error;
 pub mod evaluate;
 pub mod loss_scale;
@@ -62,7 +63,7 @@ pub use loss_scale::LossScaler;
 pub use recipe::{Precision, Recipe};
 pub use trainer::{
     EpochEnd, EpochRecord, RunStarted, Silent, StepProgress, StepRecord, TrainObserver, TrainOptions, TrainOutcome,
-    TrainReport, read_steps, train,
+    TrainReport, read_steps, train, train_with,
 };
 
 /// The README's examples, compiled and run as doctests.

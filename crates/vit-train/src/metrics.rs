@@ -69,6 +69,16 @@ impl Tally {
         self.loss_sum += mean_loss * labels.len() as f64;
     }
 
+    /// Adds counts made elsewhere (the other ranks' shards of a batch, summed): `count` images
+    /// with `top1` and `top5` hits and `non_finite` unusable rows, of mean loss `mean_loss`.
+    pub fn add_counts(&mut self, count: usize, top1: usize, top5: usize, non_finite: usize, mean_loss: f64) {
+        self.count += count;
+        self.top1 += top1;
+        self.top5 += top5;
+        self.non_finite += non_finite;
+        self.loss_sum += mean_loss * count as f64;
+    }
+
     /// Top-1 accuracy in `[0, 1]`; NaN over no images.
     pub fn top1(&self) -> f64 {
         self.share(self.top1)

@@ -68,6 +68,60 @@ pub struct TrainArgs {
     /// Do not write `report.html` (and its pictures) when the run finishes.
     #[arg(long)]
     no_report: bool,
+    /// Data-parallel training, one process per rank: `mpirun -n N vit train --distributed mpi`
+    /// (a binary built with `--features mpi`).
+    #[arg(long, value_enum)]
+    distributed: Option<DistributedArg>,
+    /// Stop as if interrupted after this many steps in all (for tests of resuming).
+    #[arg(long, hide = true)]
+    stop_after_steps: Option<u64>,
+}
+
+/// Ends an interrupted run: the shell's convention, 128 + the signal (130 for Ctrl-C, 143 for
+/// SIGTERM); 0 when it stopped where it was told to (`--stop-after-steps`), with no signal.
+fn exit_interrupted(signal: usize) -> Result<()> {
+    if signal == 0 {
+        return Ok(());
+    }
+    std::process::exit(128 + signal as i32)
+}
+
+/// The communication engine of data-parallel training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DistributedArg {
+    /// MPI (Open MPI, MPICH) between processes on CPUs.
+    Mpi,
+    /// NCCL between GPUs, bootstrapped over MPI.
+    Nccl,
+}
+
+/// Runs `opts` as one rank of an MPI job: rank 0 shows progress and writes the run; an error
+/// on any rank is printed with its rank and ends the whole job (MPI_Abort), so that no rank
+/// waits forever for one that failed.
+#[cfg(feature = "mpi")]
+fn train_mpi(opts: TrainOptions, progress: &mut Progress) -> Result<(TrainOutcome, usize)> {
+    use vit_train::distributed::Collective;
+    let mut comm = vit_train::distributed::mpi::MpiCollective::init()?;
+    let rank = comm.rank();
+    let outcome = if rank == 0 {
+        vit_train::train_with(opts, progress, &mut comm)
+    } else {
+        vit_train::train_with(opts, &mut vit_train::Silent, &mut comm)
+    };
+    match outcome {
+        Ok(outcome) => Ok((outcome, rank)),
+        Err(e) => {
+            eprintln!("error: rank {rank} of {}: {e}", comm.world_size());
+            comm.abort(1)
+        }
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn train_mpi(_opts: TrainOptions, _progress: &mut Progress) -> Result<(TrainOutcome, usize)> {
+    bail!(
+        "--distributed mpi: this vit was built without MPI; build it with `cargo build --release -p vit-cli --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
+    )
 }
 
 /// `runs/<name>`, or `runs/<name>-2`, `-3`, ... if taken: a new run never overwrites an old one.
@@ -143,11 +197,26 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         device: device.clone(),
         resume: args.resume,
         stop,
-        stop_after_steps: None,
+        stop_after_steps: args.stop_after_steps,
         step_metrics_every: args.log_steps,
     };
     let report_data_dir = opts.data_dir.clone();
-    match train(opts, &mut Progress::new(args.quiet, Duration::from_secs_f64(args.log_every)))? {
+    let mut progress = Progress::new(args.quiet, Duration::from_secs_f64(args.log_every));
+    let (outcome, rank) = match args.distributed {
+        None => (train(opts, &mut progress)?, 0),
+        Some(DistributedArg::Mpi) => train_mpi(opts, &mut progress)?,
+        Some(DistributedArg::Nccl) => bail!(
+            "--distributed nccl: not available in this build; NCCL needs a CUDA build (`--features cuda,nccl`), which this project does not provide yet"
+        ),
+    };
+    if rank != 0 {
+        // Rank 0 reports and writes the report; the others end with it.
+        return match outcome {
+            TrainOutcome::Interrupted { .. } => exit_interrupted(signal.load(Ordering::SeqCst)),
+            TrainOutcome::Finished(_) => Ok(()),
+        };
+    }
+    match outcome {
         TrainOutcome::Finished(r) => {
             let chosen = match (r.best_epoch, r.best_val_top1) {
                 (Some(epoch), Some(top1)) => format!("best epoch {epoch} (val top-1 {top1:.4})"),
@@ -181,8 +250,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
                 checkpoint.display(),
                 checkpoint.parent().unwrap_or(Path::new(".")).display()
             );
-            // The shell's convention: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM).
-            std::process::exit(128 + signal.load(Ordering::SeqCst) as i32);
+            return exit_interrupted(signal.load(Ordering::SeqCst));
         }
     }
     Ok(())

@@ -26,6 +26,7 @@ pub use report::{EpochRecord, TrainOutcome, TrainReport};
 pub use run_dir::{RunFiles, read_run};
 pub use step_log::{StepRecord, read_steps};
 
+use crate::distributed::{Collective, SingleProcess, shard_rows, weights_checksum};
 use crate::evaluate::{check_fits, evaluate_observed};
 use crate::loss_scale::LossScaler;
 use crate::metrics::Tally;
@@ -35,7 +36,28 @@ use crate::schedule::Schedule;
 use crate::{TrainError, metadata};
 use run_dir::RunDir;
 use state::{EpochTally, TrainState};
-use step::{StepOutcome, Stepper};
+use step::{ShardStep, StepOutcome, Stepper};
+use vit_kernels::rng::BatchShard;
+
+/// Steps between the checks that every rank holds the same weights.
+const CHECK_EVERY: u64 = 100;
+
+/// Errs, naming the ranks, unless every rank's weights have the same checksum: a silent
+/// divergence between ranks (a bit flip, a missed update) stops the run.
+fn check_in_step(stepper: &Stepper, comm: &mut dyn Collective, step: u64) -> Result<(), TrainError> {
+    let mut values = Vec::new();
+    for var in &stepper.vars {
+        values.extend(var.as_tensor().to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    let sums = comm.all_gather_u64(weights_checksum(values))?;
+    let odd: Vec<usize> = (0..sums.len()).filter(|&r| sums[r] != sums[0]).collect();
+    if odd.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Distributed {
+        message: format!("after step {step} the weights of ranks {odd:?} differ from rank 0's: the ranks diverged"),
+    })
+}
 
 /// Everything a training run needs besides the recipe.
 pub struct TrainOptions {
@@ -130,14 +152,32 @@ fn checkpoint_meta(cfg: &VitConfig, data: &Data, recipe: &Recipe) -> CheckpointM
 
 /// Runs (or resumes) training as the options say, telling `observer` how it goes.
 pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<TrainOutcome, TrainError> {
+    train_with(opts, observer, &mut SingleProcess)
+}
+
+/// [`train`] as one rank of data-parallel training over `comm` (see [`crate::distributed`]).
+/// Every rank runs this with the same options; rank 0 writes the run directory and tells its
+/// observer, and every rank returns the same outcome. World size 1 is [`train`].
+pub fn train_with(
+    opts: TrainOptions,
+    observer: &mut dyn TrainObserver,
+    comm: &mut dyn Collective,
+) -> Result<TrainOutcome, TrainError> {
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let distributed = world > 1;
+    let root = rank == 0;
     let device = opts.device.clone();
-    let run = RunDir::create(&opts.run_dir)?;
+    // Only rank 0 creates the directory and clears what a killed process left there: another
+    // rank doing so could remove a file rank 0 is writing.
+    let run = if root { RunDir::create(&opts.run_dir)? } else { RunDir::at(&opts.run_dir) };
 
     // The recipe, model, optimizer and state: fresh, or from the run directory.
     let (recipe, origin) = if opts.resume {
         (run.read_recipe()?, run.config_path())
     } else {
-        run.ensure_empty()?;
+        if root {
+            run.ensure_empty()?;
+        }
         (opts.recipe.clone(), opts.recipe_origin.clone())
     };
     recipe.validate(&origin)?;
@@ -157,6 +197,23 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     };
     let data = prepare_data(&recipe, &cfg, opts.data_dir.as_deref(), normalizer)?;
     let t = &recipe.train;
+    if t.batch_size < world {
+        return Err(TrainError::Distributed {
+            message: format!(
+                "train.batch_size {} is the global batch: it must be at least the {world} ranks",
+                t.batch_size
+            ),
+        });
+    }
+    let last_batch = data.train.len() % t.batch_size;
+    if distributed && last_batch != 0 && last_batch < world {
+        return Err(TrainError::Distributed {
+            message: format!(
+                "the last batch of each epoch holds {last_batch} of the {} training images, fewer than the {world} ranks: choose another train.batch_size or data.limit_train",
+                data.train.len()
+            ),
+        });
+    }
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size);
     let schedule = Schedule {
         peak: t.learning_rate,
@@ -173,7 +230,9 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         saved_optimizer = Some(last.optimizer);
         (last.model, last.store, last.state)
     } else {
-        run.write_recipe(&recipe)?;
+        if root {
+            run.write_recipe(&recipe)?;
+        }
         let (model, store) = Vit::init(&cfg, t.seed, &device)?;
         if let Some(path) = &t.init_from {
             let source = vit_model::checkpoint::load(path, &device)?;
@@ -215,13 +274,19 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
     });
 
     let mut step_log = match opts.step_metrics_every {
-        Some(every) => Some(step_log::StepLog::open(run.path(), every, if opts.resume { state.step } else { 0 })?),
+        Some(every) if root => {
+            Some(step_log::StepLog::open(run.path(), every, if opts.resume { state.step } else { 0 })?)
+        }
+        Some(_) => None,
         None => None,
     };
     let session_start = Instant::now();
     let meta = checkpoint_meta(&cfg, &data, &recipe);
     // The last checkpoint, with the wall time of this session added to the state it records.
     let save_progress = |state: &TrainState, optimizer: &AdamW| -> Result<PathBuf, TrainError> {
+        if !root {
+            return Ok(run.last_path());
+        }
         let mut saved = state.clone();
         saved.elapsed_seconds += session_start.elapsed().as_secs_f64();
         run.save_last(&store, optimizer, &meta, &saved, &device)
@@ -248,13 +313,31 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
             let step_start = Instant::now();
             lr = schedule.lr(state.step);
             let (images, labels) = batch.to_tensors(&device)?;
-            let outcome = stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &labels, lr)?;
+            let asked_to_stop = opts.stop.load(Ordering::SeqCst) || opts.stop_after_steps == Some(state.step + 1);
+            let outcome = if distributed {
+                // This rank's rows of the global batch; dropout keyed by the global row.
+                let (first, len) = shard_rows(batch.len(), rank, world);
+                model.rng().set_shard(Some(BatchShard { first, len, global: batch.len() }));
+                let shard = ShardStep {
+                    comm: &mut *comm,
+                    weight: len as f64 / batch.len() as f64,
+                    labels: &batch.labels[first..first + len],
+                    stop: asked_to_stop,
+                };
+                let (images, labels) = (images.narrow(0, first, len)?, labels.narrow(0, first, len)?);
+                let outcome =
+                    stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &labels, lr, Some(shard));
+                model.rng().set_shard(None);
+                outcome?
+            } else {
+                stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &labels, lr, None)?
+            };
             let last_good = || {
                 let last = run.last_path();
                 if last.exists() { last.display().to_string() } else { "none (no checkpoint was written yet)".into() }
             };
-            let (loss, logits, skipped) = match outcome {
-                StepOutcome::Taken { loss, logits, skipped } => (loss, logits, skipped),
+            let (loss, logits, skipped, global) = match outcome {
+                StepOutcome::Taken { loss, logits, skipped, global } => (loss, logits, skipped, global),
                 StepOutcome::NonFiniteLoss(loss) => {
                     observer.epoch_stopped(EpochEnd::Diverged);
                     return Err(TrainError::NonFiniteLoss {
@@ -272,7 +355,16 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
                 }
             };
             state.skipped_steps += u64::from(skipped);
-            tally.add(&logits, &batch.labels, f64::from(loss));
+            let stop_now = match global {
+                Some(g) => {
+                    tally.add_counts(g.count, g.top1, g.top5, g.non_finite, f64::from(loss));
+                    g.stop
+                }
+                None => {
+                    tally.add(&logits, &batch.labels, f64::from(loss));
+                    asked_to_stop
+                }
+            };
             state.step += 1;
             state.batch_in_epoch += 1;
             let seconds = step_start.elapsed().as_secs_f64();
@@ -300,8 +392,10 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
                 top1: tally.top1(),
                 images_per_second: epoch_images as f64 / epoch_train_seconds.max(1e-9),
             });
-            let interrupted = opts.stop.load(Ordering::SeqCst) || opts.stop_after_steps == Some(state.step);
-            if interrupted && state.batch_in_epoch < steps_per_epoch {
+            if distributed && state.step % CHECK_EVERY == 0 {
+                check_in_step(&stepper, comm, state.step)?;
+            }
+            if stop_now && state.batch_in_epoch < steps_per_epoch {
                 observer.epoch_stopped(EpochEnd::Interrupted);
                 state.partial = EpochTally::of(&tally);
                 state.rng = model.rng().state().into();
@@ -329,11 +423,19 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         }
         state.rng = model.rng().state().into();
         // Metrics first: a crash before the checkpoint leaves a line that resume drops.
-        run.write_metrics(&records)?;
-        if improved {
+        if root {
+            run.write_metrics(&records)?;
+        }
+        if improved && root {
             run.save_best(&store, &meta)?;
         }
         save_progress(&state, &optimizer)?;
+        if distributed {
+            // Every rank past rank 0's writes (a later read of best.safetensors sees them), and
+            // still holding the same weights.
+            comm.barrier()?;
+            check_in_step(&stepper, comm, state.step)?;
+        }
         observer.epoch_finished(&records, run.path());
     }
 
@@ -360,7 +462,9 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
         images_per_second: state.images_trained as f64 / state.train_seconds.max(1e-9),
         run_dir: run.path().to_path_buf(),
     };
-    run.write_summary(&report)?;
+    if root {
+        run.write_summary(&report)?;
+    }
     Ok(TrainOutcome::Finished(report))
 }
 

@@ -84,6 +84,12 @@ pub(crate) struct RunDir {
 impl RunDir {
     /// The directory at `path`, created if needed, without the temporary files a killed
     /// process may have left (`.<file>.tmp-<pid>`, see `checkpoint::write_atomically`).
+    /// The directory at `path` as it is, changing nothing: for the ranks of data-parallel
+    /// training other than rank 0, which only read it.
+    pub fn at(path: &Path) -> Self {
+        Self { path: path.to_path_buf() }
+    }
+
     pub fn create(path: &Path) -> Result<Self, TrainError> {
         std::fs::create_dir_all(path).map_err(|e| TrainError::io(path, e))?;
         let entries = std::fs::read_dir(path).map_err(|e| TrainError::io(path, e))?;

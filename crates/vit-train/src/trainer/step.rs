@@ -5,8 +5,9 @@ use candle_core::{DType, Tensor, Var};
 use vit_model::Vit;
 
 use crate::TrainError;
+use crate::distributed::Collective;
 use crate::loss_scale::LossScaler;
-use crate::metrics::cross_entropy;
+use crate::metrics::{Tally, cross_entropy};
 use crate::optim::{AdamW, global_grad_norm};
 
 /// What one step did.
@@ -15,16 +16,41 @@ pub(crate) enum StepOutcome {
     Taken {
         /// The batch's mean loss.
         loss: f32,
-        /// The logits, one row per image, for the running accuracy.
+        /// The logits, one row per image (of this rank's shard), for the running accuracy.
         logits: Vec<Vec<f32>>,
         /// The loss scaler skipped the update.
         skipped: bool,
+        /// In data-parallel training: the global batch's accuracy counts, and whether any
+        /// rank was asked to stop.
+        global: Option<GlobalCounts>,
     },
     /// The loss was NaN or infinite: nothing was updated.
     NonFiniteLoss(f32),
     /// The loss was finite but the gradients were not (and no loss scaler was there to skip
     /// the step): nothing was updated.
     NonFiniteGradient(f64),
+}
+
+/// The counts of a step over the whole global batch, summed across ranks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct GlobalCounts {
+    pub count: usize,
+    pub top1: usize,
+    pub top5: usize,
+    pub non_finite: usize,
+    /// Some rank was asked to stop (a signal, a step limit): all stop after this step.
+    pub stop: bool,
+}
+
+/// This rank's part of a data-parallel step.
+pub(crate) struct ShardStep<'a> {
+    pub comm: &'a mut dyn Collective,
+    /// This shard's share of the global batch (its rows / the batch's rows).
+    pub weight: f64,
+    /// This shard's labels.
+    pub labels: &'a [u32],
+    /// This rank was asked to stop.
+    pub stop: bool,
 }
 
 /// The fixed settings of a run's steps.
@@ -38,7 +64,10 @@ pub(crate) struct Stepper {
 }
 
 impl Stepper {
-    /// One step of `model` on `images` (NHWC) and `labels` at learning rate `lr`.
+    /// One step of `model` on `images` (NHWC) and `labels` at learning rate `lr`; with a
+    /// `shard`, on this rank's rows of the global batch, the gradients, loss and counts summed
+    /// across ranks before the update.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
         model: &Vit,
@@ -47,6 +76,7 @@ impl Stepper {
         images: &Tensor,
         labels: &Tensor,
         lr: f64,
+        shard: Option<ShardStep<'_>>,
     ) -> Result<StepOutcome, TrainError> {
         let compute_model;
         let net = if self.compute_dtype == DType::F32 {
@@ -57,12 +87,24 @@ impl Stepper {
         };
         let logits = net.forward(images, true)?;
         let loss = cross_entropy(&logits, labels, self.label_smoothing)?;
-        let loss_value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        if !loss_value.is_finite() {
+        let mut loss_value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if shard.is_none() && !loss_value.is_finite() {
             return Ok(StepOutcome::NonFiniteLoss(loss_value));
         }
         let loss_scale = scaler.scale;
-        let grads = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
+        let mut grads = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
+        let logits_rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut global = None;
+        if let Some(shard) = shard {
+            // The ranks agree on everything below from here on: the loss, the gradients, the
+            // norm, the skip decision, the update.
+            let (loss, counts) = self.reduce(&mut grads, loss_value, &logits_rows, shard)?;
+            loss_value = loss;
+            global = Some(counts);
+            if !loss_value.is_finite() {
+                return Ok(StepOutcome::NonFiniteLoss(loss_value));
+            }
+        }
         // Always measured: a finite loss can still have infinite or NaN gradients, and one
         // step with them (an infinite norm times a clip factor of 0 is NaN) poisons every weight.
         let norm = global_grad_norm(&grads, &self.vars)? / loss_scale;
@@ -77,8 +119,64 @@ impl Stepper {
         if !skipped {
             optimizer.step(&grads, lr, clip / loss_scale)?;
         }
-        let logits = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        Ok(StepOutcome::Taken { loss: loss_value, logits, skipped })
+        Ok(StepOutcome::Taken { loss: loss_value, logits: logits_rows, skipped, global })
+    }
+
+    /// Sums the shard-weighted gradients, loss and counts across ranks in one fused buffer and
+    /// puts the summed gradients back in `grads`. Returns the global batch's loss and counts.
+    fn reduce(
+        &self,
+        grads: &mut candle_core::backprop::GradStore,
+        loss: f32,
+        logits: &[Vec<f32>],
+        shard: ShardStep<'_>,
+    ) -> Result<(f32, GlobalCounts), TrainError> {
+        let weight = shard.weight;
+        let mut buffer = Vec::new();
+        let mut present = Vec::with_capacity(self.vars.len());
+        for var in &self.vars {
+            // A variable without a gradient (frozen, or outside this step's graph) is left
+            // out on every rank alike: the graph is the same on all of them.
+            match grads.get(var.as_tensor()) {
+                Some(g) => {
+                    present.push(true);
+                    buffer.extend((g.to_dtype(DType::F32)?.flatten_all()? * weight)?.to_vec1::<f32>()?);
+                }
+                None => present.push(false),
+            }
+        }
+        let mut tally = Tally::new(logits.first().map_or(0, Vec::len));
+        tally.add(logits, shard.labels, 0.0);
+        let tail = [
+            (f64::from(loss) * weight) as f32,
+            tally.top1 as f32,
+            tally.top5 as f32,
+            tally.count as f32,
+            tally.non_finite as f32,
+            f32::from(u8::from(shard.stop)),
+        ];
+        buffer.extend(tail);
+        shard.comm.all_reduce_sum(&mut buffer)?;
+        let mut at = 0;
+        for (var, present) in self.vars.iter().zip(present) {
+            if !present {
+                continue;
+            }
+            let t = var.as_tensor();
+            let n = t.elem_count();
+            let summed = Tensor::from_slice(&buffer[at..at + n], t.shape(), t.device())?.to_dtype(t.dtype())?;
+            grads.insert(t, summed);
+            at += n;
+        }
+        let rest = &buffer[at..];
+        let counts = GlobalCounts {
+            top1: rest[1].round() as usize,
+            top5: rest[2].round() as usize,
+            count: rest[3].round() as usize,
+            non_finite: rest[4].round() as usize,
+            stop: rest[5] > 0.0,
+        };
+        Ok((rest[0], counts))
     }
 }
 
@@ -130,7 +228,7 @@ mod tests {
         let images = Tensor::rand(0f32, 1., (4, 8, 8, 1), &Device::Cpu).unwrap();
         let labels = Tensor::new(&[0u32, 1, 2, 0], &Device::Cpu).unwrap();
         let outcome =
-            stepper.step(&model, &mut optimizer, &mut LossScaler::disabled(), &images, &labels, 1e-3).unwrap();
+            stepper.step(&model, &mut optimizer, &mut LossScaler::disabled(), &images, &labels, 1e-3, None).unwrap();
         match outcome {
             StepOutcome::NonFiniteGradient(norm) => assert!(!norm.is_finite()),
             StepOutcome::Taken { loss, .. } => panic!("the step was taken (loss {loss})"),

@@ -1,0 +1,183 @@
+//! Data-parallel training over MPI (Open MPI on loopback): 2 ranks of one thread give the
+//! weights of 1 rank with the same global batch, a 2-rank checkpoint resumes in 1 rank to the
+//! same end, and a killed rank ends the job with an error naming it. Built and run by
+//! `cargo xtask ci` with `--features mpi` where `mpirun` is installed (`.ci/run` installs it).
+#![cfg(feature = "mpi")]
+
+#[path = "../../vit-data/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use common::*;
+
+const VIT: &str = env!("CARGO_BIN_EXE_vit");
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn mpirun(ranks: usize) -> Command {
+    let mut command = Command::new("mpirun");
+    command.args(["--allow-run-as-root", "--oversubscribe", "-n", &ranks.to_string(), VIT, "--threads", "1"]);
+    command.env_remove("VIT_DATA_DIR");
+    command
+}
+
+fn single() -> Command {
+    let mut command = Command::new(VIT);
+    command.args(["--threads", "2"]).env_remove("VIT_DATA_DIR");
+    command
+}
+
+/// ||a - b|| / ||a|| over the model tensors of two checkpoints, and the largest such ratio of
+/// one tensor. Tensors whose norm is rounding noise are left out: the key biases, whose
+/// gradient is zero in exact arithmetic (a bias on every key moves every score of a row
+/// alike), hold what AdamW makes of rounding (norms about 1e-5), different for any order of
+/// sums; their largest difference is printed.
+fn difference(a: &Path, b: &Path) -> (f64, f64, String) {
+    let a = vit_model::checkpoint::load(a, &Device::Cpu).unwrap().tensors;
+    let b = vit_model::checkpoint::load(b, &Device::Cpu).unwrap().tensors;
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den, mut worst, mut which) = (0f64, 0f64, 0f64, String::new());
+    for (name, x) in &a {
+        let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = b[name].flatten_all().unwrap().to_vec1().unwrap();
+        let d: f64 = x.iter().zip(&y).map(|(p, q)| (f64::from(*p) - f64::from(*q)).powi(2)).sum();
+        let n: f64 = x.iter().map(|p| f64::from(*p).powi(2)).sum();
+        if n.sqrt() <= 1e-3 {
+            eprintln!("  {name}: norm {:.1e}, differs by {:.1e} (rounding noise, left out)", n.sqrt(), d.sqrt());
+            continue;
+        }
+        num += d;
+        den += n;
+        if (d / n).sqrt() > worst {
+            worst = (d / n).sqrt();
+            which = name.clone();
+        }
+    }
+    ((num / den).sqrt(), worst, which)
+}
+
+#[test]
+fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends_the_job() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        panic!(
+            "mpirun is not installed: apt-get install openmpi-bin libopenmpi-dev (cargo xtask ci skips this test without it)"
+        );
+    }
+    let data = tmp_dir("mpi");
+    write_pattern_mnist(&data, 4, 2);
+    // Dropout and random zoom on: masks and augmentation are keyed by sample, not by rank.
+    let recipe = data.join("patterns.toml");
+    std::fs::write(&recipe, pattern_recipe_with(&data, 3, 3e-3, 0.1, 0.1)).unwrap();
+    let train = |command: &mut Command, out: &str, extra: &[&str]| {
+        let out = command
+            .args(["train", "--recipe", recipe.to_str().unwrap(), "--out"])
+            .arg(data.join(out))
+            .args(["--quiet", "--no-report"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    };
+    train(&mut single(), "one", &[]);
+    train(&mut mpirun(2), "two", &["--distributed", "mpi"]);
+    let (total, worst, which) = difference(&data.join("one/last.safetensors"), &data.join("two/last.safetensors"));
+    eprintln!("2 ranks vs 1: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
+    assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
+    let records = |run: &str| std::fs::read_to_string(data.join(run).join("metrics.jsonl")).unwrap();
+    let val = |text: String| -> Vec<f64> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_top1"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(val(records("one")), val(records("two")));
+
+    // Stopped after 3 steps on 2 ranks, resumed on 1: the same end as the straight run.
+    train(&mut mpirun(2), "moved", &["--distributed", "mpi", "--stop-after-steps", "3"]);
+    assert!(!data.join("moved/summary.json").exists(), "the 2-rank part stopped early");
+    let out = single()
+        .args(["train", "--resume", "--quiet", "--no-report", "--out"])
+        .arg(data.join("moved"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (total, worst, which) = difference(&data.join("one/last.safetensors"), &data.join("moved/last.safetensors"));
+    eprintln!("2 ranks then 1 vs 1: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
+    assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
+
+    // A rank killed mid-run: the job ends, with an error naming it, within a time-out.
+    std::fs::write(&recipe, pattern_recipe_with(&data, 400, 3e-3, 0.1, 0.1)).unwrap();
+    let mut job = mpirun(2)
+        .args([
+            "train",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--quiet",
+            "--no-report",
+            "--distributed",
+            "mpi",
+            "--out",
+        ])
+        .arg(data.join("killed"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rank_one = wait_for_rank(job.id(), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Command::new("kill").args(["-9", &rank_one.to_string()]).status().unwrap().success());
+    let started = Instant::now();
+    loop {
+        if job.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the job outlived its killed rank by a minute");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = job.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("rank 1"), "the error names the rank: {}", text(&out));
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+/// The pid of `rank` of the MPI job under `parent`, found by the rank in its environment.
+fn wait_for_rank(parent: u32, rank: usize) -> u32 {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+            let environ = String::from_utf8_lossy(&environ);
+            let ours = environ.split('\0').any(|v| v == format!("OMPI_COMM_WORLD_RANK={rank}"));
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+            let is_vit = status.lines().next().is_some_and(|l| l.contains("vit"));
+            if ours && is_vit && descends_from(pid, parent) {
+                return pid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("rank {rank} of the job under {parent} did not start");
+}
+
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..8 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        let Some(ppid) =
+            stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        if ppid == ancestor {
+            return true;
+        }
+        pid = ppid;
+    }
+    false
+}
