@@ -152,7 +152,7 @@ impl Dataset {
                 Ok(Cow::Borrowed(&bytes[i * n..(i + 1) * n]))
             }
             Pixels::Files(files) => {
-                Ok(Cow::Owned(crate::folder::read_image(&files[i], self.height, self.width, self.channels)?))
+                Ok(Cow::Owned(crate::decode::read_image(&files[i], self.height, self.width, self.channels)?))
             }
         }
     }

@@ -56,6 +56,7 @@ mod catalog;
 mod cifar;
 mod classes;
 mod dataset;
+mod decode;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 mod error;
@@ -74,8 +75,9 @@ pub use cifar::{
 };
 pub use classes::{FASHION_MNIST_CLASSES, digit_names};
 pub use dataset::Dataset;
+pub use decode::{decode_image, read_image};
 pub use error::DataError;
-pub use folder::{FolderOptions, SkippedImage, decode_image, load_folder, load_folder_with, read_image};
+pub use folder::{FolderOptions, SkippedImage, load_folder, load_folder_with};
 pub use loader::{Batch, Loader, Pipeline};
 pub use resize::{Interpolation, ResizeSpec, decode_with};
 pub use shuffle::shuffled;

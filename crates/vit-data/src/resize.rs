@@ -102,7 +102,7 @@ pub fn decode_with(
     channels: usize,
     spec: &ResizeSpec,
 ) -> Result<Vec<u8>, DataError> {
-    let image = crate::folder::decode_full(bytes, path, (height, width), channels)?;
+    let image = crate::decode::decode_full(bytes, path, (height, width), channels)?;
     let out = spec.apply(&image, (height as u32, width as u32));
     Ok(if channels == 1 { out.to_luma8().into_raw() } else { out.to_rgb8().into_raw() })
 }

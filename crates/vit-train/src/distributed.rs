@@ -14,7 +14,7 @@
 //! unchanged) and, behind the `mpi` feature, [`mpi::MpiCollective`] over the system's MPI
 //! (Open MPI or MPICH, through the `mpi` crate).
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// What data-parallel training needs from a communication library.
 pub trait Collective {
@@ -77,8 +77,8 @@ pub mod mpi {
     use ::mpi::topology::SimpleCommunicator;
     use ::mpi::traits::*;
 
-    use super::Collective;
-    use crate::TrainError;
+    use crate::distributed::Collective;
+    use crate::error::TrainError;
 
     /// The world communicator of an MPI job. MPI is initialised when this is made and
     /// finalised when it is dropped; make one per process.
