@@ -11,7 +11,7 @@
 //! directory; the others read it when resuming (a file system all ranks see).
 //!
 //! Backends: [`SingleProcess`] (world size 1: the trainer then runs the single-process path,
-//! unchanged) and, behind the `mpi` feature, [`mpi::MpiCollective`] over the system's MPI
+//! unchanged) and, behind the `mpi` feature, `mpi::MpiCollective` over the system's MPI
 //! (Open MPI or MPICH, through the `mpi` crate).
 
 use crate::error::TrainError;
