@@ -93,6 +93,14 @@ pub struct TrainSpec {
     /// 0.1 is common when fine-tuning), on top of `layer_decay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone_lr_scale: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay in (0, 1) (e.g.
+    /// 0.9998; warmed up over the first updates), validated each epoch beside the raw weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
+    /// Choose (and save as `best.safetensors`, and test) the moving average at its best
+    /// validation top-1 instead of the raw weights. Needs `ema_decay`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub select_by_ema: bool,
 }
 
 impl TrainSpec {
@@ -301,6 +309,12 @@ impl Recipe {
         }
         if !(0.0..1.0).contains(&self.data.validation_split) {
             return bad("data.validation_split", format!("must be in [0, 1), got {}", self.data.validation_split));
+        }
+        if let Some(d) = t.ema_decay.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            return bad("train.ema_decay", format!("must be in (0, 1), got {d}"));
+        }
+        if t.select_by_ema && t.ema_decay.is_none() {
+            return bad("train.select_by_ema", "chooses by the moving average: set train.ema_decay too".into());
         }
         if let Some(s) = t.backbone_lr_scale.filter(|s| !(*s > 0.0 && s.is_finite())) {
             return bad("train.backbone_lr_scale", format!("must be a positive number, got {s}"));

@@ -406,3 +406,48 @@ fn a_single_image_folder_trains_and_unreadable_images_are_skipped_only_when_aske
     assert_eq!(tensors(&data.join("lenient/last.safetensors")), tensors(&data.join("streamed/last.safetensors")));
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn the_weights_moving_average_is_validated_chosen_saved_and_resumed_exactly() {
+    let data = tmp_dir("ema");
+    write_pattern_mnist(&data, 4, 1);
+    let recipe =
+        pattern_recipe(&data, 3, 2e-3).replace("[train]\n", "[train]\nema_decay = 0.9\nselect_by_ema = true\n");
+    let straight = data.join("straight");
+    let TrainOutcome::Finished(report) = train(options(&recipe, &straight, false, None)).unwrap() else {
+        panic!("not finished")
+    };
+    assert!(report.model_selection.contains("moving average"), "{}", report.model_selection);
+    let last = tensors(&straight.join("last.safetensors"));
+    let averaged: Vec<&String> = last.keys().filter(|k| k.starts_with("train.ema.")).collect();
+    assert!(!averaged.is_empty());
+    // The average is not the raw weights, and best.safetensors holds the average of its epoch.
+    let name = "blocks.0.mlp.layers.0.weight";
+    assert_ne!(last[&format!("train.ema.{name}")], last[name]);
+    let records = records(&straight);
+    assert!(records.iter().all(|r| r.ema_val_top1.is_some() && r.val_top1.is_some()));
+    let best_epoch = report.best_epoch.unwrap();
+    let best_ema = records.iter().map(|r| r.ema_val_top1.unwrap()).fold(f64::MIN, f64::max);
+    assert_eq!(report.best_val_top1, Some(best_ema));
+    assert_eq!(records[best_epoch - 1].ema_val_top1, Some(best_ema));
+    if best_epoch == 3 {
+        assert_eq!(tensors(&straight.join("best.safetensors"))[name], last[&format!("train.ema.{name}")]);
+    }
+
+    // Interrupted in the first and second epochs and resumed: the same average, bit for bit.
+    let resumed = data.join("resumed");
+    train(options(&recipe, &resumed, false, Some(1))).unwrap();
+    train(options(&recipe, &resumed, true, Some(3))).unwrap();
+    train(options(&recipe, &resumed, true, None)).unwrap();
+    assert_eq!(tensors(&straight.join("last.safetensors")), tensors(&resumed.join("last.safetensors")));
+    assert_eq!(tensors(&straight.join("best.safetensors")), tensors(&resumed.join("best.safetensors")));
+    let err = Recipe::parse(
+        &pattern_recipe(&data, 1, 1e-3).replace("[train]\n", "[train]\nselect_by_ema = true\n"),
+        Path::new("e.toml"),
+    )
+    .and_then(|r| r.validate(Path::new("e.toml")))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("select_by_ema"), "{err}");
+    std::fs::remove_dir_all(data).unwrap();
+}

@@ -10,6 +10,7 @@ use super::{Area, bold, drawing, font, picture, save_png};
 
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VAL: RGBColor = RGBColor(255, 127, 14);
+const EMA: RGBColor = RGBColor(44, 160, 44);
 
 /// A named, coloured line of `(epoch, value)` points.
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
@@ -137,6 +138,11 @@ pub fn curves(records: &[EpochRecord]) -> Result<image::RgbImage> {
             scientific: true,
         },
     ];
+    let mut panels = panels;
+    if records.iter().any(|r| r.ema_val_top1.is_some()) {
+        let points = records.iter().map(|r| (epoch(r), r.ema_val_top1.unwrap_or(f64::NAN))).collect();
+        panels[1].series.push(("validation, moving average", EMA, points));
+    }
     let epochs = records.iter().map(|r| r.epoch).max().unwrap_or(1);
     picture(1100, 760, |root| {
         for (area, panel) in root.split_evenly((2, 2)).iter().zip(&panels) {
@@ -165,6 +171,9 @@ mod tests {
             val_loss: Some(2.2 / epoch as f64),
             val_top1: Some(top1 - 0.01),
             val_top5: None,
+            ema_val_loss: None,
+            ema_val_top1: None,
+            ema_val_top5: None,
             learning_rate: 1e-3 / epoch as f64,
             train_seconds: 1.0,
             images_per_second: 100.0,

@@ -3,6 +3,7 @@
 //! (`run_dir.rs`), the resumable state (`state.rs`), one step (`step.rs`), what a run records
 //! (`report.rs`), and the events a run reports ([`TrainObserver`]).
 
+mod ema;
 mod observer;
 mod report;
 mod run_dir;
@@ -10,7 +11,7 @@ mod state;
 mod step;
 mod step_log;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,16 @@ use run_dir::RunDir;
 use state::{EpochTally, TrainState};
 use step::{ShardStep, StepOutcome, Stepper};
 use vit_kernels::rng::BatchShard;
+
+/// Every parameter of `store`, the trainable ones replaced by their moving average.
+fn averaged_weights(store: &vit_blocks::SeededVarMap, ema: &ema::Ema) -> BTreeMap<String, candle_core::Tensor> {
+    let mut weights: BTreeMap<String, candle_core::Tensor> =
+        store.vars().into_iter().map(|(name, var)| (name, var.as_tensor().clone())).collect();
+    for (name, average) in ema.tensors() {
+        weights.insert(name.clone(), average.clone());
+    }
+    weights
+}
 
 /// Steps between the checks that every rank holds the same weights.
 const CHECK_EVERY: u64 = 100;
@@ -223,11 +234,13 @@ pub fn train_with(
     };
 
     let mut saved_optimizer = None;
+    let mut saved_ema = HashMap::new();
     let mut initialized_from = None;
     let (model, store, mut state) = if opts.resume {
         let last = run.load_last(&device)?;
         last.model.rng().set_state(last.state.rng.into());
         saved_optimizer = Some(last.optimizer);
+        saved_ema = last.ema;
         (last.model, last.store, last.state)
     } else {
         if root {
@@ -254,8 +267,15 @@ pub fn train_with(
     }
     let mut vars: Vec<(String, candle_core::Var)> = params.into_iter().map(|p| (p.name, p.var)).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut ema = match t.ema_decay {
+        None => None,
+        Some(decay) if opts.resume => Some(ema::Ema::restore(decay, &vars, &saved_ema).map_err(|message| {
+            TrainError::Resume { path: run.last_path(), message: format!("train.ema_decay is set, but {message}") }
+        })?),
+        Some(decay) => Some(ema::Ema::new(decay, &vars)?),
+    };
     let stepper = Stepper {
-        vars: vars.into_iter().map(|(_, v)| v).collect(),
+        vars: vars.iter().map(|(_, v)| v.clone()).collect(),
         compute_dtype: t.precision.compute_dtype(),
         label_smoothing: t.label_smoothing,
         clip_grad_norm: t.clip_grad_norm,
@@ -283,14 +303,15 @@ pub fn train_with(
     let session_start = Instant::now();
     let meta = checkpoint_meta(&cfg, &data, &recipe);
     // The last checkpoint, with the wall time of this session added to the state it records.
-    let save_progress = |state: &TrainState, optimizer: &AdamW| -> Result<PathBuf, TrainError> {
-        if !root {
-            return Ok(run.last_path());
-        }
-        let mut saved = state.clone();
-        saved.elapsed_seconds += session_start.elapsed().as_secs_f64();
-        run.save_last(&store, optimizer, &meta, &saved, &device)
-    };
+    let save_progress =
+        |state: &TrainState, optimizer: &AdamW, ema: Option<&ema::Ema>| -> Result<PathBuf, TrainError> {
+            if !root {
+                return Ok(run.last_path());
+            }
+            let mut saved = state.clone();
+            saved.elapsed_seconds += session_start.elapsed().as_secs_f64();
+            run.save_last(&store, optimizer, ema, &meta, &saved, &device)
+        };
     while state.epochs_done < t.epochs {
         let epoch = state.epochs_done + 1;
         let order = shuffled(data.train.len(), t.seed, epoch as u64);
@@ -355,6 +376,10 @@ pub fn train_with(
                 }
             };
             state.skipped_steps += u64::from(skipped);
+            if let Some(ema) = ema.as_mut().filter(|_| !skipped) {
+                // One update per optimizer step taken, numbered as the optimizer counts them.
+                ema.update(&vars, optimizer.step_count().saturating_sub(1))?;
+            }
             let stop_now = match global {
                 Some(g) => {
                     tally.add_counts(g.count, g.top1, g.top5, g.non_finite, f64::from(loss));
@@ -399,7 +424,7 @@ pub fn train_with(
                 observer.epoch_stopped(EpochEnd::Interrupted);
                 state.partial = EpochTally::of(&tally);
                 state.rng = model.rng().state().into();
-                let checkpoint = save_progress(&state, &optimizer)?;
+                let checkpoint = save_progress(&state, &optimizer, ema.as_ref())?;
                 return Ok(TrainOutcome::Interrupted { checkpoint, step: state.step });
             }
         }
@@ -412,12 +437,28 @@ pub fn train_with(
             }
             None => None,
         };
-        records.push(epoch_record(epoch, state.step, &tally, val.as_ref(), lr, epoch_train_seconds, epoch_images));
+        // The moving average, as a model of the store's weights with the averaged ones in.
+        let ema_weights = ema.as_ref().map(|ema| averaged_weights(&store, ema));
+        let ema_val = match (&data.val, &ema_weights) {
+            (Some(val_data), Some(weights)) => {
+                let averaged =
+                    Vit::from_tensors(&cfg, weights.clone().into_iter().collect(), &run.last_path(), &device)?.0;
+                let split = ("validation (moving average)", epoch);
+                Some(evaluate_finite(&averaged, val_data, &data.pipeline, t.eval_batch_size, &device, split, observer)?)
+            }
+            _ => None,
+        };
+        let mut record = epoch_record(epoch, state.step, &tally, val.as_ref(), lr, epoch_train_seconds, epoch_images);
+        record.ema_val_loss = ema_val.as_ref().map(Tally::loss);
+        record.ema_val_top1 = ema_val.as_ref().map(Tally::top1);
+        record.ema_val_top5 = ema_val.as_ref().map(Tally::top5);
+        records.push(record);
         state.epochs_done = epoch;
         state.batch_in_epoch = 0;
         state.partial = EpochTally::default();
-        let improved = val.as_ref().is_some_and(|val| val.top1() > state.best_val_top1);
-        if let Some(val) = val.as_ref().filter(|_| improved) {
+        let judged = if t.select_by_ema { ema_val.as_ref() } else { val.as_ref() };
+        let improved = judged.is_some_and(|val| val.top1() > state.best_val_top1);
+        if let Some(val) = judged.filter(|_| improved) {
             state.best_val_top1 = val.top1();
             state.best_epoch = epoch;
         }
@@ -427,9 +468,12 @@ pub fn train_with(
             run.write_metrics(&records)?;
         }
         if improved && root {
-            run.save_best(&store, &meta)?;
+            match (t.select_by_ema, &ema_weights) {
+                (true, Some(weights)) => run.save_best_tensors(weights, &meta)?,
+                _ => run.save_best(&store, &meta)?,
+            }
         }
-        save_progress(&state, &optimizer)?;
+        save_progress(&state, &optimizer, ema.as_ref())?;
         if distributed {
             // Every rank past rank 0's writes (a later read of best.safetensors sees them), and
             // still holding the same weights.
@@ -442,8 +486,14 @@ pub fn train_with(
     // The chosen model, evaluated once on the test set.
     let selected = data.val.is_some();
     let (chosen, model_selection) = if selected {
-        let message = format!("the best validation top-1, epoch {}", state.best_epoch);
+        let what =
+            if t.select_by_ema { "the moving average's best validation top-1" } else { "the best validation top-1" };
+        let message = format!("{what}, epoch {}", state.best_epoch);
         (Vit::load(run.best_path(), &device)?.0, message)
+    } else if let (true, Some(ema)) = (t.select_by_ema, ema.as_ref()) {
+        let weights = averaged_weights(&store, ema).into_iter().collect();
+        let averaged = Vit::from_tensors(&cfg, weights, &run.last_path(), &device)?.0;
+        (averaged, "none: no validation split, so the last epoch's moving average is tested".to_string())
     } else {
         (model, "none: no validation split, so the last epoch's model is tested".to_string())
     };
@@ -513,6 +563,9 @@ fn epoch_record(
         val_loss: val.map(Tally::loss),
         val_top1: val.map(Tally::top1),
         val_top5: val.map(Tally::top5),
+        ema_val_loss: None,
+        ema_val_top1: None,
+        ema_val_top5: None,
         learning_rate,
         train_seconds,
         images_per_second: images as f64 / train_seconds.max(1e-9),

@@ -24,6 +24,15 @@ pub struct EpochRecord {
     pub val_top1: Option<f64>,
     /// Validation top-5 accuracy (`null` without a validation split).
     pub val_top5: Option<f64>,
+    /// Validation loss of the weights' moving average (with `train.ema_decay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_val_loss: Option<f64>,
+    /// Validation top-1 of the moving average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_val_top1: Option<f64>,
+    /// Validation top-5 of the moving average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_val_top5: Option<f64>,
     /// Learning rate at the last step of the epoch.
     pub learning_rate: f64,
     /// Seconds of training steps in the epoch (evaluation excluded).

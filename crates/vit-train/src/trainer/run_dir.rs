@@ -39,6 +39,8 @@ pub(crate) struct LastState {
     pub store: SeededVarMap,
     pub state: TrainState,
     pub optimizer: HashMap<String, Tensor>,
+    /// The weights' moving average, by parameter name (empty without one).
+    pub ema: HashMap<String, Tensor>,
 }
 
 /// What a run directory holds, as [`read_run`] finds it: for reports.
@@ -157,6 +159,7 @@ impl RunDir {
         })?;
         let state: TrainState = serde_json::from_str(raw)
             .map_err(|e| TrainError::Resume { path: path.clone(), message: format!("`{STATE_KEY}`: {e}") })?;
+        let mut ema = HashMap::new();
         let optimizer: HashMap<String, Tensor> = if checkpoint.training.is_empty() {
             // A run from before the one-file state.
             let path = self.path.join(LAST_OPTIMIZER);
@@ -165,6 +168,10 @@ impl RunDir {
         } else {
             let mut optimizer = HashMap::new();
             for (name, tensor) in checkpoint.training {
+                if let Some(key) = name.strip_prefix(super::ema::EMA_PREFIX) {
+                    ema.insert(key.to_string(), tensor);
+                    continue;
+                }
                 match name.strip_prefix(OPTIMIZER_PREFIX) {
                     Some(key) => optimizer.insert(key.to_string(), tensor),
                     None => {
@@ -177,7 +184,7 @@ impl RunDir {
             }
             optimizer
         };
-        Ok(LastState { model, store, state, optimizer })
+        Ok(LastState { model, store, state, optimizer, ema })
     }
 
     /// Restores `optimizer` from `tensors` and checks that it took the steps the state says.
@@ -209,14 +216,16 @@ impl RunDir {
         &self,
         store: &SeededVarMap,
         optimizer: &AdamW,
+        ema: Option<&super::ema::Ema>,
         meta: &CheckpointMeta,
         state: &TrainState,
         device: &Device,
     ) -> Result<PathBuf, TrainError> {
         let mut meta = meta.clone();
         meta.extra.insert(STATE_KEY.into(), serde_json::to_string(state).expect("state serialises"));
-        let training: BTreeMap<String, Tensor> =
+        let mut training: BTreeMap<String, Tensor> =
             optimizer.state(device)?.into_iter().map(|(k, v)| (format!("{OPTIMIZER_PREFIX}{k}"), v)).collect();
+        training.extend(ema.map(super::ema::Ema::checkpoint_tensors).unwrap_or_default());
         let path = self.last_path();
         checkpoint::save_with_training(&path, store.varmap(), &training, &meta)?;
         // The optimizer file of the old layout would now be stale.
@@ -226,6 +235,16 @@ impl RunDir {
 
     pub fn save_best(&self, store: &SeededVarMap, meta: &CheckpointMeta) -> Result<(), TrainError> {
         checkpoint::save(self.best_path(), store.varmap(), meta)?;
+        Ok(())
+    }
+
+    /// `best.safetensors` from tensors by name (the moving average's weights).
+    pub fn save_best_tensors(
+        &self,
+        tensors: &BTreeMap<String, Tensor>,
+        meta: &CheckpointMeta,
+    ) -> Result<(), TrainError> {
+        checkpoint::save_tensors(&self.best_path(), tensors, meta)?;
         Ok(())
     }
 
