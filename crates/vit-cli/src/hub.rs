@@ -121,12 +121,16 @@ fn curl(url: &str, to: &Path) -> Result<()> {
 
 /// Whether `path` is `file` as listed: its size, and its sha256 when the hub gives one.
 fn check(path: &Path, file: &RemoteFile) -> Result<std::result::Result<(), String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if let Some(size) = file.size.filter(|&s| s != bytes.len() as u64) {
-        return Ok(Err(format!("{} bytes, the hub lists {size}", bytes.len())));
+    let reading = || format!("reading {}", path.display());
+    let len = std::fs::metadata(path).with_context(reading)?.len();
+    if let Some(size) = file.size.filter(|&s| s != len) {
+        return Ok(Err(format!("{len} bytes, the hub lists {size}")));
     }
     if let Some(want) = &file.sha256 {
-        let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        // Streamed through the hash: weights of many GB are never held in memory.
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(path).with_context(reading)?, &mut hasher).with_context(reading)?;
+        let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
         if &got != want {
             return Ok(Err(format!("sha256 {got}, the hub lists {want}")));
         }

@@ -58,9 +58,7 @@ pub fn write_report(
     let names = &meta.class_names;
     let mut figures = Vec::new();
     let mut add = |file: &str, title: &str, caption: String, image: &RgbImage| -> Result<()> {
-        let path = run_dir.join(file);
-        save_png(image, &path)?;
-        let png = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let png = save_png(image, &run_dir.join(file))?;
         figures.push(Figure { title: title.into(), caption, png });
         Ok(())
     };

@@ -154,7 +154,7 @@ pub fn curves(records: &[EpochRecord]) -> Result<image::RgbImage> {
 
 /// Draws [`curves`] to `path`.
 pub fn write_curves(path: &Path, records: &[EpochRecord]) -> Result<()> {
-    save_png(&curves(records)?, path)
+    save_png(&curves(records)?, path).map(drop)
 }
 
 #[cfg(test)]

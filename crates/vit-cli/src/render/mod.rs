@@ -48,8 +48,9 @@ pub fn picture(width: u32, height: u32, draw: impl FnOnce(&Area) -> Result<()>) 
         .ok_or_else(|| anyhow!("drawing: the buffer does not match {width}x{height}"))
 }
 
-/// Writes `image` as a PNG at `path`, committed by a rename (a reader never sees half a file).
-pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
+/// Writes `image` as a PNG at `path`, committed by a rename (a reader never sees half a file),
+/// and returns the PNG's bytes (for a page that inlines them).
+pub fn save_png(image: &RgbImage, path: &Path) -> Result<Vec<u8>> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let mut bytes = Vec::new();
@@ -61,7 +62,8 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
     );
     image.write_with_encoder(encoder).with_context(|| format!("encoding {}", path.display()))?;
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(bytes)
 }
 
 /// A plotters error as an `anyhow` one (plotters' errors borrow the backend's type).
