@@ -4,7 +4,7 @@
 //! readers for MNIST / Fashion-MNIST IDX files (raw or `.gz`), CIFAR-10/100 binary batches and
 //! image folders ([`Dataset`]; corrupt input is an error naming the file and what is wrong),
 //! the data sets known by name ([`DatasetKind`], [`load_splits`]), validation splits,
-//! augmentation reproducible from a seed ([`augment`]), and the batch loader that prepares
+//! augmentation reproducible from a seed ([`augment`]; mixup and cutmix in [`mix`]), and the batch loader that prepares
 //! batches on a background thread ([`Loader`]).
 //!
 //! With the `embedded` feature (on by default), 10,000 real MNIST training images (the first 1,000 of each
@@ -63,6 +63,7 @@ mod error;
 mod folder;
 pub mod idx;
 mod loader;
+pub mod mix;
 mod resize;
 mod shuffle;
 
@@ -79,6 +80,7 @@ pub use decode::{decode_image, read_image};
 pub use error::DataError;
 pub use folder::{FolderOptions, SkippedImage, load_folder, load_folder_with};
 pub use loader::{Batch, Loader, Pipeline};
+pub use mix::{Mix, MixKind, mix_batch};
 pub use resize::{Interpolation, ResizeSpec, decode_with};
 pub use shuffle::shuffled;
 

@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use crate::augment::{AugmentConfig, Normalizer, prepare};
 use crate::dataset::Dataset;
 use crate::error::DataError;
+use crate::mix::{Mix, mix_batch};
 
 /// One batch of prepared images and their labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +20,8 @@ pub struct Batch {
     pub labels: Vec<u32>,
     /// `(height, width, channels)` of each image.
     pub image_shape: (usize, usize, usize),
+    /// How the batch was mixed (mixup or cutmix), if it was: its targets are then mixed too.
+    pub mix: Option<Mix>,
 }
 
 impl Batch {
@@ -108,12 +111,12 @@ impl Pipeline {
             }
         }
         let labels = indices.iter().map(|&i| data.labels[i]).collect();
-        Ok(Batch { images, labels, image_shape: (self.size.0, self.size.1, data.channels) })
+        Ok(Batch { images, labels, image_shape: (self.size.0, self.size.1, data.channels), mix: None })
     }
 }
 
 /// Batches of `order` in chunks of `batch_size`, starting after `skip` batches, prepared on a
-/// thread of their own, at most [`Loader::AHEAD`] batches ahead of the consumer. It yields
+/// thread of their own (augmented, and mixed by [`mix_batch`] when the augmentation says so), at most [`Loader::AHEAD`] batches ahead of the consumer. It yields
 /// each batch or the error that stopped the thread; a panic there ends the iteration with an
 /// error, never quietly.
 pub struct Loader {
@@ -143,8 +146,11 @@ impl Loader {
         let handle = std::thread::Builder::new()
             .name("vit-batches".into())
             .spawn(move || {
-                for chunk in order.chunks(batch_size).skip(skip) {
-                    let batch = pipeline.batch(&data, chunk, augment.as_ref().map(|(c, s, e)| (c, *s, *e)));
+                for (index, chunk) in order.chunks(batch_size).enumerate().skip(skip) {
+                    let mut batch = pipeline.batch(&data, chunk, augment.as_ref().map(|(c, s, e)| (c, *s, *e)));
+                    if let (Ok(batch), Some((config, seed, epoch))) = (batch.as_mut(), augment.as_ref()) {
+                        mix_batch(batch, config, *seed, *epoch, index as u64);
+                    }
                     let failed = batch.is_err();
                     if sender.send(batch).is_err() || failed {
                         return; // the consumer stopped early, or was told why this thread stops

@@ -18,6 +18,29 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
     (nll * (1.0 - smoothing))? + (uniform * smoothing)?
 }
 
+/// Mean cross-entropy against mixed targets (mixup, cutmix): each row is `lam` of its label
+/// and `1 - lam` of its partner's, each smoothed by `smoothing` as [`cross_entropy`] does.
+/// The same as timm's `SoftTargetCrossEntropy` on `Mixup`'s targets; with `lam = 1`, plain
+/// [`cross_entropy`].
+///
+/// # Shapes
+/// - `logits`: `[B, K]`, `labels` and `partner_labels`: `[B]` (u32); returns a scalar.
+pub fn mixed_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    partner_labels: &Tensor,
+    lam: f64,
+    smoothing: f64,
+) -> Result<Tensor> {
+    // The loss is linear in the target, so the mixed target's loss is the mix of the losses.
+    let own = cross_entropy(logits, labels, smoothing)?;
+    if lam == 1.0 {
+        return Ok(own);
+    }
+    let partner = cross_entropy(logits, partner_labels, smoothing)?;
+    (own * lam)? + (partner * (1.0 - lam))?
+}
+
 /// Running counts of top-1 and top-5 hits, loss and a confusion matrix.
 ///
 /// A row counts as a top-k hit only when every logit in it is finite and fewer than `k`
@@ -122,4 +145,63 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
     idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
     idx.into_iter().take(k).map(|i| (i, row[i])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// The loss of soft targets `-sum_k t_k log softmax(z)_k`, in f64, with timm's
+    /// `mixup_target`: one-hot smoothed to `off = s / K`, `on = 1 - s + off`, then mixed.
+    fn soft_target_loss(logits: &[Vec<f32>], labels: &[u32], partner: &[u32], lam: f64, s: f64) -> f64 {
+        let rows = logits.iter().zip(labels.iter().zip(partner)).map(|(row, (&a, &b))| {
+            let k = row.len();
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            let log_z = row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln() + max;
+            let off = s / k as f64;
+            let target = |label: u32, j: usize| if j == label as usize { 1.0 - s + off } else { off };
+            (0..k)
+                .map(|j| -(lam * target(a, j) + (1.0 - lam) * target(b, j)) * (f64::from(row[j]) - log_z))
+                .sum::<f64>()
+        });
+        rows.sum::<f64>() / logits.len() as f64
+    }
+
+    #[test]
+    fn the_mixed_loss_is_the_soft_target_loss_of_the_mixed_targets() {
+        let rows = vec![vec![1.0f32, -2.0, 0.5, 3.0], vec![0.1, 0.2, -0.3, 0.0], vec![-1.0, 2.0, 2.5, -0.5]];
+        let (labels, partner) = ([3u32, 0, 2], [2u32, 0, 3]);
+        let device = Device::Cpu;
+        let logits = Tensor::new(rows.clone(), &device).unwrap();
+        let (a, b) = (Tensor::new(&labels, &device).unwrap(), Tensor::new(&partner, &device).unwrap());
+        for (lam, s) in [(1.0, 0.0), (0.7, 0.0), (0.3, 0.1), (0.0, 0.05)] {
+            let got = mixed_cross_entropy(&logits, &a, &b, lam, s).unwrap().to_scalar::<f32>().unwrap();
+            let want = soft_target_loss(&rows, &labels, &partner, lam, s);
+            assert!((f64::from(got) - want).abs() < 1e-5, "lam {lam}, smoothing {s}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn the_mixed_loss_has_the_gradient_of_the_mixed_targets() {
+        // d loss / d z = (softmax(z) - t) / B: checked against the targets built by hand.
+        let rows = vec![vec![0.3f32, -1.0, 2.0], vec![1.5, 0.0, -0.5]];
+        let device = Device::Cpu;
+        let logits = candle_core::Var::new(rows.clone(), &device).unwrap();
+        let a = Tensor::new(&[2u32, 0], &device).unwrap();
+        let b = Tensor::new(&[1u32, 0], &device).unwrap();
+        let (lam, s) = (0.6, 0.1);
+        let loss = mixed_cross_entropy(logits.as_tensor(), &a, &b, lam, s).unwrap();
+        let grad = loss.backward().unwrap().get(logits.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        for (i, (row, (la, lb))) in rows.iter().zip([(2usize, 1usize), (0, 0)]).enumerate() {
+            let z: f64 = row.iter().map(|&v| f64::from(v).exp()).sum();
+            for j in 0..3 {
+                let off = s / 3.0;
+                let t = |l: usize| if j == l { 1.0 - s + off } else { off };
+                let want = (f64::from(row[j]).exp() / z - (lam * t(la) + (1.0 - lam) * t(lb))) / 2.0;
+                assert!((f64::from(grad[i][j]) - want).abs() < 1e-6, "({i}, {j}): {} vs {want}", grad[i][j]);
+            }
+        }
+    }
 }

@@ -339,18 +339,8 @@ impl Recipe {
         if self.data.limit_train == Some(0) {
             return bad("data.limit_train", "must be at least 1 (or absent for every image), got 0".into());
         }
-        let a = &self.augment;
-        if !(0.0..0.5).contains(&a.rotation) {
-            return bad(
-                "augment.rotation",
-                format!("must be in [0, 0.5) (a fraction of a full turn), got {}", a.rotation),
-            );
-        }
-        if !(0.0..1.0).contains(&a.zoom) {
-            return bad("augment.zoom", format!("must be in [0, 1), got {}", a.zoom));
-        }
-        if a.crop_padding > 1 << 10 {
-            return bad("augment.crop_padding", format!("must be at most 1024 pixels, got {}", a.crop_padding));
+        if let Err(message) = self.augment.validate() {
+            return Err(TrainError::Recipe { path: origin.into(), message });
         }
         let cfg = self.model_config(origin)?;
         if t.frozen_blocks > cfg.num_layers {

@@ -188,6 +188,47 @@ fn recipes_report_bad_fields_by_name() {
     assert!(err.to_string().contains("mnist2"), "{err}");
     let err = Recipe::parse(&base.replace("zoom = 0.05", "zooom = 0.05"), Path::new("r.toml")).unwrap_err();
     assert!(err.to_string().contains("zooom"), "{err}");
+    for (bad, says) in [
+        ("auto_augment = \"rand-m9-mstd0.5\"", "inc1"),
+        ("auto_augment = \"rand-m12-inc1\"", "[0, 10]"),
+        ("mixup_alpha = -0.8", "augment.mixup_alpha"),
+        ("erase_probability = 1.25", "augment.erase_probability"),
+        ("zoom_width = 1.0", "augment.zoom_width"),
+        ("erase_mode = \"noise\"", "erase_mode"),
+    ] {
+        let text = base.replace("zoom = 0.05", &format!("zoom = 0.05\n{bad}"));
+        let err = Recipe::parse(&text, Path::new("r.toml")).unwrap_err().to_string();
+        assert!(err.contains("r.toml") && err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn deit_augmentation_trains_and_resumes_exactly() {
+    let data = tmp_dir("deit-data");
+    write_pattern_mnist(&data, 4, 1);
+    let plain = pattern_recipe(&data, 3, 2e-3);
+    let recipe = plain.replace(
+        "zoom = 0.05",
+        "zoom = 0.05\nzoom_width = 0.1\nauto_augment = \"rand-m9-mstd0.5-inc1\"\nerase_probability = 0.25\n\
+         mixup_alpha = 0.8\ncutmix_alpha = 1.0",
+    );
+    let straight = data.join("straight");
+    train(options(&recipe, &straight, false, None)).unwrap();
+    let resumed = data.join("resumed");
+    let first = train(options(&recipe, &resumed, false, Some(1))).unwrap();
+    assert!(matches!(first, TrainOutcome::Interrupted { step: 1, .. }), "{first:?}");
+    let second = train(options(&recipe, &resumed, true, Some(3))).unwrap();
+    assert!(matches!(second, TrainOutcome::Interrupted { step: 3, .. }), "{second:?}");
+    assert!(matches!(train(options(&recipe, &resumed, true, None)).unwrap(), TrainOutcome::Finished(_)));
+    assert_eq!(tensors(&straight.join("last.safetensors")), tensors(&resumed.join("last.safetensors")));
+    let losses =
+        |run: &Path| -> Vec<f64> { read_steps(&run.join("steps.jsonl")).unwrap().iter().map(|r| r.loss).collect() };
+    assert_eq!(losses(&straight), losses(&resumed));
+    // And the augmentation did something: the same recipe without it trains otherwise.
+    let unaugmented = data.join("plain");
+    train(options(&plain, &unaugmented, false, None)).unwrap();
+    assert!(losses(&unaugmented).iter().zip(losses(&straight)).all(|(a, b)| a != &b));
+    std::fs::remove_dir_all(data).unwrap();
 }
 
 #[test]

@@ -37,7 +37,7 @@ use crate::schedule::Schedule;
 use crate::{TrainError, metadata};
 use run_dir::RunDir;
 use state::{EpochTally, TrainState};
-use step::{ShardStep, StepOutcome, Stepper};
+use step::{ShardStep, StepOutcome, Stepper, Targets};
 use vit_kernels::rng::BatchShard;
 
 /// Every parameter of `store`, the trainable ones replaced by their moving average.
@@ -334,6 +334,11 @@ pub fn train_with(
             let step_start = Instant::now();
             lr = schedule.lr(state.step);
             let (images, labels) = batch.to_tensors(&device)?;
+            let targets = Targets::of(&batch, labels)?;
+            // A mixed image is counted as right when the model picks the label with the larger
+            // share (timm reports no training accuracy under mixup; this one is labelled so).
+            let tally_labels =
+                batch.mix.as_ref().map_or_else(|| batch.labels.clone(), |m| m.dominant_labels(&batch.labels));
             let asked_to_stop = opts.stop.load(Ordering::SeqCst) || opts.stop_after_steps == Some(state.step + 1);
             let outcome = if distributed {
                 // This rank's rows of the global batch; dropout keyed by the global row.
@@ -342,16 +347,16 @@ pub fn train_with(
                 let shard = ShardStep {
                     comm: &mut *comm,
                     weight: len as f64 / batch.len() as f64,
-                    labels: &batch.labels[first..first + len],
+                    labels: &tally_labels[first..first + len],
                     stop: asked_to_stop,
                 };
-                let (images, labels) = (images.narrow(0, first, len)?, labels.narrow(0, first, len)?);
+                let (images, targets) = (images.narrow(0, first, len)?, targets.narrow(first, len)?);
                 let outcome =
-                    stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &labels, lr, Some(shard));
+                    stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &targets, lr, Some(shard));
                 model.rng().set_shard(None);
                 outcome?
             } else {
-                stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &labels, lr, None)?
+                stepper.step(&model, &mut optimizer, &mut state.loss_scaler, &images, &targets, lr, None)?
             };
             let last_good = || {
                 let last = run.last_path();
@@ -386,7 +391,7 @@ pub fn train_with(
                     g.stop
                 }
                 None => {
-                    tally.add(&logits, &batch.labels, f64::from(loss));
+                    tally.add(&logits, &tally_labels, f64::from(loss));
                     asked_to_stop
                 }
             };

@@ -7,7 +7,7 @@ use vit_model::Vit;
 use crate::TrainError;
 use crate::distributed::Collective;
 use crate::loss_scale::LossScaler;
-use crate::metrics::{Tally, cross_entropy};
+use crate::metrics::{Tally, mixed_cross_entropy};
 use crate::optim::{AdamW, global_grad_norm};
 
 /// What one step did.
@@ -53,6 +53,40 @@ pub(crate) struct ShardStep<'a> {
     pub stop: bool,
 }
 
+/// What a step trains toward: the labels and, for a mixed batch, the partners' labels and the
+/// share `lam` of each row's own.
+pub(crate) struct Targets {
+    pub labels: Tensor,
+    pub mixed: Option<(Tensor, f64)>,
+}
+
+impl Targets {
+    /// The targets of `batch` on `device`.
+    pub fn of(batch: &vit_data::Batch, labels: Tensor) -> Result<Self, TrainError> {
+        let mixed = match &batch.mix {
+            Some(mix) => Some((Tensor::new(mix.partner_labels.as_slice(), labels.device())?, f64::from(mix.lam))),
+            None => None,
+        };
+        Ok(Self { labels, mixed })
+    }
+
+    /// Rows `first..first + len`.
+    pub fn narrow(&self, first: usize, len: usize) -> Result<Self, TrainError> {
+        let mixed = match &self.mixed {
+            Some((partner, lam)) => Some((partner.narrow(0, first, len)?, *lam)),
+            None => None,
+        };
+        Ok(Self { labels: self.labels.narrow(0, first, len)?, mixed })
+    }
+
+    fn loss(&self, logits: &Tensor, smoothing: f64) -> candle_core::Result<Tensor> {
+        match &self.mixed {
+            Some((partner, lam)) => mixed_cross_entropy(logits, &self.labels, partner, *lam, smoothing),
+            None => mixed_cross_entropy(logits, &self.labels, &self.labels, 1.0, smoothing),
+        }
+    }
+}
+
 /// The fixed settings of a run's steps.
 pub(crate) struct Stepper {
     /// Every variable, in name order: the gradient norm sums them in this order, so that it
@@ -64,7 +98,7 @@ pub(crate) struct Stepper {
 }
 
 impl Stepper {
-    /// One step of `model` on `images` (NHWC) and `labels` at learning rate `lr`; with a
+    /// One step of `model` on `images` (NHWC) toward `targets` at learning rate `lr`; with a
     /// `shard`, on this rank's rows of the global batch, the gradients, loss and counts summed
     /// across ranks before the update.
     #[allow(clippy::too_many_arguments)]
@@ -74,7 +108,7 @@ impl Stepper {
         optimizer: &mut AdamW,
         scaler: &mut LossScaler,
         images: &Tensor,
-        labels: &Tensor,
+        targets: &Targets,
         lr: f64,
         shard: Option<ShardStep<'_>>,
     ) -> Result<StepOutcome, TrainError> {
@@ -86,7 +120,7 @@ impl Stepper {
             &compute_model
         };
         let logits = net.forward(images, true)?;
-        let loss = cross_entropy(&logits, labels, self.label_smoothing)?;
+        let loss = targets.loss(&logits, self.label_smoothing)?;
         let mut loss_value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if shard.is_none() && !loss_value.is_finite() {
             return Ok(StepOutcome::NonFiniteLoss(loss_value));
@@ -227,8 +261,9 @@ mod tests {
         };
         let images = Tensor::rand(0f32, 1., (4, 8, 8, 1), &Device::Cpu).unwrap();
         let labels = Tensor::new(&[0u32, 1, 2, 0], &Device::Cpu).unwrap();
+        let targets = Targets { labels, mixed: None };
         let outcome =
-            stepper.step(&model, &mut optimizer, &mut LossScaler::disabled(), &images, &labels, 1e-3, None).unwrap();
+            stepper.step(&model, &mut optimizer, &mut LossScaler::disabled(), &images, &targets, 1e-3, None).unwrap();
         match outcome {
             StepOutcome::NonFiniteGradient(norm) => assert!(!norm.is_finite()),
             StepOutcome::Taken { loss, .. } => panic!("the step was taken (loss {loss})"),
