@@ -80,7 +80,7 @@ pub use decode::{decode_image, read_image};
 pub use error::DataError;
 pub use folder::{FolderOptions, SkippedImage, load_folder, load_folder_with};
 pub use loader::{Batch, Loader, Pipeline};
-pub use mix::{Mix, MixKind, mix_batch};
+pub use mix::{Mix, MixKind, mix_images};
 pub use resize::{Interpolation, ResizeSpec, decode_with};
 pub use shuffle::shuffled;
 

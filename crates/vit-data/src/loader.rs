@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use crate::augment::{AugmentConfig, Normalizer, prepare};
 use crate::dataset::Dataset;
 use crate::error::DataError;
-use crate::mix::{Mix, mix_batch};
+use crate::mix::{Mix, mix_images};
 
 /// One batch of prepared images and their labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,12 @@ impl Batch {
     /// True for a batch of no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// Mixes the batch (the `batch_index`-th of `epoch`) by mixup or cutmix as `config` says
+    /// (see [`mix_images`]), recording how in [`mix`](Self::mix).
+    pub fn mix_with(&mut self, config: &AugmentConfig, seed: u64, epoch: u64, batch_index: u64) {
+        self.mix = mix_images(&mut self.images, &self.labels, self.image_shape, config, seed, epoch, batch_index);
     }
 
     /// The images as an NHWC `f32` tensor and the labels as a `u32` tensor, on `device`.
@@ -116,7 +122,7 @@ impl Pipeline {
 }
 
 /// Batches of `order` in chunks of `batch_size`, starting after `skip` batches, prepared on a
-/// thread of their own (augmented, and mixed by [`mix_batch`] when the augmentation says so), at most [`Loader::AHEAD`] batches ahead of the consumer. It yields
+/// thread of their own (augmented, and mixed by [`Batch::mix_with`] when the augmentation says so), at most [`Loader::AHEAD`] batches ahead of the consumer. It yields
 /// each batch or the error that stopped the thread; a panic there ends the iteration with an
 /// error, never quietly.
 pub struct Loader {
@@ -149,7 +155,7 @@ impl Loader {
                 for (index, chunk) in order.chunks(batch_size).enumerate().skip(skip) {
                     let mut batch = pipeline.batch(&data, chunk, augment.as_ref().map(|(c, s, e)| (c, *s, *e)));
                     if let (Ok(batch), Some((config, seed, epoch))) = (batch.as_mut(), augment.as_ref()) {
-                        mix_batch(batch, config, *seed, *epoch, index as u64);
+                        batch.mix_with(config, *seed, *epoch, index as u64);
                     }
                     let failed = batch.is_err();
                     if sender.send(batch).is_err() || failed {

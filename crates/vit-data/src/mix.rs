@@ -8,7 +8,6 @@
 
 use crate::augment::AugmentConfig;
 use crate::augment::random::SampleRng;
-use crate::loader::Batch;
 
 /// How a batch was mixed, for the loss: image `i` is `lam` of its own label and `1 - lam` of
 /// `partner_labels[i]`.
@@ -45,18 +44,28 @@ pub enum MixKind {
 /// Salt of the batch stream, apart from the per-image streams.
 const MIX_STREAM: u64 = 0x006d_6978_7570;
 
-/// Mixes `batch` (the `batch_index`-th of `epoch`) as `config` says, in place, and records how
-/// in [`Batch::mix`]. A batch of one image, or a config with neither mixup nor cutmix, is left
-/// as it is. The probabilities are timm's: the batch is mixed with `mix_probability`; with
-/// both methods on, cutmix is chosen with `mix_switch_probability`.
-pub fn mix_batch(batch: &mut Batch, config: &AugmentConfig, seed: u64, epoch: u64, batch_index: u64) {
-    let n = batch.len();
+/// Mixes a batch of `labels.len()` images of `image_shape` (HWC, `images` holding them in
+/// order), the `batch_index`-th of `epoch`, as `config` says, in place, and says how it did. A
+/// batch of one image, or a config with neither mixup nor cutmix, is left as it is (`None`).
+/// The probabilities are timm's: the batch is mixed with `mix_probability`; with both methods
+/// on, cutmix is chosen with `mix_switch_probability`. [`crate::Loader`] calls it on every
+/// training batch; [`crate::Batch::mix_with`] is the same on a [`crate::Batch`].
+pub fn mix_images(
+    images: &mut [f32],
+    labels: &[u32],
+    image_shape: (usize, usize, usize),
+    config: &AugmentConfig,
+    seed: u64,
+    epoch: u64,
+    batch_index: u64,
+) -> Option<Mix> {
+    let n = labels.len();
     if !config.mixes() || n < 2 {
-        return;
+        return None;
     }
     let mut rng = SampleRng::fork(seed, epoch, batch_index, MIX_STREAM);
     if rng.uniform() >= config.mix_probability {
-        return;
+        return None;
     }
     let cutmix = match (config.mixup_alpha > 0.0, config.cutmix_alpha > 0.0) {
         (true, true) => rng.uniform() < config.mix_switch_probability,
@@ -65,9 +74,9 @@ pub fn mix_batch(batch: &mut Batch, config: &AugmentConfig, seed: u64, epoch: u6
     };
     let alpha = if cutmix { config.cutmix_alpha } else { config.mixup_alpha };
     let mut lam = rng.beta_symmetric(f64::from(alpha));
-    let (h, w, c) = batch.image_shape;
+    let (h, w, c) = image_shape;
     let image = h * w * c;
-    let source = batch.images.clone();
+    let source = images.to_vec();
     let partner = |i: usize| &source[(n - 1 - i) * image..][..image];
     let kind = if cutmix {
         // timm's `rand_bbox`: a box of side sqrt(1 - lam) of the image's, centred anywhere,
@@ -79,7 +88,7 @@ pub fn mix_batch(batch: &mut Batch, config: &AugmentConfig, seed: u64, epoch: u6
         let (left, right) = (cx.saturating_sub(cut_w / 2), (cx + cut_w / 2).min(w));
         for i in 0..n {
             let from = partner(i);
-            let to = &mut batch.images[i * image..][..image];
+            let to = &mut images[i * image..][..image];
             for y in top..bottom {
                 let row = (y * w + left) * c..(y * w + right) * c;
                 to[row.clone()].copy_from_slice(&from[row]);
@@ -90,19 +99,24 @@ pub fn mix_batch(batch: &mut Batch, config: &AugmentConfig, seed: u64, epoch: u6
     } else {
         for i in 0..n {
             let from = partner(i);
-            for (to, &other) in batch.images[i * image..][..image].iter_mut().zip(from) {
+            for (to, &other) in images[i * image..][..image].iter_mut().zip(from) {
                 *to = *to * lam + other * (1.0 - lam);
             }
         }
         MixKind::Mixup
     };
-    let partner_labels = (0..n).map(|i| batch.labels[n - 1 - i]).collect();
-    batch.mix = Some(Mix { partner_labels, lam, kind });
+    let partner_labels = (0..n).map(|i| labels[n - 1 - i]).collect();
+    Some(Mix { partner_labels, lam, kind })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loader::Batch;
+
+    fn mix_batch(batch: &mut Batch, config: &AugmentConfig, seed: u64, epoch: u64, batch_index: u64) {
+        batch.mix_with(config, seed, epoch, batch_index);
+    }
 
     /// A batch of `n` one-channel 8x6 images, image `i` filled with the value `i`.
     fn batch(n: usize) -> Batch {

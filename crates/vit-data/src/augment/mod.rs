@@ -42,7 +42,8 @@ pub struct AugmentConfig {
     /// from the height's (Keras' `RandomZoom` width factor). Unset, the aspect ratio is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zoom_width: Option<f32>,
-    /// Random crop after zero padding by this many pixels: a shift of up to that much either way.
+    /// Random crop with this much padding: a shift by a whole number of pixels, up to this many
+    /// along each axis either way, the uncovered border filled by reflection.
     pub crop_padding: usize,
     /// RandAugment or TrivialAugment, written as timm does: `"rand-m9-mstd0.5-inc1"`, `"trivial"`.
     #[serde(skip_serializing_if = "Option::is_none")]
