@@ -8,6 +8,7 @@
 //! - `cargo xtask fuzz [--seconds N]`: the fuzz targets of `fuzz/`, on nightly.
 //! - `cargo xtask train [ARGS]`: builds the `vit` binary in release mode and runs `vit train ARGS`.
 //! - `cargo xtask bench [--vs-reference]`: the model against PyTorch and Keras, side by side.
+//! - `cargo xtask time-to-accuracy`: wall time to given MNIST test accuracies, against PyTorch.
 //!
 //! Plain `std` only, so that the xtask itself builds in seconds.
 
@@ -15,6 +16,7 @@ mod bench;
 mod faults;
 mod fuzz;
 mod layers;
+mod time_to_accuracy;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,15 @@ commands:
       --vit PATH         measure this `vit` binary instead of building this tree's (e.g. an
                          older build, to compare two versions with the same references)
       --criterion        run the criterion micro-benchmarks instead
+  time-to-accuracy [OPTIONS]
+                   one recipe (the mnist preset on the full MNIST, test set evaluated each epoch)
+                   run by `vit train` and by xtask/time-to-accuracy/torch_mnist.py, alternating;
+                   prints the wall time from start to each target test top-1 and the ratio;
+                   writes target/time-to-accuracy/result.json
+      --targets 0.97,0.985  --rounds 2  --epochs 5  --threads 2  --out FILE
+      --data-dir DIR     MNIST (default $VIT_DATA_DIR)
+      --python PATH      interpreter with torch and numpy (default .venv-reference/bin/python
+                         or $VIT_REFERENCE_PYTHON)   --vit PATH: this `vit` binary instead
 ";
 
 fn main() -> ExitCode {
@@ -62,6 +73,7 @@ fn main() -> ExitCode {
         "layers" => layers::check(&rest.first().map(PathBuf::from).unwrap_or_else(workspace_root)),
         "train" => train(rest),
         "bench" => bench(rest),
+        "time-to-accuracy" => time_to_accuracy(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
@@ -190,4 +202,14 @@ fn bench(args: &[String]) -> Result<(), String> {
         return bench::run(&root, vit, &options);
     }
     bench::run(&root, &release_vit()?, &options)
+}
+
+fn time_to_accuracy(args: &[String]) -> Result<(), String> {
+    let root = workspace_root();
+    let options = time_to_accuracy::Options::parse(args, &root)?;
+    let vit = match &options.vit {
+        Some(vit) => vit.clone(),
+        None => release_vit()?,
+    };
+    time_to_accuracy::run(&root, &vit, &options)
 }

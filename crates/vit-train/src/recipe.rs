@@ -23,6 +23,12 @@ pub struct DataSpec {
     /// none, so no model is chosen and the last epoch's is tested.
     #[serde(default)]
     pub validation_split: f64,
+    /// Evaluate on the test split after every epoch, in the validation's place: for
+    /// time-to-accuracy measurements, where the test accuracy over time is the result. The
+    /// model is then chosen on the test set, so the final test score is optimistic, and the
+    /// run's summary says so. Needs `validation_split = 0`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub validate_on_test: bool,
     /// Use only the first N training images (a quick run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_train: Option<usize>,
@@ -309,6 +315,15 @@ impl Recipe {
         }
         if !(0.0..1.0).contains(&self.data.validation_split) {
             return bad("data.validation_split", format!("must be in [0, 1), got {}", self.data.validation_split));
+        }
+        if self.data.validate_on_test && self.data.validation_split > 0.0 {
+            return bad(
+                "data.validate_on_test",
+                format!(
+                    "evaluates on the test split instead of a validation split; set data.validation_split = 0, not {}",
+                    self.data.validation_split
+                ),
+            );
         }
         if let Some(d) = t.ema_decay.filter(|d| !(*d > 0.0 && *d < 1.0)) {
             return bad("train.ema_decay", format!("must be in (0, 1), got {d}"));

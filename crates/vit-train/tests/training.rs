@@ -251,6 +251,27 @@ fn a_model_with_nan_weights_scores_no_hit_and_says_so() {
 }
 
 #[test]
+fn a_time_to_accuracy_run_evaluates_the_test_set_every_epoch_and_says_the_choice_is_optimistic() {
+    let data = tmp_dir("on-test");
+    write_pattern_mnist(&data, 4, 1);
+    let run = data.join("run");
+    let recipe = pattern_recipe(&data, 3, 3e-3)
+        .replace("validation_split = 0.2", "validation_split = 0.0\nvalidate_on_test = true");
+    let TrainOutcome::Finished(report) = train(options(&recipe, &run, false, None)).unwrap() else { panic!() };
+    let epochs = records(&run);
+    assert_eq!(epochs.len(), 3);
+    assert!(epochs.iter().all(|r| r.val_top1.is_some()), "every epoch is evaluated");
+    // The chosen epoch's score on the test set is the test score: the same images.
+    let best = report.best_epoch.expect("a model is chosen");
+    assert_eq!(epochs[best - 1].val_top1, Some(report.test_top1));
+    assert!(report.model_selection.contains("optimistic"), "{}", report.model_selection);
+    let both = recipe.replace("validation_split = 0.0", "validation_split = 0.1");
+    let err = Recipe::parse(&both, Path::new("t.toml")).unwrap_err().to_string();
+    assert!(err.contains("data.validate_on_test") && err.contains("validation_split"), "{err}");
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
 fn without_a_validation_split_no_model_is_chosen_and_the_summary_says_so() {
     let data = tmp_dir("no-val");
     write_pattern_mnist(&data, 4, 1);

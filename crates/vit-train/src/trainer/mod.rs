@@ -137,9 +137,13 @@ fn prepare_data(
     }
     check_fits(&train, cfg)?;
     check_fits(&test, cfg)?;
-    // The test split is never used to choose a model: without a validation split there is no
-    // choice to make, and the last epoch's model is the one tested.
-    let (train, val) = if recipe.data.validation_split > 0.0 {
+    // The test split is never used to choose a model (unless a time-to-accuracy recipe asks
+    // for it by name): without a validation split there is no choice to make, and the last
+    // epoch's model is the one tested.
+    let test = Arc::new(test);
+    let (train, val) = if recipe.data.validate_on_test {
+        (train, Some(test.clone()))
+    } else if recipe.data.validation_split > 0.0 {
         let (train, val) = train.split_validation(recipe.data.validation_split, recipe.train.seed)?;
         (train, Some(Arc::new(val)))
     } else {
@@ -149,7 +153,7 @@ fn prepare_data(
         Some(n) => n,
         None => Normalizer::fit(&train)?,
     };
-    Ok(Data { train: Arc::new(train), val, test: Arc::new(test), pipeline: Pipeline { size, normalizer }, skipped })
+    Ok(Data { train: Arc::new(train), val, test, pipeline: Pipeline { size, normalizer }, skipped })
 }
 
 /// The metadata every checkpoint of the run carries: the config, the class names, how to
@@ -493,7 +497,13 @@ pub fn train_with(
     let (chosen, model_selection) = if selected {
         let what =
             if t.select_by_ema { "the moving average's best validation top-1" } else { "the best validation top-1" };
-        let message = format!("{what}, epoch {}", state.best_epoch);
+        let mut message = format!("{what}, epoch {}", state.best_epoch);
+        if recipe.data.validate_on_test {
+            message = format!(
+                "{} (data.validate_on_test: chosen on the test set itself, so the test score is optimistic)",
+                message.replace("validation", "test")
+            );
+        }
         (Vit::load(run.best_path(), &device)?.0, message)
     } else if let (true, Some(ema)) = (t.select_by_ema, ema.as_ref()) {
         let weights = averaged_weights(&store, ema).into_iter().collect();
