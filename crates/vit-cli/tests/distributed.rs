@@ -1,6 +1,7 @@
 //! Data-parallel training over MPI (Open MPI on loopback): 2 ranks of one thread give the
-//! weights of 1 rank with the same global batch, a 2-rank checkpoint resumes in 1 rank to the
-//! same end, and a killed rank ends the job with an error naming it. Built and run by
+//! weights of 1 rank with the same global batch (augmentation, mixup and cutmix included), a
+//! 2-rank checkpoint resumes in 1 rank to the same end and a 1-rank one in 2, and a killed rank
+//! ends the job with an error naming it. Built and run by
 //! `cargo xtask ci` with `--features mpi` where `mpirun` is installed (`.ci/run` installs it).
 #![cfg(feature = "mpi")]
 
@@ -71,9 +72,15 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
     }
     let data = tmp_dir("mpi");
     write_pattern_mnist(&data, 4, 2);
-    // Dropout and random zoom on: masks and augmentation are keyed by sample, not by rank.
+    // Dropout, random zoom, RandAugment, erasing, mixup and cutmix on: masks and augmentation
+    // are keyed by sample and batch, not by rank, and each rank takes its rows of the mix.
     let recipe = data.join("patterns.toml");
-    std::fs::write(&recipe, pattern_recipe_with(&data, 3, 3e-3, 0.1, 0.1)).unwrap();
+    let augmented = pattern_recipe_with(&data, 3, 3e-3, 0.1, 0.1).replace(
+        "zoom = 0.1",
+        "zoom = 0.1\nauto_augment = \"rand-m9-mstd0.5-inc1\"\nerase_probability = 0.25\nmixup_alpha = 0.8\ncutmix_alpha = 1.0",
+    );
+    assert!(augmented.contains("mixup_alpha"));
+    std::fs::write(&recipe, augmented).unwrap();
     let train = |command: &mut Command, out: &str, extra: &[&str]| {
         let out = command
             .args(["train", "--recipe", recipe.to_str().unwrap(), "--out"])
@@ -109,6 +116,19 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
     assert!(out.status.success(), "{}", text(&out));
     let (total, worst, which) = difference(&data.join("one/last.safetensors"), &data.join("moved/last.safetensors"));
     eprintln!("2 ranks then 1 vs 1: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
+    assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
+
+    // And the other way: stopped after 3 steps on 1 rank, resumed on 2.
+    train(&mut single(), "grown", &["--stop-after-steps", "3"]);
+    assert!(!data.join("grown/summary.json").exists(), "the 1-rank part stopped early");
+    let out = mpirun(2)
+        .args(["train", "--resume", "--quiet", "--no-report", "--distributed", "mpi", "--out"])
+        .arg(data.join("grown"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (total, worst, which) = difference(&data.join("one/last.safetensors"), &data.join("grown/last.safetensors"));
+    eprintln!("1 rank then 2 vs 1: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
     assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
 
     // A rank killed mid-run: the job ends, with an error naming it, within a time-out.
