@@ -24,8 +24,10 @@ pub(crate) struct Ema {
 impl Ema {
     /// An average starting at the variables' values.
     pub fn new(decay: f64, vars: &[(String, Var)]) -> Result<Self, TrainError> {
-        let shadow =
-            vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_, TrainError>>()?;
+        let shadow = vars
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
+            .collect::<Result<_, TrainError>>()?;
         Ok(Self { decay, shadow })
     }
 
