@@ -52,6 +52,17 @@ fn tensors(path: &Path) -> HashMap<String, Vec<u64>> {
         .collect()
 }
 
+/// Runs `recipe` into `run` interrupted after step 1 (in epoch 1, before any checkpoint was
+/// best), resumed, interrupted again after step 3 (in epoch 2), and resumed to the end.
+fn train_interrupted_twice(recipe: &str, run: &Path) {
+    let first = train(options(recipe, run, false, Some(1))).unwrap();
+    assert!(matches!(first, TrainOutcome::Interrupted { step: 1, .. }), "{first:?}");
+    let second = train(options(recipe, run, true, Some(3))).unwrap();
+    assert!(matches!(second, TrainOutcome::Interrupted { step: 3, .. }), "{second:?}");
+    let third = train(options(recipe, run, true, None)).unwrap();
+    assert!(matches!(third, TrainOutcome::Finished(_)), "{third:?}");
+}
+
 #[test]
 fn a_tiny_vit_fits_a_tiny_data_set_and_writes_its_run_directory() {
     let data = tmp_dir("fit-data");
@@ -87,14 +98,7 @@ fn an_interrupted_run_resumes_exactly() {
     train(options(&recipe, &straight, false, None)).unwrap();
 
     let resumed = data.join("resumed");
-    // Interrupted after step 1 (in epoch 1, before any checkpoint was best), resumed, interrupted
-    // again after step 3 (in epoch 2), resumed to the end.
-    let first = train(options(&recipe, &resumed, false, Some(1))).unwrap();
-    assert!(matches!(first, TrainOutcome::Interrupted { step: 1, .. }), "{first:?}");
-    let second = train(options(&recipe, &resumed, true, Some(3))).unwrap();
-    assert!(matches!(second, TrainOutcome::Interrupted { step: 3, .. }), "{second:?}");
-    let third = train(options(&recipe, &resumed, true, None)).unwrap();
-    assert!(matches!(third, TrainOutcome::Finished(_)), "{third:?}");
+    train_interrupted_twice(&recipe, &resumed);
     assert_eq!(tensors(&straight.join("last.safetensors")), tensors(&resumed.join("last.safetensors")));
     assert_eq!(tensors(&straight.join("best.safetensors")), tensors(&resumed.join("best.safetensors")));
     let strip = |r: Vec<EpochRecord>| -> Vec<EpochRecord> {
@@ -215,11 +219,7 @@ fn deit_augmentation_trains_and_resumes_exactly() {
     let straight = data.join("straight");
     train(options(&recipe, &straight, false, None)).unwrap();
     let resumed = data.join("resumed");
-    let first = train(options(&recipe, &resumed, false, Some(1))).unwrap();
-    assert!(matches!(first, TrainOutcome::Interrupted { step: 1, .. }), "{first:?}");
-    let second = train(options(&recipe, &resumed, true, Some(3))).unwrap();
-    assert!(matches!(second, TrainOutcome::Interrupted { step: 3, .. }), "{second:?}");
-    assert!(matches!(train(options(&recipe, &resumed, true, None)).unwrap(), TrainOutcome::Finished(_)));
+    train_interrupted_twice(&recipe, &resumed);
     assert_eq!(tensors(&straight.join("last.safetensors")), tensors(&resumed.join("last.safetensors")));
     let losses =
         |run: &Path| -> Vec<f64> { read_steps(&run.join("steps.jsonl")).unwrap().iter().map(|r| r.loss).collect() };
@@ -498,9 +498,7 @@ fn the_weights_moving_average_is_validated_chosen_saved_and_resumed_exactly() {
 
     // Interrupted in the first and second epochs and resumed: the same average, bit for bit.
     let resumed = data.join("resumed");
-    train(options(&recipe, &resumed, false, Some(1))).unwrap();
-    train(options(&recipe, &resumed, true, Some(3))).unwrap();
-    train(options(&recipe, &resumed, true, None)).unwrap();
+    train_interrupted_twice(&recipe, &resumed);
     assert_eq!(tensors(&straight.join("last.safetensors")), tensors(&resumed.join("last.safetensors")));
     assert_eq!(tensors(&straight.join("best.safetensors")), tensors(&resumed.join("best.safetensors")));
     let err = Recipe::parse(

@@ -4,8 +4,8 @@
 //! The geometric operations (rotate, shear, translate) are folded into the image's one affine
 //! warp, so an image is still sampled once; the photometric ones then act on the warped pixels
 //! (values in `[0, 255]`) in the order drawn. Which operations make sense depends on the data:
-//! for one-channel images (digits) colour balance is a no-op and inversion turns ink into
-//! background, so both are left out; colour images get timm's full set.
+//! for one-channel images (digits) colour balance is a no-op, and inversion and `SolarizeAdd`
+//! lift the black background, so those three are left out; colour images get timm's full set.
 
 use std::fmt;
 
@@ -201,41 +201,29 @@ pub enum Op {
 }
 
 impl Op {
-    /// The operations for images of `channels` channels (see the module's documentation).
-    pub fn for_channels(channels: usize) -> &'static [Op] {
-        use Op::*;
-        const GRAY: [Op; 12] = [
-            AutoContrast,
-            Equalize,
-            Rotate,
-            Posterize,
-            Solarize,
-            Contrast,
-            Brightness,
-            Sharpness,
-            ShearX,
-            ShearY,
-            TranslateX,
-            TranslateY,
-        ];
-        const COLOUR: [Op; 15] = [
-            AutoContrast,
-            Equalize,
-            Invert,
-            Rotate,
-            Posterize,
-            Solarize,
-            SolarizeAdd,
-            Color,
-            Contrast,
-            Brightness,
-            Sharpness,
-            ShearX,
-            ShearY,
-            TranslateX,
-            TranslateY,
-        ];
-        if channels == 1 { &GRAY } else { &COLOUR }
+    /// Every operation, and whether it makes sense for one-channel images: colour balance is
+    /// a no-op on them, and inversion and `SolarizeAdd` lift the black background of digits.
+    const ALL: [(Op, bool); 15] = [
+        (Op::AutoContrast, true),
+        (Op::Equalize, true),
+        (Op::Invert, false),
+        (Op::Rotate, true),
+        (Op::Posterize, true),
+        (Op::Solarize, true),
+        (Op::SolarizeAdd, false),
+        (Op::Color, false),
+        (Op::Contrast, true),
+        (Op::Brightness, true),
+        (Op::Sharpness, true),
+        (Op::ShearX, true),
+        (Op::ShearY, true),
+        (Op::TranslateX, true),
+        (Op::TranslateY, true),
+    ];
+
+    /// The operations for images of `channels` channels, in timm's order.
+    pub fn for_channels(channels: usize) -> Vec<Op> {
+        Self::ALL.iter().filter(|(_, gray)| channels > 1 || *gray).map(|(op, _)| *op).collect()
     }
 }
 
@@ -446,6 +434,8 @@ mod tests {
     fn digits_get_no_colour_balance_or_inversion() {
         assert!(!Op::for_channels(1).contains(&Op::Color));
         assert!(!Op::for_channels(1).contains(&Op::Invert));
+        assert!(!Op::for_channels(1).contains(&Op::SolarizeAdd));
+        assert_eq!((Op::for_channels(1).len(), Op::for_channels(3).len()), (12, 15));
         assert!(Op::for_channels(3).contains(&Op::Color));
         let mut rng = SampleRng::new(1, 1, 1);
         let policy = AutoAugment::parse("rand-m9-n4-p1-inc1").unwrap();
