@@ -206,7 +206,7 @@ pub fn run(root: &Path, vit: &Path, o: &Options) -> Result<(), String> {
     std::fs::write(&recipe_path, o.recipe.toml(&o.data_dir)).map_err(|e| format!("{}: {e}", recipe_path.display()))?;
     let script = root.join("xtask/time-to-accuracy/torch_mnist.py");
     let last_target = *o.targets.last().expect("checked non-empty");
-    println!("{}", machine());
+    println!("machine: {}", machine());
     println!("recipe: {}", recipe_path.display());
     let mut results: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     for round in 0..o.rounds {
