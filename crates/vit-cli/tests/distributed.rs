@@ -1,7 +1,8 @@
 //! Data-parallel training over MPI (Open MPI on loopback): 2 ranks of one thread give the
 //! weights of 1 rank with the same global batch (augmentation, mixup and cutmix included), a
-//! 2-rank checkpoint resumes in 1 rank to the same end and a 1-rank one in 2, and a killed rank
-//! ends the job with an error naming it. Built and run by
+//! 2-rank checkpoint resumes in 1 rank to the same end and a 1-rank one in 2, evaluation split
+//! across ranks gives the one-process scores, and a killed rank ends the job with an error
+//! naming it. Built and run by
 //! `cargo xtask ci` with `--features mpi` where `mpirun` is installed (`.ci/run` installs it).
 #![cfg(feature = "mpi")]
 
@@ -104,6 +105,15 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
             .collect()
     };
     assert_eq!(val(records("one")), val(records("two")));
+    // Each rank evaluates its share of the validation and test sets; the summed counts are
+    // the whole sets' (the same score and confusion matrix as one process).
+    let summary = |run: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(data.join(run).join("summary.json")).unwrap()).unwrap()
+    };
+    let (one, two) = (summary("one"), summary("two"));
+    for field in ["test_top1", "test_top5", "test_images", "test_confusion", "best_epoch"] {
+        assert_eq!(one[field], two[field], "{field}");
+    }
 
     // Stopped after 3 steps on 2 ranks, resumed on 1: the same end as the straight run.
     train(&mut mpirun(2), "moved", &["--distributed", "mpi", "--stop-after-steps", "3"]);

@@ -442,7 +442,16 @@ pub fn train_with(
         let val = match &data.val {
             Some(val_data) => {
                 let split = ("validation", epoch);
-                Some(evaluate_finite(&model, val_data, &data.pipeline, t.eval_batch_size, &device, split, observer)?)
+                Some(evaluate_finite(
+                    &model,
+                    val_data,
+                    &data.pipeline,
+                    t.eval_batch_size,
+                    &device,
+                    split,
+                    observer,
+                    comm,
+                )?)
             }
             None => None,
         };
@@ -453,7 +462,16 @@ pub fn train_with(
                 let averaged =
                     Vit::from_tensors(&cfg, weights.clone().into_iter().collect(), &run.last_path(), &device)?.0;
                 let split = ("validation (moving average)", epoch);
-                Some(evaluate_finite(&averaged, val_data, &data.pipeline, t.eval_batch_size, &device, split, observer)?)
+                Some(evaluate_finite(
+                    &averaged,
+                    val_data,
+                    &data.pipeline,
+                    t.eval_batch_size,
+                    &device,
+                    split,
+                    observer,
+                    comm,
+                )?)
             }
             _ => None,
         };
@@ -513,7 +531,7 @@ pub fn train_with(
         (model, "none: no validation split, so the last epoch's model is tested".to_string())
     };
     let split = ("test", t.epochs);
-    let test = evaluate_finite(&chosen, &data.test, &data.pipeline, t.eval_batch_size, &device, split, observer)?;
+    let test = evaluate_finite(&chosen, &data.test, &data.pipeline, t.eval_batch_size, &device, split, observer, comm)?;
     let report = TrainReport {
         model_selection,
         best_epoch: selected.then_some(state.best_epoch),
@@ -535,6 +553,9 @@ pub fn train_with(
 
 /// [`evaluate_observed`] of the `(split, epoch)` named, told to `observer`, with NaN or infinite logits
 /// an error: weights that give them cannot be right.
+/// Evaluates `data` (in data-parallel training, this rank's share of it, the counts summed
+/// across ranks: each image is evaluated once in the job); a non-finite logit is an error.
+#[allow(clippy::too_many_arguments)]
 fn evaluate_finite(
     model: &Vit,
     data: &Arc<Dataset>,
@@ -543,12 +564,26 @@ fn evaluate_finite(
     device: &Device,
     (split, epoch): (&str, usize),
     observer: &mut dyn TrainObserver,
+    comm: &mut dyn Collective,
 ) -> Result<Tally, TrainError> {
-    observer.evaluation_started(split, data.len());
+    let world = comm.world_size();
+    let share;
+    let part = if world > 1 {
+        let (first, len) = shard_rows(data.len(), comm.rank(), world);
+        let rows: Vec<usize> = (first..first + len).collect();
+        share = Arc::new(data.select(&rows, data.name.clone()));
+        &share
+    } else {
+        data
+    };
+    observer.evaluation_started(split, part.len());
     let tally =
-        evaluate_observed(model, data, pipeline, batch_size, device, &mut |done| observer.evaluation_progress(done));
+        evaluate_observed(model, part, pipeline, batch_size, device, &mut |done| observer.evaluation_progress(done));
     observer.evaluation_finished();
-    let tally = tally?;
+    let mut tally = tally?;
+    if world > 1 {
+        tally = summed_across_ranks(&tally, comm)?;
+    }
     if tally.non_finite > 0 {
         return Err(TrainError::NonFiniteLogits {
             split: data.name.clone(),
@@ -558,6 +593,27 @@ fn evaluate_finite(
         });
     }
     Ok(tally)
+}
+
+/// The tally of every rank's share, summed in one all-reduce (counts below 2^24 are exact in
+/// `f32`).
+fn summed_across_ranks(tally: &Tally, comm: &mut dyn Collective) -> Result<Tally, TrainError> {
+    let classes = tally.confusion.len();
+    let mut buffer =
+        vec![tally.count as f32, tally.top1 as f32, tally.top5 as f32, tally.non_finite as f32, tally.loss_sum as f32];
+    buffer.extend(tally.confusion.iter().flatten().map(|&n| n as f32));
+    comm.all_reduce_sum(&mut buffer)?;
+    let count = |v: f32| v.round() as usize;
+    let confusion =
+        buffer[5..].chunks(classes.max(1)).take(classes).map(|row| row.iter().map(|&v| count(v)).collect()).collect();
+    Ok(Tally {
+        count: count(buffer[0]),
+        top1: count(buffer[1]),
+        top5: count(buffer[2]),
+        non_finite: count(buffer[3]),
+        loss_sum: f64::from(buffer[4]),
+        confusion,
+    })
 }
 
 fn epoch_record(
@@ -584,5 +640,55 @@ fn epoch_record(
         learning_rate,
         train_seconds,
         images_per_second: images as f64 / train_seconds.max(1e-9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::Collective;
+
+    /// Rank 0 of two, whose partner holds `other`: an all-reduce adds the partner's buffer.
+    struct PairedWith {
+        other: Vec<f32>,
+    }
+
+    impl Collective for PairedWith {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&mut self, buffer: &mut [f32]) -> Result<(), TrainError> {
+            assert_eq!(buffer.len(), self.other.len(), "the ranks' buffers differ in length");
+            buffer.iter_mut().zip(&self.other).for_each(|(b, o)| *b += o);
+            Ok(())
+        }
+        fn all_gather_u64(&mut self, value: u64) -> Result<Vec<u64>, TrainError> {
+            Ok(vec![value, value])
+        }
+        fn barrier(&mut self) -> Result<(), TrainError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_ranks_shares_of_an_evaluation_sum_to_the_whole() {
+        let logits = vec![vec![2.0, 0.0, 1.0], vec![0.0, 3.0, 1.0], vec![0.0, 1.0, 2.0], vec![5.0, 1.0, 0.0]];
+        let labels = [0u32, 2, 2, 1];
+        let mut whole = Tally::new(3);
+        whole.add(&logits, &labels, 0.5);
+        let (mut first, mut second) = (Tally::new(3), Tally::new(3));
+        first.add(&logits[..1], &labels[..1], 0.25);
+        second.add(&logits[1..], &labels[1..], 0.5);
+        // What rank 1 sends: its counts, loss sum and confusion matrix, in the same layout.
+        let mut other =
+            vec![second.count as f32, second.top1 as f32, second.top5 as f32, second.non_finite as f32, 1.5];
+        other.extend(second.confusion.iter().flatten().map(|&n| n as f32));
+        let summed = summed_across_ranks(&first, &mut PairedWith { other }).unwrap();
+        assert_eq!((summed.count, summed.top1, summed.top5, summed.non_finite), (4, 2, 4, 0));
+        assert_eq!(summed.confusion, whole.confusion);
+        assert_eq!(summed.loss_sum, 0.25 + 1.5);
     }
 }
