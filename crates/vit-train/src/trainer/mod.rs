@@ -439,39 +439,20 @@ pub fn train_with(
         }
         observer.epoch_trained();
 
-        let val = match &data.val {
-            Some(val_data) => {
-                let split = ("validation", epoch);
-                Some(evaluate_finite(
-                    &model,
-                    val_data,
-                    &data.pipeline,
-                    t.eval_batch_size,
-                    &device,
-                    split,
-                    observer,
-                    comm,
-                )?)
-            }
-            None => None,
+        // The validation split, if there is one, evaluated with `model`.
+        let mut validate = |model: &Vit, split: &str| -> Result<Option<Tally>, TrainError> {
+            let Some(val_data) = &data.val else { return Ok(None) };
+            let (pipeline, batch) = (&data.pipeline, t.eval_batch_size);
+            evaluate_finite(model, val_data, pipeline, batch, &device, (split, epoch), observer, comm).map(Some)
         };
+        let val = validate(&model, "validation")?;
         // The moving average, as a model of the store's weights with the averaged ones in.
         let ema_weights = ema.as_ref().map(|ema| averaged_weights(&store, ema));
-        let ema_val = match (&data.val, &ema_weights) {
-            (Some(val_data), Some(weights)) => {
+        let ema_val = match &ema_weights {
+            Some(weights) if data.val.is_some() => {
                 let averaged =
                     Vit::from_tensors(&cfg, weights.clone().into_iter().collect(), &run.last_path(), &device)?.0;
-                let split = ("validation (moving average)", epoch);
-                Some(evaluate_finite(
-                    &averaged,
-                    val_data,
-                    &data.pipeline,
-                    t.eval_batch_size,
-                    &device,
-                    split,
-                    observer,
-                    comm,
-                )?)
+                validate(&averaged, "validation (moving average)")?
             }
             _ => None,
         };
