@@ -291,6 +291,7 @@ pub fn run(root: &Path, vit: &Path, o: &Options) -> Result<(), String> {
 fn run_vit(mut command: Command, metrics: &Path, last_target: f64) -> Result<Run, String> {
     let start = Instant::now();
     let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("vit: {e}"))?;
+    let stderr = drain(&mut child);
     let mut run = Run::default();
     loop {
         let text = std::fs::read_to_string(metrics).unwrap_or_default();
@@ -306,11 +307,7 @@ fn run_vit(mut command: Command, metrics: &Path, last_target: f64) -> Result<Run
         }
         if let Some(status) = child.try_wait().map_err(|e| format!("vit: {e}"))? {
             if !status.success() {
-                let mut stderr = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-                }
-                return Err(format!("vit train failed ({status}):\n{stderr}"));
+                return Err(format!("vit train failed ({status}):\n{}", stderr.join().unwrap_or_default()));
             }
             if std::fs::read_to_string(metrics).unwrap_or_default().lines().count() == run.epochs.len() {
                 return Ok(run);
@@ -325,6 +322,7 @@ fn run_torch(mut command: Command, last_target: f64) -> Result<Run, String> {
     let start = Instant::now();
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("torch: {e}"))?;
     let stdout = child.stdout.take().expect("piped");
+    let stderr = drain(&mut child);
     let (send, receive) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -345,13 +343,29 @@ fn run_torch(mut command: Command, last_target: f64) -> Result<Run, String> {
     }
     let status = child.wait().map_err(|e| format!("torch: {e}"))?;
     if !status.success() {
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-        }
-        return Err(format!("the PyTorch script failed ({status}):\n{stderr}"));
+        return Err(format!("the PyTorch script failed ({status}):\n{}", stderr.join().unwrap_or_default()));
     }
     Ok(run)
+}
+
+/// Reads the child's standard error as it comes, on a thread of its own, keeping its last
+/// 16 KiB for an error message: unread, a full pipe (vit's progress lines, Python's warnings)
+/// would block the child and stop its clock-watched run.
+fn drain(child: &mut Child) -> std::thread::JoinHandle<String> {
+    const KEEP: usize = 16 << 10;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+            tail.extend(line);
+            tail.push(b'\n');
+            if tail.len() > 2 * KEEP {
+                tail.drain(..tail.len() - KEEP);
+            }
+        }
+        let start = tail.len().saturating_sub(KEEP);
+        String::from_utf8_lossy(&tail[start..]).into_owned()
+    })
 }
 
 fn stop(child: &mut Child) {
@@ -387,6 +401,27 @@ mod tests {
     #[test]
     fn the_parameter_count_is_the_mnist_presets() {
         assert_eq!(Recipe::parameters(), 205_834);
+    }
+
+    #[test]
+    fn a_child_that_writes_much_to_its_standard_error_is_not_blocked() {
+        // 256 KiB of warnings, then the epoch line: with the pipe unread the child would block
+        // on a full pipe before printing it, and the run would never end.
+        let script = "head -c 262144 /dev/zero | tr '\\0' w >&2; echo EPOCH epoch=1 test_top1=0.99 elapsed_s=0";
+        let (send, receive) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut command = Command::new("sh");
+            command.args(["-c", script]);
+            let _ = send.send(run_torch(command, 0.98));
+        });
+        let run = receive.recv_timeout(Duration::from_secs(60)).expect("the run ends").unwrap();
+        assert_eq!(run.epochs.len(), 1);
+        assert_eq!(run.epochs[0].1, 0.99);
+        // A failing child's error carries the end of what it wrote there.
+        let mut failing = Command::new("sh");
+        failing.args(["-c", "echo the reason >&2; exit 3"]);
+        let error = run_torch(failing, 0.98).unwrap_err();
+        assert!(error.contains("the reason"), "{error}");
     }
 
     #[test]
