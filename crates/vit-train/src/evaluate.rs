@@ -42,10 +42,22 @@ pub fn evaluate_observed(
     device: &Device,
     images_done: &mut dyn FnMut(usize),
 ) -> Result<Tally, TrainError> {
+    evaluate_rows(model, data, 0..data.len(), pipeline, batch_size, device, images_done)
+}
+
+/// [`evaluate_observed`] over the images `rows` of `data` only (one rank's share).
+pub(crate) fn evaluate_rows(
+    model: &Vit,
+    data: &Arc<Dataset>,
+    rows: std::ops::Range<usize>,
+    pipeline: &Pipeline,
+    batch_size: usize,
+    device: &Device,
+    images_done: &mut dyn FnMut(usize),
+) -> Result<Tally, TrainError> {
     let mut tally = Tally::new(data.num_classes());
     let model = model.detached();
-    let order: Vec<usize> = (0..data.len()).collect();
-    for batch in Loader::spawn(data.clone(), pipeline.clone(), order, batch_size, 0, None)? {
+    for batch in Loader::spawn(data.clone(), pipeline.clone(), rows.collect(), batch_size, 0, None)? {
         let batch = batch?;
         let (images, labels) = batch.to_tensors(device)?;
         let logits = model.forward(&images, false)?;

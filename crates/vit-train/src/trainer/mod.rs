@@ -28,7 +28,7 @@ pub use run_dir::{RunFiles, read_run};
 pub use step_log::{StepRecord, read_steps};
 
 use crate::distributed::{Collective, SingleProcess, shard_rows, weights_checksum};
-use crate::evaluate::{check_fits, evaluate_observed};
+use crate::evaluate::{check_fits, evaluate_rows};
 use crate::loss_scale::LossScaler;
 use crate::metrics::Tally;
 use crate::optim::{AdamW, AdamWConfig, params_of, select_trainable};
@@ -532,10 +532,9 @@ pub fn train_with(
     Ok(TrainOutcome::Finished(report))
 }
 
-/// [`evaluate_observed`] of the `(split, epoch)` named, told to `observer`, with NaN or infinite logits
-/// an error: weights that give them cannot be right.
-/// Evaluates `data` (in data-parallel training, this rank's share of it, the counts summed
-/// across ranks: each image is evaluated once in the job); a non-finite logit is an error.
+/// Evaluates `data` for the `(split, epoch)` named, told to `observer` (in data-parallel
+/// training, this rank's share of it, the counts summed across ranks: each image is evaluated
+/// once in the job), with NaN or infinite logits an error: weights that give them cannot be right.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_finite(
     model: &Vit,
@@ -548,18 +547,11 @@ fn evaluate_finite(
     comm: &mut dyn Collective,
 ) -> Result<Tally, TrainError> {
     let world = comm.world_size();
-    let share;
-    let part = if world > 1 {
-        let (first, len) = shard_rows(data.len(), comm.rank(), world);
-        let rows: Vec<usize> = (first..first + len).collect();
-        share = Arc::new(data.select(&rows, data.name.clone()));
-        &share
-    } else {
-        data
-    };
-    observer.evaluation_started(split, part.len());
+    let (first, len) = shard_rows(data.len(), comm.rank(), world);
+    observer.evaluation_started(split, len);
+    let rows = first..first + len;
     let tally =
-        evaluate_observed(model, part, pipeline, batch_size, device, &mut |done| observer.evaluation_progress(done));
+        evaluate_rows(model, data, rows, pipeline, batch_size, device, &mut |done| observer.evaluation_progress(done));
     observer.evaluation_finished();
     let mut tally = tally?;
     if world > 1 {
