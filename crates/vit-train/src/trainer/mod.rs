@@ -341,8 +341,10 @@ pub fn train_with(
             let targets = Targets::of(&batch, labels)?;
             // A mixed image is counted as right when the model picks the label with the larger
             // share (timm reports no training accuracy under mixup; this one is labelled so).
-            let tally_labels =
-                batch.mix.as_ref().map_or_else(|| batch.labels.clone(), |m| m.dominant_labels(&batch.labels));
+            let tally_labels: std::borrow::Cow<[u32]> = match &batch.mix {
+                Some(mix) => mix.dominant_labels(&batch.labels).into(),
+                None => batch.labels.as_slice().into(),
+            };
             let asked_to_stop = opts.stop.load(Ordering::SeqCst) || opts.stop_after_steps == Some(state.step + 1);
             let outcome = if distributed {
                 // This rank's rows of the global batch; dropout keyed by the global row.

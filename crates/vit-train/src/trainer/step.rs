@@ -7,7 +7,7 @@ use vit_model::Vit;
 use crate::TrainError;
 use crate::distributed::Collective;
 use crate::loss_scale::LossScaler;
-use crate::metrics::{Tally, mixed_cross_entropy};
+use crate::metrics::{Tally, cross_entropy, mixed_cross_entropy};
 use crate::optim::{AdamW, global_grad_norm};
 
 /// What one step did.
@@ -61,7 +61,8 @@ pub(crate) struct Targets {
 }
 
 impl Targets {
-    /// The targets of `batch` on `device`.
+    /// The targets of `batch`, whose `labels` are already on the device (the partners' labels
+    /// are put beside them).
     pub fn of(batch: &vit_data::Batch, labels: Tensor) -> Result<Self, TrainError> {
         let mixed = match &batch.mix {
             Some(mix) => Some((Tensor::new(mix.partner_labels.as_slice(), labels.device())?, f64::from(mix.lam))),
@@ -82,7 +83,7 @@ impl Targets {
     fn loss(&self, logits: &Tensor, smoothing: f64) -> candle_core::Result<Tensor> {
         match &self.mixed {
             Some((partner, lam)) => mixed_cross_entropy(logits, &self.labels, partner, *lam, smoothing),
-            None => mixed_cross_entropy(logits, &self.labels, &self.labels, 1.0, smoothing),
+            None => cross_entropy(logits, &self.labels, smoothing),
         }
     }
 }
