@@ -93,11 +93,16 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
         assert!(out.status.success(), "{}", text(&out));
         out
     };
+    // The run `run`'s weights against the 1-rank run's, to 1e-5 relative overall.
+    let assert_ends_as_one = |run: &str, what: &str| {
+        let (total, worst, which) =
+            difference(&data.join("one/last.safetensors"), &data.join(run).join("last.safetensors"));
+        eprintln!("{what}: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
+        assert!(total < 1e-5 && worst < 1e-4, "{what}: {total} overall, {worst} in {which}");
+    };
     train(&mut single(), "one", &[]);
     train(&mut mpirun(2), "two", &["--distributed", "mpi"]);
-    let (total, worst, which) = difference(&data.join("one/last.safetensors"), &data.join("two/last.safetensors"));
-    eprintln!("2 ranks vs 1: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
-    assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
+    assert_ends_as_one("two", "2 ranks vs 1");
     let records = |run: &str| std::fs::read_to_string(data.join(run).join("metrics.jsonl")).unwrap();
     let val = |text: String| -> Vec<f64> {
         text.lines()
@@ -124,9 +129,7 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let (total, worst, which) = difference(&data.join("one/last.safetensors"), &data.join("moved/last.safetensors"));
-    eprintln!("2 ranks then 1 vs 1: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
-    assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
+    assert_ends_as_one("moved", "2 ranks then 1 vs 1");
 
     // And the other way: stopped after 3 steps on 1 rank, resumed on 2.
     train(&mut single(), "grown", &["--stop-after-steps", "3"]);
@@ -137,9 +140,7 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let (total, worst, which) = difference(&data.join("one/last.safetensors"), &data.join("grown/last.safetensors"));
-    eprintln!("1 rank then 2 vs 1: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
-    assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
+    assert_ends_as_one("grown", "1 rank then 2 vs 1");
 
     // A rank killed mid-run: the job ends, with an error naming it, within a time-out.
     std::fs::write(&recipe, pattern_recipe_with(&data, 400, 3e-3, 0.1, 0.1)).unwrap();
