@@ -151,14 +151,17 @@ impl Options {
         while let Some(a) = it.next() {
             let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
             let number = |name: &str, v: String| v.parse::<f64>().map_err(|e| format!("{name} `{v}`: {e}"));
+            let count = |name: &str, v: String| {
+                v.parse::<usize>().map_err(|e| format!("{name} `{v}`: {e} (a whole number is expected)"))
+            };
             match a.as_str() {
                 "--targets" => {
                     let v = value("--targets")?;
                     o.targets = v.split(',').map(|t| number("--targets", t.to_string())).collect::<Result<_, _>>()?;
                 }
-                "--rounds" => o.rounds = number("--rounds", value("--rounds")?)? as usize,
-                "--epochs" => o.recipe.epochs = number("--epochs", value("--epochs")?)? as usize,
-                "--threads" => o.recipe.threads = number("--threads", value("--threads")?)? as usize,
+                "--rounds" => o.rounds = count("--rounds", value("--rounds")?)?,
+                "--epochs" => o.recipe.epochs = count("--epochs", value("--epochs")?)?,
+                "--threads" => o.recipe.threads = count("--threads", value("--threads")?)?,
                 "--python" => o.python = value("--python")?.into(),
                 "--data-dir" => o.data_dir = value("--data-dir")?.into(),
                 "--out" => o.out = value("--out")?.into(),
@@ -397,6 +400,16 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_must_be_whole_numbers() {
+        let root = Path::new("/nowhere");
+        let parse = |args: &[&str]| Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), root);
+        for (flag, value) in [("--rounds", "2.5"), ("--epochs", "-1"), ("--threads", "two")] {
+            let error = parse(&[flag, value]).err().expect("refused");
+            assert!(error.contains(flag) && error.contains(value), "{error}");
+        }
+    }
 
     #[test]
     fn the_parameter_count_is_the_mnist_presets() {
