@@ -1,9 +1,9 @@
 //! Data-parallel training over MPI (Open MPI on loopback): 2 ranks of one thread give the
 //! weights of 1 rank with the same global batch (augmentation, mixup and cutmix included), a
 //! 2-rank checkpoint resumes in 1 rank to the same end and a 1-rank one in 2, evaluation split
-//! across ranks gives the one-process scores, and a killed rank ends the job with an error
-//! naming it. Built and run by
-//! `cargo xtask ci` with `--features mpi` where `mpirun` is installed (`.ci/run` installs it).
+//! across ranks gives the one-process scores, 1 rank gives the plain run's weights bit for bit,
+//! and a killed rank ends the job with an error naming it. Built and run by `cargo xtask ci`
+//! with `--features mpi` where `mpirun` is installed (`.ci/run` installs it).
 #![cfg(feature = "mpi")]
 
 #[path = "../../vit-data/tests/common/mod.rs"]
@@ -64,6 +64,20 @@ fn difference(a: &Path, b: &Path) -> (f64, f64, String) {
     ((num / den).sqrt(), worst, which)
 }
 
+/// Every model tensor of a checkpoint, by name, as the bits of its values.
+fn weight_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let mut tensors: Vec<(String, Vec<u32>)> = vit_model::checkpoint::load(path, &Device::Cpu)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(name, t)| {
+            (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
+        })
+        .collect();
+    tensors.sort();
+    tensors
+}
+
 #[test]
 fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends_the_job() {
     if Command::new("mpirun").arg("--version").output().is_err() {
@@ -110,6 +124,10 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
             .collect()
     };
     assert_eq!(val(records("one")), val(records("two")));
+    // One MPI rank takes the data-parallel path too (the collectives a larger job runs), and
+    // ends bit for bit where the plain run does.
+    train(&mut mpirun(1), "alone", &["--distributed", "mpi"]);
+    assert_eq!(weight_bits(&data.join("one/last.safetensors")), weight_bits(&data.join("alone/last.safetensors")));
     // Each rank evaluates its share of the validation and test sets; the summed counts are
     // the whole sets' (the same score and confusion matrix as one process).
     let summary = |run: &str| -> serde_json::Value {

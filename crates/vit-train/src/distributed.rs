@@ -10,9 +10,12 @@
 //! not depend on the number of ranks, up to the order of the sums. Rank 0 writes the run
 //! directory; the others read it when resuming (a file system all ranks see).
 //!
-//! Backends: [`SingleProcess`] (world size 1: the trainer then runs the single-process path,
-//! unchanged) and, behind the `mpi` feature, `mpi::MpiCollective` over the system's MPI
-//! (Open MPI or MPICH, through the `mpi` crate).
+//! Backends: [`SingleProcess`] (the trainer then runs the single-process path, unchanged)
+//! and, behind the `mpi` feature, `mpi::MpiCollective` over the system's MPI (Open MPI or
+//! MPICH, through the `mpi` crate). Any backend but [`SingleProcess`] takes the data-parallel
+//! path even at world size 1, so `mpirun -n 1` runs the collectives a larger job runs.
+
+use candle_core::{DType, Tensor};
 
 use crate::error::TrainError;
 
@@ -24,10 +27,23 @@ pub trait Collective {
     fn world_size(&self) -> usize;
     /// Sums `buffer` element-wise across all ranks, in place; every rank ends with the sum.
     fn all_reduce_sum(&mut self, buffer: &mut [f32]) -> Result<(), TrainError>;
+    /// Sums a 1-D `f32` tensor across all ranks; every rank gets the sum, on the tensor's
+    /// device. This default goes through host memory and [`Collective::all_reduce_sum`]; a
+    /// backend that can reduce device memory (NCCL) overrides it.
+    fn all_reduce_sum_tensor(&mut self, tensor: &Tensor) -> Result<Tensor, TrainError> {
+        let mut host = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        self.all_reduce_sum(&mut host)?;
+        Ok(Tensor::from_vec(host, tensor.elem_count(), tensor.device())?)
+    }
     /// Every rank's `value`, in rank order.
     fn all_gather_u64(&mut self, value: u64) -> Result<Vec<u64>, TrainError>;
     /// Waits until every rank is here.
     fn barrier(&mut self) -> Result<(), TrainError>;
+    /// Whether this is [`SingleProcess`], for which the trainer skips the data-parallel path
+    /// (its collectives would all be the identity).
+    fn is_single_process(&self) -> bool {
+        false
+    }
 }
 
 /// One process: every collective is the identity.
@@ -49,6 +65,9 @@ impl Collective for SingleProcess {
     }
     fn barrier(&mut self) -> Result<(), TrainError> {
         Ok(())
+    }
+    fn is_single_process(&self) -> bool {
+        true
     }
 }
 

@@ -511,3 +511,49 @@ fn the_weights_moving_average_is_validated_chosen_saved_and_resumed_exactly() {
     assert!(err.contains("select_by_ema"), "{err}");
     std::fs::remove_dir_all(data).unwrap();
 }
+
+/// One rank of a backend that is not `SingleProcess` (as `mpirun -n 1` or a 1-GPU NCCL job
+/// are): every sum is the identity, counted.
+struct Alone {
+    sums: usize,
+}
+
+impl vit_train::distributed::Collective for Alone {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&mut self, _buffer: &mut [f32]) -> Result<(), TrainError> {
+        self.sums += 1;
+        Ok(())
+    }
+    fn all_gather_u64(&mut self, value: u64) -> Result<Vec<u64>, TrainError> {
+        Ok(vec![value])
+    }
+    fn barrier(&mut self) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_backend_alone_takes_the_data_parallel_path_and_gives_the_single_process_weights_bit_for_bit() {
+    let data = tmp_dir("alone-data");
+    write_pattern_mnist(&data, 4, 1);
+    // Dropout and zoom on: their draws, keyed by the global row, must be the plain run's.
+    let recipe = pattern_recipe(&data, 3, 2e-3);
+    let plain = data.join("plain");
+    train(options(&recipe, &plain, false, None)).unwrap();
+    let alone_run = data.join("alone");
+    let mut alone = Alone { sums: 0 };
+    vit_train::train_with(options(&recipe, &alone_run, false, None), &mut Silent, &mut alone).unwrap();
+    // Each of the 6 steps sums its fused gradient buffer once (an evaluation of one rank has
+    // nothing to sum).
+    assert_eq!(alone.sums, 6);
+    assert_eq!(tensors(&plain.join("last.safetensors")), tensors(&alone_run.join("last.safetensors")));
+    let losses =
+        |run: &Path| -> Vec<f64> { read_steps(&run.join("steps.jsonl")).unwrap().iter().map(|r| r.loss).collect() };
+    assert_eq!(losses(&plain), losses(&alone_run));
+    std::fs::remove_dir_all(data).unwrap();
+}

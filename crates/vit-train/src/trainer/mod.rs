@@ -172,14 +172,16 @@ pub fn train(opts: TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tra
 
 /// [`train`] as one rank of data-parallel training over `comm` (see [`crate::distributed`]).
 /// Every rank runs this with the same options; rank 0 writes the run directory and tells its
-/// observer, and every rank returns the same outcome. World size 1 is [`train`].
+/// observer, and every rank returns the same outcome. [`SingleProcess`] is [`train`].
 pub fn train_with(
     opts: TrainOptions,
     observer: &mut dyn TrainObserver,
     comm: &mut dyn Collective,
 ) -> Result<TrainOutcome, TrainError> {
     let (rank, world) = (comm.rank(), comm.world_size());
-    let distributed = world > 1;
+    // Any real backend takes the data-parallel path, even alone (`mpirun -n 1`): its
+    // collectives then run as in a larger job, and give the single-process arithmetic.
+    let distributed = !comm.is_single_process();
     let root = rank == 0;
     let device = opts.device.clone();
     // Only rank 0 creates the directory and clears what a killed process left there: another

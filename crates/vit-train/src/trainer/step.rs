@@ -167,7 +167,7 @@ impl Stepper {
         shard: ShardStep<'_>,
     ) -> Result<(f32, GlobalCounts), TrainError> {
         let weight = shard.weight;
-        let mut buffer = Vec::new();
+        let mut parts = Vec::with_capacity(self.vars.len() + 1);
         let mut present = Vec::with_capacity(self.vars.len());
         for var in &self.vars {
             // A variable without a gradient (frozen, or outside this step's graph) is left
@@ -175,7 +175,7 @@ impl Stepper {
             match grads.get(var.as_tensor()) {
                 Some(g) => {
                     present.push(true);
-                    buffer.extend((g.to_dtype(DType::F32)?.flatten_all()? * weight)?.to_vec1::<f32>()?);
+                    parts.push((g.to_dtype(DType::F32)?.flatten_all()? * weight)?);
                 }
                 None => present.push(false),
             }
@@ -190,8 +190,10 @@ impl Stepper {
             tally.non_finite as f32,
             f32::from(u8::from(shard.stop)),
         ];
-        buffer.extend(tail);
-        shard.comm.all_reduce_sum(&mut buffer)?;
+        let device = self.vars.first().map_or(candle_core::Device::Cpu, |v| v.device().clone());
+        parts.push(Tensor::new(&tail, &device)?);
+        // One buffer on the gradients' device: NCCL sums it there; other backends copy it out.
+        let summed = shard.comm.all_reduce_sum_tensor(&Tensor::cat(&parts, 0)?)?;
         let mut at = 0;
         for (var, present) in self.vars.iter().zip(present) {
             if !present {
@@ -199,11 +201,10 @@ impl Stepper {
             }
             let t = var.as_tensor();
             let n = t.elem_count();
-            let summed = Tensor::from_slice(&buffer[at..at + n], t.shape(), t.device())?.to_dtype(t.dtype())?;
-            grads.insert(t, summed);
+            grads.insert(t, summed.narrow(0, at, n)?.reshape(t.shape())?.to_dtype(t.dtype())?);
             at += n;
         }
-        let rest = &buffer[at..];
+        let rest = summed.narrow(0, at, tail.len())?.to_vec1::<f32>()?;
         let counts = GlobalCounts {
             top1: rest[1].round() as usize,
             top5: rest[2].round() as usize,
