@@ -4,7 +4,9 @@
 #   2. the `mnist` recipe for a few epochs on the GPU, in f32 and in bf16 mixed precision;
 #   3. `vit bench` against the PyTorch reference (xtask/gpu/torch_cuda.py, the anchors' model)
 #      on the same GPU, one process per measurement, with the GPU's memory in use sampled
-#      every 50 ms by nvidia-smi for both.
+#      every 50 ms by nvidia-smi for both;
+#   4. where the bundle has vit-nccl (NCCL=1 xtask/gpu/build.sh) and the machine has mpirun:
+#      one NCCL rank against the plain run (the weights, and the images/s of the mnist recipe).
 #
 # Usage: xtask/gpu/check.sh BUNDLE DATA_DIR ANCHORS_DIR OUT_DIR
 #   DATA_DIR holds mnist/ (the four IDX files); ANCHORS_DIR holds torch_vit.py and
@@ -96,5 +98,24 @@ for (cfg, mode, precision), sides in sorted(rows.items()):
     extra = f"  latency {float(v['latency_ms']):.3f} vs {float(t['latency_ms']):.3f} ms" if mode == "latency" else ""
     print(f"{cfg:6} {mode:8} {precision:5} {vi:13.1f} {ti:12.1f} {vi / ti:6.2f} {v['gpu_used_peak_mb']:>10} {t['gpu_used_peak_mb']:>12}{extra}")
 PY
+echo "== 4. NCCL, one rank ($(date +%T))"
+if [ ! -x "$bundle/vit-nccl" ]; then
+  echo "skipped: the bundle has no vit-nccl (build it with NCCL=1 xtask/gpu/build.sh)"
+elif ! command -v mpirun >/dev/null; then
+  echo "skipped: no mpirun on this machine (NCCL jobs are launched by MPI: apt-get install openmpi-bin)"
+elif ldd "$bundle/vit-nccl" | grep -q 'not found'; then
+  echo "skipped: vit-nccl lacks libraries here:"; ldd "$bundle/vit-nccl" | grep 'not found'
+else
+  VIT_BIN="$bundle/vit-nccl" "$bundle/nccl-test-distributed" cuda --test-threads 1 2>&1 | tee -a "$out/tests.log" |
+    grep -E '^test |test result|relative difference' || failures=$((failures + 1))
+  for side in plain nccl; do
+    launch=() distributed=()
+    [ "$side" = nccl ] && launch=(mpirun --allow-run-as-root -n 1) distributed=(--distributed nccl)
+    "${launch[@]}" "$bundle/vit-nccl" --device cuda train --recipe mnist --data-dir "$data" --epochs 1 \
+      "${distributed[@]}" --out "$out/nccl-$side" --quiet --no-report 2>&1 | tee "$out/train-nccl-$side.log" | tail -1 ||
+      failures=$((failures + 1))
+  done
+fi
+
 echo "failures: $failures ($(date +%T))"
 exit $((failures > 0))

@@ -14,8 +14,9 @@ pub enum DeviceArg {
     Auto,
     /// The CPU.
     Cpu,
-    /// CUDA device N.
-    Cuda(usize),
+    /// A CUDA device: GPU N for `cuda:N`; for `cuda`, GPU 0, or in an NCCL job the GPU of the
+    /// rank's local rank.
+    Cuda(Option<usize>),
     /// The Metal device.
     Metal,
 }
@@ -26,10 +27,10 @@ pub fn parse_device(s: &str) -> Result<DeviceArg, String> {
     match s {
         "auto" => Ok(DeviceArg::Auto),
         "cpu" => Ok(DeviceArg::Cpu),
-        "cuda" => Ok(DeviceArg::Cuda(0)),
+        "cuda" => Ok(DeviceArg::Cuda(None)),
         "metal" => Ok(DeviceArg::Metal),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Ok(DeviceArg::Cuda(n)),
+            Some(Ok(n)) => Ok(DeviceArg::Cuda(Some(n))),
             _ => Err(format!("`{s}`: {expected}")),
         },
     }
@@ -51,10 +52,35 @@ impl DeviceArg {
                     Device::Cpu
                 }
             }
-            Self::Cuda(n) => Device::new_cuda(n).with_context(|| {
-                format!("--device cuda:{n}: this build has no CUDA support (build with --features cuda) or no such GPU")
-            })?,
+            Self::Cuda(n) => {
+                let n = n.unwrap_or(0);
+                Device::new_cuda(n).with_context(|| {
+                    format!(
+                        "--device cuda:{n}: this build has no CUDA support (build with --features cuda) or no such GPU"
+                    )
+                })?
+            }
         })
+    }
+
+    /// Opens the GPU of a rank whose rank on its machine is `local_rank` (an NCCL job: one GPU
+    /// per rank). `cuda` and `auto` mean that GPU; a numbered GPU, the CPU or Metal is an error.
+    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+    pub fn open_local_gpu(self, local_rank: usize) -> anyhow::Result<Device> {
+        use anyhow::{Context, bail};
+        match self {
+            Self::Cuda(None) | Self::Auto => Device::new_cuda(local_rank).with_context(|| {
+                format!(
+                    "--distributed nccl: GPU {local_rank} (this rank's local rank) cannot be opened: fewer GPUs than ranks on this machine, no GPU driver, or no CUDA support in this build"
+                )
+            }),
+            Self::Cuda(Some(n)) => bail!(
+                "--device cuda:{n} with --distributed nccl: each rank takes the GPU of its local rank; pass --device cuda"
+            ),
+            Self::Cpu | Self::Metal => bail!(
+                "--distributed nccl needs CUDA GPUs (--device cuda); on CPUs use --distributed mpi"
+            ),
+        }
     }
 }
 
@@ -129,8 +155,8 @@ mod tests {
 
     #[test]
     fn devices_parse_and_a_typo_names_the_choices() {
-        assert_eq!(parse_device("cuda:3"), Ok(DeviceArg::Cuda(3)));
-        assert_eq!(parse_device("cuda"), Ok(DeviceArg::Cuda(0)));
+        assert_eq!(parse_device("cuda:3"), Ok(DeviceArg::Cuda(Some(3))));
+        assert_eq!(parse_device("cuda"), Ok(DeviceArg::Cuda(None)));
         assert_eq!(parse_device("cpu"), Ok(DeviceArg::Cpu));
         for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
             let err = parse_device(bad).unwrap_err();

@@ -114,18 +114,19 @@ fn main() -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = cli.device.open()?;
+    // `train` opens its device itself: a rank of an NCCL job learns its GPU from MPI first.
+    let device = || cli.device.open();
     match cli.command {
-        Command::Train(args) => commands::train::run(args, device),
-        Command::Eval(args) => commands::eval::run(args, device),
-        Command::Predict(args) => commands::predict::run(args, device),
-        Command::Explain(args) => commands::explain::run(args, device),
-        Command::Report(args) => commands::report::run(args, device),
+        Command::Train(args) => commands::train::run(args, cli.device),
+        Command::Eval(args) => commands::eval::run(args, device()?),
+        Command::Predict(args) => commands::predict::run(args, device()?),
+        Command::Explain(args) => commands::explain::run(args, device()?),
+        Command::Report(args) => commands::report::run(args, device()?),
         Command::Import(args) => commands::import::run(args),
         Command::Patches(args) => commands::patches::run(args),
         Command::Download(args) => commands::download::run(args),
         Command::Bench { config, mode, iters, warmup, precision } => {
-            let result = commands::bench::run(config, mode, iters, warmup, precision.into(), &device)?;
+            let result = commands::bench::run(config, mode, iters, warmup, precision.into(), &device()?)?;
             println!("{}", result.line());
             Ok(())
         }

@@ -3,7 +3,8 @@
 //! 2-rank checkpoint resumes in 1 rank to the same end and a 1-rank one in 2, evaluation split
 //! across ranks gives the one-process scores, 1 rank gives the plain run's weights bit for bit,
 //! and a killed rank ends the job with an error naming it. Built and run by `cargo xtask ci`
-//! with `--features mpi` where `mpirun` is installed (`.ci/run` installs it).
+//! with `--features mpi` where `mpirun` is installed (`.ci/run` installs it). With
+//! `--features nccl` (a CUDA build, for a GPU machine) one more test trains one NCCL rank.
 #![cfg(feature = "mpi")]
 
 #[path = "../../vit-data/tests/common/mod.rs"]
@@ -16,7 +17,11 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use common::*;
 
-const VIT: &str = env!("CARGO_BIN_EXE_vit");
+/// The `vit` binary: cargo's, or `$VIT_BIN` (a bundle run on another machine, as the GPU check
+/// runs this test).
+fn vit() -> String {
+    std::env::var("VIT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vit").to_string())
+}
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -24,13 +29,13 @@ fn text(out: &Output) -> String {
 
 fn mpirun(ranks: usize) -> Command {
     let mut command = Command::new("mpirun");
-    command.args(["--allow-run-as-root", "--oversubscribe", "-n", &ranks.to_string(), VIT, "--threads", "1"]);
+    command.args(["--allow-run-as-root", "--oversubscribe", "-n", &ranks.to_string(), &vit(), "--threads", "1"]);
     command.env_remove("VIT_DATA_DIR");
     command
 }
 
 fn single() -> Command {
-    let mut command = Command::new(VIT);
+    let mut command = Command::new(vit());
     command.args(["--threads", "2"]).env_remove("VIT_DATA_DIR");
     command
 }
@@ -229,4 +234,35 @@ fn descends_from(mut pid: u32, ancestor: u32) -> bool {
         pid = ppid;
     }
     false
+}
+
+/// One NCCL rank (`mpirun -n 1 ... --distributed nccl`: the gradients summed on the GPU by
+/// NCCL) ends where the plain CUDA run does, to 1e-5 relative (GPU kernels need not sum in the
+/// same order twice). Needs a CUDA GPU and `mpirun`.
+#[cfg(feature = "nccl")]
+#[test]
+fn one_nccl_rank_trains_as_the_plain_cuda_run() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        panic!("mpirun is not installed: apt-get install openmpi-bin (the NCCL job is launched by MPI)");
+    }
+    let data = tmp_dir("nccl");
+    write_pattern_mnist(&data, 4, 2);
+    let recipe = data.join("patterns.toml");
+    std::fs::write(&recipe, pattern_recipe_with(&data, 3, 3e-3, 0.1, 0.1)).unwrap();
+    let train = |command: &mut Command, out: &str, extra: &[&str]| {
+        let out = command
+            .args(["train", "--device", "cuda", "--recipe", recipe.to_str().unwrap(), "--out"])
+            .arg(data.join(out))
+            .args(["--quiet", "--no-report"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    train(&mut single(), "plain", &[]);
+    train(&mut mpirun(1), "nccl", &["--distributed", "nccl"]);
+    let (total, worst, which) = difference(&data.join("plain/last.safetensors"), &data.join("nccl/last.safetensors"));
+    eprintln!("1 NCCL rank vs plain CUDA: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
+    assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");
+    std::fs::remove_dir_all(data).unwrap();
 }

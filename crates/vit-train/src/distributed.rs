@@ -10,14 +10,19 @@
 //! not depend on the number of ranks, up to the order of the sums. Rank 0 writes the run
 //! directory; the others read it when resuming (a file system all ranks see).
 //!
-//! Backends: [`SingleProcess`] (the trainer then runs the single-process path, unchanged)
-//! and, behind the `mpi` feature, `mpi::MpiCollective` over the system's MPI (Open MPI or
-//! MPICH, through the `mpi` crate). Any backend but [`SingleProcess`] takes the data-parallel
-//! path even at world size 1, so `mpirun -n 1` runs the collectives a larger job runs.
+//! Backends: [`SingleProcess`] (the trainer then runs the single-process path, unchanged);
+//! behind the `mpi` feature, `mpi::MpiCollective` over the system's MPI (Open MPI or MPICH,
+//! through the `mpi` crate); behind the `nccl` feature, `nccl::NcclCollective`, which sums the
+//! gradients on the GPUs with NCCL and does the rest (its own bootstrap included) over MPI.
+//! Any backend but [`SingleProcess`] takes the data-parallel path even at world size 1, so
+//! `mpirun -n 1` runs the collectives a larger job runs.
 
 use candle_core::{DType, Tensor};
 
 use crate::error::TrainError;
+
+#[cfg(feature = "nccl")]
+pub mod nccl;
 
 /// What data-parallel training needs from a communication library.
 pub trait Collective {
@@ -119,6 +124,17 @@ pub mod mpi {
         /// error on one rank, which would otherwise leave the others waiting.
         pub fn abort(&self, code: i32) -> ! {
             self.world.abort(code)
+        }
+
+        /// This process's rank among the ranks on its machine (those that share its memory),
+        /// whatever the launcher: the GPU a rank of an NCCL job takes.
+        pub fn local_rank(&self) -> usize {
+            self.world.split_shared(self.world.rank()).rank() as usize
+        }
+
+        /// Copies rank 0's `bytes` into every rank's `bytes` (the same length on all).
+        pub fn broadcast_from_root(&self, bytes: &mut [u8]) {
+            self.world.process_at_rank(0).broadcast_into(bytes);
         }
     }
 

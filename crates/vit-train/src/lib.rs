@@ -14,6 +14,9 @@
 //!   (`Vit::parameters`); [`schedule`]: warm-up + cosine; [`loss_scale`]: `f16` loss scaling.
 //! - [`metrics`], [`evaluate()`], [`predict`]: loss with label smoothing, top-k, the confusion
 //!   matrix; inference over a data set; the top classes of image files.
+//! - [`distributed`]: data-parallel training ([`train_with`] over a
+//!   [`distributed::Collective`]): MPI between processes (feature `mpi`), NCCL between GPUs
+//!   (feature `nccl`).
 //!
 //! ```
 //! use std::sync::Arc;

@@ -10,7 +10,7 @@ use candle_core::Device;
 use clap::Args;
 use vit_train::{Recipe, TrainOptions, TrainOutcome, train};
 
-use crate::args::{PrecisionArg, at_least_one, at_least_zero, device_name, positive_number};
+use crate::args::{DeviceArg, PrecisionArg, at_least_one, at_least_zero, device_name, positive_number};
 use crate::progress::Progress;
 
 #[derive(Args)]
@@ -69,7 +69,9 @@ pub struct TrainArgs {
     #[arg(long)]
     no_report: bool,
     /// Data-parallel training, one process per rank: `mpirun -n N vit train --distributed mpi`
-    /// (a binary built with `--features mpi`).
+    /// (a binary built with `--features mpi`), or on GPUs `mpirun -n N vit --device cuda train
+    /// --distributed nccl` (built with `--features nccl`; each rank takes the GPU of its rank
+    /// on its machine).
     #[arg(long, value_enum)]
     distributed: Option<DistributedArg>,
     /// Stop as if interrupted after this many steps in all (for tests of resuming).
@@ -100,21 +102,9 @@ pub enum DistributedArg {
 /// waits forever for one that failed.
 #[cfg(feature = "mpi")]
 fn train_mpi(opts: TrainOptions, progress: &mut Progress) -> Result<(TrainOutcome, usize)> {
-    use vit_train::distributed::Collective;
     let mut comm = vit_train::distributed::mpi::MpiCollective::init()?;
-    let rank = comm.rank();
-    let outcome = if rank == 0 {
-        vit_train::train_with(opts, progress, &mut comm)
-    } else {
-        vit_train::train_with(opts, &mut vit_train::Silent, &mut comm)
-    };
-    match outcome {
-        Ok(outcome) => Ok((outcome, rank)),
-        Err(e) => {
-            eprintln!("error: rank {rank} of {}: {e}", comm.world_size());
-            comm.abort(1)
-        }
-    }
+    let outcome = train_rank(opts, progress, &mut comm);
+    Ok((outcome.unwrap_or_else(|e| abort_job(&comm, &e)), vit_train::distributed::Collective::rank(&comm)))
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -122,6 +112,65 @@ fn train_mpi(_opts: TrainOptions, _progress: &mut Progress) -> Result<(TrainOutc
     bail!(
         "--distributed mpi: this vit was built without MPI; build it with `cargo build --release -p vit-cli --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
     )
+}
+
+/// Runs one rank of an NCCL job: MPI starts first and says which GPU this rank takes (its rank
+/// on its machine); the ranks then join NCCL's communicator, and train as [`train_mpi`] does.
+/// Returns the outcome, the rank and the device.
+#[cfg(feature = "nccl")]
+fn train_nccl(
+    device: DeviceArg,
+    options: impl FnOnce(Device) -> TrainOptions,
+    progress: &mut Progress,
+    quiet: bool,
+) -> Result<(TrainOutcome, usize, Device)> {
+    use vit_train::distributed::Collective;
+    use vit_train::distributed::nccl::{NcclCollective, NcclComm};
+    let mpi = vit_train::distributed::mpi::MpiCollective::init()?;
+    let device = device.open_local_gpu(mpi.local_rank()).unwrap_or_else(|e| abort_job(&mpi, &e));
+    if !quiet && mpi.rank() == 0 {
+        println!("device: {} ({} ranks, one GPU each)", device_name(&device), mpi.world_size());
+    }
+    let nccl = NcclComm::join(&mpi, &device).unwrap_or_else(|e| abort_job(&mpi, &e));
+    let mut comm = NcclCollective::new(mpi, nccl);
+    let outcome = train_rank(options(device.clone()), progress, &mut comm);
+    let outcome = outcome.unwrap_or_else(|e| abort_job(comm.mpi(), &e));
+    Ok((outcome, comm.rank(), device))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn train_nccl(
+    _device: DeviceArg,
+    _options: impl FnOnce(Device) -> TrainOptions,
+    _progress: &mut Progress,
+    _quiet: bool,
+) -> Result<(TrainOutcome, usize, Device)> {
+    bail!(
+        "--distributed nccl: this vit was built without NCCL; build it with `cargo build --release -p vit-cli --features nccl` (a CUDA build, see the README's \"Accelerators\" section, with libnccl and MPI)"
+    )
+}
+
+/// Trains as one rank of `comm`'s job: rank 0 reports to `progress`, the others to no one.
+#[cfg(feature = "mpi")]
+fn train_rank(
+    opts: TrainOptions,
+    progress: &mut Progress,
+    comm: &mut dyn vit_train::distributed::Collective,
+) -> Result<TrainOutcome, vit_train::TrainError> {
+    if comm.rank() == 0 {
+        vit_train::train_with(opts, progress, comm)
+    } else {
+        vit_train::train_with(opts, &mut vit_train::Silent, comm)
+    }
+}
+
+/// Prints `error` with this rank and ends the whole MPI job at once, so that no rank waits
+/// forever for one that failed.
+#[cfg(feature = "mpi")]
+fn abort_job(mpi: &vit_train::distributed::mpi::MpiCollective, error: &dyn std::fmt::Display) -> ! {
+    use vit_train::distributed::Collective;
+    eprintln!("error: rank {} of {}: {error:#}", mpi.rank(), mpi.world_size());
+    mpi.abort(1)
 }
 
 /// `runs/<name>`, or `runs/<name>-2`, `-3`, ... if taken: a new run never overwrites an old one.
@@ -152,7 +201,7 @@ fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
     Ok((stop, signal))
 }
 
-pub fn run(args: TrainArgs, device: Device) -> Result<()> {
+pub fn run(args: TrainArgs, device: DeviceArg) -> Result<()> {
     let origin = PathBuf::from(&args.recipe);
     let mut recipe = Recipe::load(&args.recipe)?;
     if let Some(e) = args.epochs {
@@ -186,28 +235,38 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         None => fresh_run_dir(&recipe.name),
     };
     let (stop, signal) = stop_on_signals()?;
-    if !args.quiet {
-        println!("device: {}", device_name(&device));
-    }
-    let opts = TrainOptions {
+    let report_data_dir = args.data_dir.clone();
+    let options = |device: Device| TrainOptions {
         recipe,
         recipe_origin: origin,
         data_dir: args.data_dir,
         run_dir,
-        device: device.clone(),
+        device,
         resume: args.resume,
         stop,
         stop_after_steps: args.stop_after_steps,
         step_metrics_every: args.log_steps,
     };
-    let report_data_dir = opts.data_dir.clone();
     let mut progress = Progress::new(args.quiet, Duration::from_secs_f64(args.log_every));
-    let (outcome, rank) = match args.distributed {
-        None => (train(opts, &mut progress)?, 0),
-        Some(DistributedArg::Mpi) => train_mpi(opts, &mut progress)?,
-        Some(DistributedArg::Nccl) => bail!(
-            "--distributed nccl: not available in this build; NCCL needs a CUDA build (`--features cuda,nccl`), which this project does not provide yet"
-        ),
+    let opened = |device: DeviceArg| -> Result<Device> {
+        let device = device.open()?;
+        if !args.quiet {
+            println!("device: {}", device_name(&device));
+        }
+        Ok(device)
+    };
+    let (outcome, rank, device) = match args.distributed {
+        None => {
+            let device = opened(device)?;
+            (train(options(device.clone()), &mut progress)?, 0, device)
+        }
+        Some(DistributedArg::Mpi) => {
+            let device = opened(device)?;
+            let (outcome, rank) = train_mpi(options(device.clone()), &mut progress)?;
+            (outcome, rank, device)
+        }
+        // Each rank opens the GPU of its local rank, which only MPI knows.
+        Some(DistributedArg::Nccl) => train_nccl(device, options, &mut progress, args.quiet)?,
     };
     if rank != 0 {
         // Rank 0 reports and writes the report; the others end with it.
