@@ -69,6 +69,19 @@ fn difference(a: &Path, b: &Path) -> (f64, f64, String) {
     ((num / den).sqrt(), worst, which)
 }
 
+/// `command train` of `recipe` into `out`, quiet, with `extra` flags; it must succeed.
+fn train_run(command: &mut Command, recipe: &Path, out: &Path, extra: &[&str]) -> Output {
+    let output = command
+        .args(["train", "--recipe", recipe.to_str().unwrap(), "--out"])
+        .arg(out)
+        .args(["--quiet", "--no-report"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    output
+}
+
 /// Every model tensor of a checkpoint, by name, as the bits of its values.
 fn weight_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
     let mut tensors: Vec<(String, Vec<u32>)> = vit_model::checkpoint::load(path, &Device::Cpu)
@@ -101,17 +114,7 @@ fn two_ranks_train_as_one_a_checkpoint_changes_world_size_and_a_killed_rank_ends
     );
     assert!(augmented.contains("mixup_alpha"));
     std::fs::write(&recipe, augmented).unwrap();
-    let train = |command: &mut Command, out: &str, extra: &[&str]| {
-        let out = command
-            .args(["train", "--recipe", recipe.to_str().unwrap(), "--out"])
-            .arg(data.join(out))
-            .args(["--quiet", "--no-report"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        out
-    };
+    let train = |command: &mut Command, out: &str, extra: &[&str]| train_run(command, &recipe, &data.join(out), extra);
     // The run `run`'s weights against the 1-rank run's, to 1e-5 relative overall.
     let assert_ends_as_one = |run: &str, what: &str| {
         let (total, worst, which) =
@@ -249,18 +252,8 @@ fn one_nccl_rank_trains_as_the_plain_cuda_run() {
     write_pattern_mnist(&data, 4, 2);
     let recipe = data.join("patterns.toml");
     std::fs::write(&recipe, pattern_recipe_with(&data, 3, 3e-3, 0.1, 0.1)).unwrap();
-    let train = |command: &mut Command, out: &str, extra: &[&str]| {
-        let out = command
-            .args(["train", "--device", "cuda", "--recipe", recipe.to_str().unwrap(), "--out"])
-            .arg(data.join(out))
-            .args(["--quiet", "--no-report"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    };
-    train(&mut single(), "plain", &[]);
-    train(&mut mpirun(1), "nccl", &["--distributed", "nccl"]);
+    train_run(&mut single(), &recipe, &data.join("plain"), &["--device", "cuda"]);
+    train_run(&mut mpirun(1), &recipe, &data.join("nccl"), &["--device", "cuda", "--distributed", "nccl"]);
     let (total, worst, which) = difference(&data.join("plain/last.safetensors"), &data.join("nccl/last.safetensors"));
     eprintln!("1 NCCL rank vs plain CUDA: relative difference {total:.2e} overall, {worst:.2e} at most ({which})");
     assert!(total < 1e-5 && worst < 1e-4, "{total} overall, {worst} in {which}");

@@ -42,8 +42,12 @@ impl NcclComm {
         }
         mpi.broadcast_from_root(&mut id);
         let id = Id::uninit(id.map(|b| b as std::ffi::c_char));
-        let comm = Comm::from_rank(cuda.cuda_stream(), rank, world, id)
-            .map_err(|e| fail("could not join the communicator", e))?;
+        // NCCL joins on the calling thread's current GPU: make it this rank's.
+        let stream = cuda.cuda_stream();
+        stream.context().bind_to_thread().map_err(|e| TrainError::Distributed {
+            message: format!("rank {rank} of {world}: cannot make GPU {} current: {e}", stream.context().ordinal()),
+        })?;
+        let comm = Comm::from_rank(stream, rank, world, id).map_err(|e| fail("could not join the communicator", e))?;
         Ok(Self { comm })
     }
 }
@@ -51,8 +55,9 @@ impl NcclComm {
 /// Data-parallel collectives for GPU ranks: the gradients summed by NCCL on the device, the
 /// rest over MPI.
 pub struct NcclCollective {
-    mpi: MpiCollective,
+    // Dropped in this order: NCCL's communicator before MPI is finalised.
     nccl: NcclComm,
+    mpi: MpiCollective,
 }
 
 impl NcclCollective {
