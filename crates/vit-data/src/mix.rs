@@ -114,10 +114,6 @@ mod tests {
     use super::*;
     use crate::loader::Batch;
 
-    fn mix_batch(batch: &mut Batch, config: &AugmentConfig, seed: u64, epoch: u64, batch_index: u64) {
-        batch.mix_with(config, seed, epoch, batch_index);
-    }
-
     /// A batch of `n` one-channel 8x6 images, image `i` filled with the value `i`.
     fn batch(n: usize) -> Batch {
         let (h, w) = (8, 6);
@@ -136,7 +132,7 @@ mod tests {
     #[test]
     fn mixup_blends_each_image_with_its_mirror_row_by_lam() {
         let mut b = batch(5);
-        mix_batch(&mut b, &config(0.8, 0.0), 1, 2, 3);
+        b.mix_with(&config(0.8, 0.0), 1, 2, 3);
         let mix = b.mix.clone().expect("mixed (probability 1)");
         assert_eq!(mix.kind, MixKind::Mixup);
         assert_eq!(mix.partner_labels, [14, 13, 12, 11, 10]);
@@ -153,7 +149,7 @@ mod tests {
         let mut seen_cut = false;
         for batch_index in 0..50 {
             let mut b = batch(4);
-            mix_batch(&mut b, &config(0.0, 1.0), 7, 1, batch_index);
+            b.mix_with(&config(0.0, 1.0), 7, 1, batch_index);
             let mix = b.mix.clone().expect("mixed");
             let MixKind::Cutmix { rect: (top, left, rh, rw) } = mix.kind else { panic!("{:?}", mix.kind) };
             assert!((mix.lam - (1.0 - (rh * rw) as f32 / 48.0)).abs() < 1e-6);
@@ -178,7 +174,7 @@ mod tests {
         let cfg = AugmentConfig { mix_probability: 0.8, mix_switch_probability: 0.25, ..config(0.8, 1.0) };
         for batch_index in 0..4000 {
             let mut b = batch(2);
-            mix_batch(&mut b, &cfg, 3, 1, batch_index);
+            b.mix_with(&cfg, 3, 1, batch_index);
             match b.mix.map(|m| m.kind) {
                 None => none += 1,
                 Some(MixKind::Cutmix { .. }) => cut += 1,
@@ -193,7 +189,7 @@ mod tests {
     fn the_same_batch_mixes_the_same_way_and_another_differently() {
         let mixed = |epoch, index| {
             let mut b = batch(6);
-            mix_batch(&mut b, &config(0.8, 1.0), 11, epoch, index);
+            b.mix_with(&config(0.8, 1.0), 11, epoch, index);
             b
         };
         assert_eq!(mixed(2, 5), mixed(2, 5));
@@ -201,10 +197,10 @@ mod tests {
         assert_ne!(mixed(2, 5).mix, mixed(3, 5).mix);
         // Nothing to mix: one image, or no method on.
         let mut single = batch(1);
-        mix_batch(&mut single, &config(0.8, 1.0), 11, 1, 1);
+        single.mix_with(&config(0.8, 1.0), 11, 1, 1);
         assert_eq!(single, batch(1));
         let mut off = batch(4);
-        mix_batch(&mut off, &config(0.0, 0.0), 11, 1, 1);
+        off.mix_with(&config(0.0, 0.0), 11, 1, 1);
         assert_eq!(off, batch(4));
     }
 

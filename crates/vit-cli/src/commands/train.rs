@@ -102,9 +102,10 @@ pub enum DistributedArg {
 /// waits forever for one that failed.
 #[cfg(feature = "mpi")]
 fn train_mpi(opts: TrainOptions, progress: &mut Progress) -> Result<(TrainOutcome, usize)> {
+    use vit_train::distributed::Collective;
     let mut comm = vit_train::distributed::mpi::MpiCollective::init()?;
-    let outcome = train_rank(opts, progress, &mut comm);
-    Ok((outcome.unwrap_or_else(|e| abort_job(&comm, &e)), vit_train::distributed::Collective::rank(&comm)))
+    let outcome = train_rank(opts, progress, &mut comm).unwrap_or_else(|e| abort_job(&comm, &e));
+    Ok((outcome, comm.rank()))
 }
 
 #[cfg(not(feature = "mpi"))]
