@@ -42,7 +42,7 @@ fn parse(
     classes: usize,
 ) -> Result<(Vec<u8>, Vec<u32>), DataError> {
     let record = label_bytes + 3 * PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::WrongLength {
             path: path.into(),
             what: if label_bytes == 1 { "CIFAR-10 records of 3073 bytes" } else { "CIFAR-100 records of 3074 bytes" },

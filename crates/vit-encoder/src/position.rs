@@ -22,7 +22,7 @@ pub enum PositionEmbedding {
 /// half of the features encodes the column, the second the row; each half is `sin` then `cos`
 /// at frequencies `1 / 10000^(i / (dim / 4))`. `dim` must be a multiple of 4.
 pub fn sincos_2d(rows: usize, cols: usize, dim: usize, device: &Device) -> Result<Tensor> {
-    if dim % 4 != 0 || dim == 0 {
+    if !dim.is_multiple_of(4) || dim == 0 {
         candle_core::bail!("2-D sin-cos position embedding needs a dim that is a multiple of 4, got {dim}");
     }
     let quarter = dim / 4;

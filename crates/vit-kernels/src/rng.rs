@@ -75,7 +75,7 @@ impl SharedRng {
         let shard = *self.1.lock().expect("rng lock poisoned");
         let per_number = per_number.max(1);
         match shard {
-            Some(s) if s.len > 0 && n % s.len == 0 && s.global >= s.first + s.len => {
+            Some(s) if s.len > 0 && n.is_multiple_of(s.len) && s.global >= s.first + s.len => {
                 let per_row = n / s.len;
                 let (seed, first) = self.reserve((per_row * s.global).div_ceil(per_number) as u64);
                 (seed, first, per_row * s.first)

@@ -261,7 +261,7 @@ impl VitConfig {
                 return Err(ModelError::invalid(field, format!("must be in [0, 1), got {p}")));
             }
         }
-        if self.position == PositionEmbedding::SinCos2d && self.projection_dim % 4 != 0 {
+        if self.position == PositionEmbedding::SinCos2d && !self.projection_dim.is_multiple_of(4) {
             return Err(ModelError::invalid("projection_dim", "must be a multiple of 4 for sincos2d positions"));
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {

@@ -59,7 +59,7 @@ pub fn config_from_hf(path: impl AsRef<Path>) -> Result<(VitConfig, Vec<String>)
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
     let hf: HfConfig = serde_json::from_str(&text)
         .map_err(|e| ModelError::ConfigParse { path: path.into(), message: e.to_string() })?;
-    if hf.num_attention_heads == 0 || hf.hidden_size % hf.num_attention_heads != 0 {
+    if hf.num_attention_heads == 0 || !hf.hidden_size.is_multiple_of(hf.num_attention_heads) {
         return Err(ModelError::ConfigParse {
             path: path.into(),
             message: format!(

@@ -118,7 +118,7 @@ fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, 
             other => return Err(bad(format!("model_args.{other} = {v}: this model has no such variant"))),
         }
     }
-    if cfg.num_heads == 0 || cfg.projection_dim % cfg.num_heads != 0 {
+    if cfg.num_heads == 0 || !cfg.projection_dim.is_multiple_of(cfg.num_heads) {
         return Err(bad(format!("embed_dim {} is not a multiple of num_heads {}", cfg.projection_dim, cfg.num_heads)));
     }
     cfg.key_dim = cfg.projection_dim / cfg.num_heads;

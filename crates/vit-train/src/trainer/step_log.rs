@@ -86,7 +86,7 @@ impl StepLog {
 
     /// Appends `record` if its step is one to log.
     pub fn record(&mut self, record: &StepRecord) -> Result<(), TrainError> {
-        if record.step % self.every != 0 {
+        if !record.step.is_multiple_of(self.every) {
             return Ok(());
         }
         let line = serde_json::to_string(record).expect("a step record serialises");
