@@ -46,6 +46,8 @@ mod cpu;
 mod dense;
 mod dropout;
 mod gemm;
+pub mod int8;
+pub mod isa;
 mod layer_norm;
 mod ops;
 pub mod path;
@@ -56,9 +58,11 @@ mod testing;
 
 pub use composed::AttentionDims;
 pub use dropout::DropoutMask;
+pub use int8::Int8Weight;
+pub use isa::Int8Kernel;
 pub use ops::{
-    attention, attention_with_probe, attention_with_weights, dense, dense_dropout, dense_gelu, dropout, gelu,
-    layer_norm, softmax_last_dim,
+    attention, attention_with_probe, attention_with_weights, dense, dense_dropout, dense_gelu, dense_int8,
+    dense_int8_with, dropout, gelu, layer_norm, softmax_last_dim,
 };
 pub use path::KernelPath;
 pub use simd::{erf, exp};

@@ -1,0 +1,94 @@
+//! The one place that picks the reduced-precision CPU kernels for the processor it runs on,
+//! detected at run time: a build for a generic x86-64 runs the AVX-512 kernels where the CPU
+//! has them and the portable kernels elsewhere.
+//!
+//! `VIT_KERNELS=portable` in the environment forces the portable kernels (tests and
+//! comparisons run both on any machine); the kernels themselves also take the choice as an
+//! argument, so a test can run each path in one process.
+
+use std::sync::OnceLock;
+
+/// The environment variable that forces the portable kernels (`VIT_KERNELS=portable`).
+pub const FORCE_ENV: &str = "VIT_KERNELS";
+
+/// How the int8 matrix products run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// AVX512-VNNI: `vpdpbusd`, 64 unsigned-by-signed byte products summed into 16 int32
+    /// lanes per instruction.
+    Avx512Vnni,
+    /// Plain Rust integer arithmetic (what the compiler makes of it for the build's target):
+    /// the same int32 sums, so the same results to the bit.
+    Portable,
+}
+
+impl Int8Kernel {
+    /// The fastest kernel this CPU runs, unless `VIT_KERNELS=portable`.
+    pub fn detect() -> Self {
+        static CHOICE: OnceLock<Int8Kernel> = OnceLock::new();
+        *CHOICE
+            .get_or_init(|| if !forced_portable() && cpu_has_avx512_vnni() { Self::Avx512Vnni } else { Self::Portable })
+    }
+
+    /// Every kernel this CPU can run (the portable one always), for tests that compare them.
+    pub fn available() -> Vec<Self> {
+        let mut out = vec![Self::Portable];
+        if cpu_has_avx512_vnni() {
+            out.push(Self::Avx512Vnni);
+        }
+        out
+    }
+
+    /// A short name for reports: `avx512-vnni` or `portable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512Vnni => "avx512-vnni",
+            Self::Portable => "portable",
+        }
+    }
+}
+
+/// Whether `VIT_KERNELS=portable` is set (read once).
+pub fn forced_portable() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var(FORCE_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("portable")))
+}
+
+/// Whether the CPU runs the AVX512-VNNI int8 kernel (AVX512F, AVX512BW and AVX512-VNNI).
+pub fn cpu_has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One line naming the kernels this process runs and the CPU features behind the choice, for
+/// `vit --version` and the bench output.
+pub fn describe() -> String {
+    #[cfg(target_arch = "x86_64")]
+    let features = {
+        let mut f = Vec::new();
+        for (name, has) in [
+            ("avx2", std::is_x86_feature_detected!("avx2")),
+            ("fma", std::is_x86_feature_detected!("fma")),
+            ("avx512f", std::is_x86_feature_detected!("avx512f")),
+            ("avx512_bf16", std::is_x86_feature_detected!("avx512bf16")),
+            ("avx512_vnni", std::is_x86_feature_detected!("avx512vnni")),
+        ] {
+            if has {
+                f.push(name);
+            }
+        }
+        if f.is_empty() { "none of avx2/avx512".to_string() } else { f.join(",") }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let features = std::env::consts::ARCH.to_string();
+    let forced = if forced_portable() { format!(" ({FORCE_ENV}=portable)") } else { String::new() };
+    format!("int8 kernel: {}{forced}; cpu: {features}", Int8Kernel::detect().name())
+}
