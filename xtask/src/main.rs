@@ -38,14 +38,17 @@ commands:
       --seconds N        per target (default 60)   --targets idx,cifar,checkpoint,...
   train [ARGS]     build `vit` in release mode and run `vit train ARGS`
                    (no ARGS: the embedded default data set)
-  bench [OPTIONS]  measure the model (configs K and M: training, inference, batch-1 latency,
-                   peak memory, GFLOP/s against the matmul peak); writes target/bench/bench.json
-      --vs-reference     also run the PyTorch and Keras reference scripts, alternating, and
-                         print each figure's ratio to the best of them
+  bench [OPTIONS]  measure the model (configs K and M, and the standard ViT-Ti/S/B-16 at 224:
+                   training, inference, batch-1 latency, peak memory, GFLOP/s against the
+                   matmul peak); writes target/bench/bench.json
+      --vs-reference     also run the reference scripts (PyTorch and Keras for K and M;
+                         std_vit.py's PyTorch and ONNX Runtime sides for Ti, S, B), alternating,
+                         and print each figure's ratio to the best peer of its precision class
       --python PATH      reference interpreter (default: .venv-reference/bin/python or
                          $VIT_REFERENCE_PYTHON)
       --anchors DIR      reference scripts (default: ../shared/anchors or $VIT_ANCHORS_DIR)
-      --configs K,M  --modes train,infer,latency  --rounds 3  --threads 2  --out FILE
+      --configs K,M[,Ti,S,B]  --modes train,infer,latency  --rounds 3  --threads 2  --out FILE
+      --precisions f32,bf16,int8   for Ti, S, B: the precision classes to measure
       --vit PATH         measure this `vit` binary instead of building this tree's (e.g. an
                          older build, to compare two versions with the same references)
       --criterion        run the criterion micro-benchmarks instead

@@ -89,7 +89,7 @@ impl MultiHeadAttention {
     }
 
     /// The same layer with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
         Ok(Self {
             query: self.query.map_weights(f)?,
             key: self.key.map_weights(f)?,

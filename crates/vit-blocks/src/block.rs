@@ -85,7 +85,7 @@ impl TransformerBlock {
     /// The same block with `f` applied to each parameter; the result shares the dropout stream.
     /// With `|w| w.to_dtype(DType::BF16)` it is the block for a mixed-precision step: the `f32`
     /// variables stay the master weights and receive `f32` gradients through the cast.
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
         Ok(Self {
             norm1: self.norm1.map_weights(f)?,
             attention: self.attention.map_weights(f)?,

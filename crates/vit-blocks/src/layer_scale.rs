@@ -23,8 +23,8 @@ impl LayerScale {
     }
 
     /// The same layer with `f` applied to its parameter.
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
-        Ok(Self { gamma: f(&self.gamma)?, ..self.clone() })
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self { gamma: f.tensor(&self.gamma)?, ..self.clone() })
     }
 
     /// The same layer outside autograd.

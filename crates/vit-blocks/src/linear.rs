@@ -1,13 +1,49 @@
 //! A dense layer that is correct on any input layout.
 
+use std::sync::Arc;
+
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use vit_kernels::Int8Weight;
 
 use crate::{Dropout, NamedParameter};
 
-/// A function applied to every parameter of a layer by `map_weights`: a cast to the compute
-/// dtype for mixed precision, a detach, a move to another device.
-pub type WeightMap<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
+/// What `map_weights` applies to a module tree: a function of each parameter (a cast to the
+/// compute dtype for mixed precision, a detach, a move to another device), and of each dense
+/// layer as a whole, which by default is that function of its weight and bias. Any
+/// `Fn(&Tensor) -> Result<Tensor>` is one; [`QuantizeInt8`] replaces each dense layer by its
+/// int8 form.
+pub trait WeightMap {
+    /// The new value of one parameter.
+    fn tensor(&self, t: &Tensor) -> Result<Tensor>;
+
+    /// The new form of one dense layer: by default its parameters mapped by
+    /// [`tensor`](Self::tensor).
+    fn linear(&self, layer: &Linear) -> Result<Linear> {
+        layer.map_tensors(self)
+    }
+}
+
+impl<F: Fn(&Tensor) -> Result<Tensor>> WeightMap for F {
+    fn tensor(&self, t: &Tensor) -> Result<Tensor> {
+        self(t)
+    }
+}
+
+/// Every dense layer quantized to int8 for inference ([`Linear::quantized_int8`]); other
+/// parameters stay as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuantizeInt8;
+
+impl WeightMap for QuantizeInt8 {
+    fn tensor(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn linear(&self, layer: &Linear) -> Result<Linear> {
+        layer.quantized_int8()
+    }
+}
 
 /// `y = x W^T + b` over the last dimension, with `weight: [out, in]` and `bias: [out]`
 /// (PyTorch's layout). Initialised as Keras' `Dense`: Glorot-uniform weight, zero bias.
@@ -20,6 +56,9 @@ pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     prefix: String,
+    /// The int8 form that the forward passes run, once [`quantized_int8`](Self::quantized_int8)
+    /// made one; the `f32` weight and bias stay for `parameters` and checkpoints.
+    int8: Option<Arc<Int8Weight>>,
 }
 
 impl Linear {
@@ -28,22 +67,60 @@ impl Linear {
         let bound = (6.0 / (in_dim + out_dim) as f64).sqrt();
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Uniform { lo: -bound, up: bound })?;
         let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?) } else { None };
-        Ok(Self { weight, bias, prefix: vb.prefix() })
+        Ok(Self { weight, bias, prefix: vb.prefix(), int8: None })
     }
 
     /// A layer from existing tensors, its parameters named `prefix.weight` and `prefix.bias`.
     pub fn from_weights(prefix: &str, weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, prefix: prefix.to_string() }
+        Self { weight, bias, prefix: prefix.to_string(), int8: None }
     }
 
     /// The same layer outside autograd (see [`crate::TransformerBlock::detached`]).
     pub fn detached(&self) -> Self {
-        Self { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach), prefix: self.prefix.clone() }
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.as_ref().map(Tensor::detach),
+            prefix: self.prefix.clone(),
+            int8: self.int8.clone(),
+        }
     }
 
-    /// The same layer with `f` applied to each parameter (see [`crate::TransformerBlock::map_weights`]).
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
-        Ok(Self { weight: f(&self.weight)?, bias: self.bias.as_ref().map(f).transpose()?, prefix: self.prefix.clone() })
+    /// The layer as `f` maps dense layers ([`WeightMap::linear`]; see
+    /// [`crate::TransformerBlock::map_weights`]).
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        f.linear(self)
+    }
+
+    /// The same layer with `f` applied to its weight and bias; an int8 form is dropped, since
+    /// it was made from the old values.
+    pub fn map_tensors(&self, f: &(impl WeightMap + ?Sized)) -> Result<Self> {
+        Ok(Self {
+            weight: f.tensor(&self.weight)?,
+            bias: self.bias.as_ref().map(|b| f.tensor(b)).transpose()?,
+            prefix: self.prefix.clone(),
+            int8: None,
+        })
+    }
+
+    /// The same layer, outside autograd, whose forward passes run in int8 on the CPU: the
+    /// weight quantized once per output channel, the input per row at run time
+    /// ([`vit_kernels::dense_int8`]). For inference only: training it is an error.
+    pub fn quantized_int8(&self) -> Result<Self> {
+        if !self.weight.device().is_cpu() {
+            candle_core::bail!(
+                "{}: int8 inference runs on the CPU, and this layer is on {:?}",
+                self.prefix,
+                self.weight.device().location()
+            );
+        }
+        let int8 = Int8Weight::from_tensors(&self.weight, self.bias.as_ref())
+            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
+        Ok(Self { int8: Some(Arc::new(int8)), ..self.detached() })
+    }
+
+    /// Whether the forward passes run in int8 ([`quantized_int8`](Self::quantized_int8)).
+    pub fn is_int8(&self) -> bool {
+        self.int8.is_some()
     }
 
     /// The weight, `[out, in]`.
@@ -70,7 +147,10 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
-        self.on_rows(x, |rows| vit_kernels::dense_gelu(rows, &self.weight, self.bias.as_ref()))
+        self.on_rows(x, |rows| match &self.int8 {
+            Some(int8) => vit_kernels::dense_int8(rows, int8, true),
+            None => vit_kernels::dense_gelu(rows, &self.weight, self.bias.as_ref()),
+        })
     }
 
     /// `dropout(forward(x))`, or with `gelu`, `dropout(forward_gelu(x))`, the dropout only when
@@ -80,6 +160,12 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     pub fn forward_dropout(&self, x: &Tensor, gelu: bool, dropout: &Dropout, train: bool) -> Result<Tensor> {
+        if let Some(int8) = &self.int8 {
+            if train {
+                candle_core::bail!("{}: an int8 layer is for inference and cannot be trained", self.prefix);
+            }
+            return self.on_rows(x, |rows| vit_kernels::dense_int8(rows, int8, gelu));
+        }
         self.on_rows(x, |rows| {
             let mask = dropout.mask(rows.dim(0)? * self.weight.dim(0)?, train);
             vit_kernels::dense_dropout(rows, &self.weight, self.bias.as_ref(), gelu, mask.as_ref())
@@ -107,6 +193,9 @@ impl Module for Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.on_rows(x, |rows| vit_kernels::dense(rows, &self.weight, self.bias.as_ref()))
+        self.on_rows(x, |rows| match &self.int8 {
+            Some(int8) => vit_kernels::dense_int8(rows, int8, false),
+            None => vit_kernels::dense(rows, &self.weight, self.bias.as_ref()),
+        })
     }
 }

@@ -61,7 +61,7 @@ impl Mlp {
     }
 
     /// The same layers with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
         Ok(Self { layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?, ..self.clone() })
     }
 

@@ -31,8 +31,8 @@ impl LayerNorm {
     }
 
     /// The same layer with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
-        Ok(Self { weight: f(&self.weight)?, bias: f(&self.bias)?, ..self.clone() })
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self { weight: f.tensor(&self.weight)?, bias: f.tensor(&self.bias)?, ..self.clone() })
     }
 
     /// Its parameters, neither with weight decay.

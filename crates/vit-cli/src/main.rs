@@ -13,7 +13,7 @@ mod render;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::args::{DeviceArg, PrecisionArg, parse_device};
+use crate::args::{DeviceArg, parse_device};
 use crate::commands::bench::{BenchConfig, BenchMode};
 
 // candle allocates and frees large tensors at every op; glibc's malloc hands those back to the
@@ -68,9 +68,9 @@ enum Command {
         /// Warm-up iterations (0: the reference scripts' default).
         #[arg(long, default_value_t = 0)]
         warmup: usize,
-        /// Compute precision: f32, or bf16/f16 with f32 master weights.
+        /// Number format: f32, bf16/f16 (f32 master weights in training), or int8 (inference).
         #[arg(long, value_enum, default_value = "f32")]
-        precision: PrecisionArg,
+        precision: commands::bench::BenchPrecision,
     },
     /// Print a model preset's (or a config file's) layers, shapes and parameter counts.
     Summary(commands::summary::SummaryArgs),
@@ -126,7 +126,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Patches(args) => commands::patches::run(args),
         Command::Download(args) => commands::download::run(args),
         Command::Bench { config, mode, iters, warmup, precision } => {
-            let result = commands::bench::run(config, mode, iters, warmup, precision.into(), &device()?)?;
+            let result = commands::bench::run(config, mode, iters, warmup, precision, &device()?)?;
             println!("{}", result.line());
             Ok(())
         }

@@ -98,11 +98,11 @@ impl PatchEncoder {
     }
 
     /// The same encoder with `f` applied to each parameter (a cast for mixed precision, say).
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
         Ok(Self {
             projection: self.projection.map_weights(f)?,
-            position: f(&self.position)?,
-            class_token: self.class_token.as_ref().map(f).transpose()?,
+            position: f.tensor(&self.position)?,
+            class_token: self.class_token.as_ref().map(|t| f.tensor(t)).transpose()?,
             ..self.clone()
         })
     }

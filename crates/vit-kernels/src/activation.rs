@@ -26,7 +26,7 @@ simd_kernel! {
 
 simd_kernel! {
     /// `g *= gelu'(x)`: the incoming gradient becomes that of GELU's input.
-    fn gelu_grad_scale(g: &mut [f32], x: &[f32]) {
+    pub(crate) fn gelu_grad_scale(g: &mut [f32], x: &[f32]) {
         let n = g.len().min(x.len());
         for i in 0..n {
             g[i] *= gelu_and_grad::<FMA>(x[i]).1;

@@ -21,11 +21,14 @@
 //! values for each of 64 channels, as `vpdpbusd` takes them. The last panel and group are
 //! padded with zero weights; rows are padded to a multiple of [`TILE_ROWS`].
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::activation::gelu_rows_in_place;
+use crate::activation::{gelu_grad_scale, gelu_rows_in_place};
 use crate::cpu::f32_slice;
+use crate::dense::Product;
 use crate::isa::Int8Kernel;
 use crate::simd::{lanes_fold, simd_kernel};
 
@@ -355,14 +358,17 @@ mod vnni {
     }
 }
 
-/// `x W^T + b` (GELU of it with `gelu`) in int8, as a candle op without a backward pass.
-pub(crate) struct DenseInt8<'a> {
-    pub weight: &'a Int8Weight,
+/// `x W^T + b` (GELU of it with `gelu`) in int8, as a candle op. Its backward pass gives the
+/// input's gradient through the dequantized weights, the rounding of the input taken as the
+/// identity (the straight-through estimate): what relevance maps of an int8 model need. The
+/// weights get no gradient; an int8 layer is not trained.
+pub(crate) struct DenseInt8 {
+    pub weight: Arc<Int8Weight>,
     pub gelu: bool,
     pub kernel: Int8Kernel,
 }
 
-impl CustomOp1 for DenseInt8<'_> {
+impl CustomOp1 for DenseInt8 {
     fn name(&self) -> &'static str {
         "vit-dense-int8"
     }
@@ -375,5 +381,19 @@ impl CustomOp1 for DenseInt8<'_> {
         }
         let out = self.weight.forward_rows(x, rows, self.gelu, self.kernel)?;
         Ok((CpuStorage::F32(out), Shape::from((rows, self.weight.out_dim))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (rows, out_dim) = grad.dims2()?;
+        let mut grad = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        if self.gelu {
+            // GELU's derivative at the product, computed again (the forward pass kept only GELU's
+            // output).
+            let pre = self.weight.forward_rows(&x.flatten_all()?.to_vec1::<f32>()?, rows, false, self.kernel)?;
+            gelu_grad_scale(&mut grad, &pre);
+        }
+        let grad = Tensor::from_vec(grad, (rows, out_dim), x.device())?;
+        let weight = Tensor::from_vec(self.weight.dequantized(), (out_dim, self.weight.in_dim), x.device())?;
+        Ok(Some(grad.apply_op2_no_bwd(&weight, &Product::default())?))
     }
 }

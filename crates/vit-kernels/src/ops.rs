@@ -83,16 +83,17 @@ pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tenso
 /// A dense layer with int8 weights, `x W^T + b` (GELU of it with `gelu`), for inference on the
 /// CPU: `x` is quantized per row as it is packed, the products run on the fastest int8 kernel
 /// of the CPU ([`Int8Kernel::detect`]) and the dequantization, the bias and GELU are applied to
-/// each block of the output while it is in cache. No backward pass.
+/// each block of the output while it is in cache. The input's gradient goes through the
+/// dequantized weights (for relevance maps); the weights get none.
 ///
 /// # Shapes
 /// - `x`: `[R, in]` `f32` on the CPU; returns `[R, out]` `f32`.
-pub fn dense_int8(x: &Tensor, weight: &Int8Weight, gelu: bool) -> Result<Tensor> {
+pub fn dense_int8(x: &Tensor, weight: &Arc<Int8Weight>, gelu: bool) -> Result<Tensor> {
     dense_int8_with(x, weight, gelu, Int8Kernel::detect())
 }
 
 /// [`dense_int8`] on a given kernel (tests compare them).
-pub fn dense_int8_with(x: &Tensor, weight: &Int8Weight, gelu: bool, kernel: Int8Kernel) -> Result<Tensor> {
+pub fn dense_int8_with(x: &Tensor, weight: &Arc<Int8Weight>, gelu: bool, kernel: Int8Kernel) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 {
         candle_core::bail!(
             "dense_int8: runs on 2-D f32 input on the CPU, got {:?} {:?} on {:?}",
@@ -101,7 +102,7 @@ pub fn dense_int8_with(x: &Tensor, weight: &Int8Weight, gelu: bool, kernel: Int8
             x.device().location()
         );
     }
-    x.contiguous()?.apply_op1_no_bwd(&DenseInt8 { weight, gelu, kernel })
+    x.contiguous()?.apply_op1(DenseInt8 { weight: weight.clone(), gelu, kernel })
 }
 
 /// The exact (erf) GELU, with gradients; one pass forward and backward on the CPU with `f32`.

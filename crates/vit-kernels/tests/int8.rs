@@ -1,7 +1,9 @@
 //! The int8 dense kernels: every kernel the CPU runs gives the same outputs to the bit, and
 //! those outputs are within the quantization's own error bound of the `f64` product.
 
-use candle_core::{Device, Tensor};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, Var};
 use vit_kernels::int8::{Int8Weight, MAX_IN, PANEL, TILE_ROWS};
 use vit_kernels::{Int8Kernel, dense_int8_with};
 
@@ -35,7 +37,7 @@ fn every_kernel_gives_the_same_outputs_to_the_bit() {
         let x = randn(&[rows, k], seed);
         let w = randn(&[n, k], seed + 1);
         let b = randn(&[n], seed + 2);
-        let q = Int8Weight::from_tensors(&w, Some(&b)).unwrap();
+        let q = Arc::new(Int8Weight::from_tensors(&w, Some(&b)).unwrap());
         for gelu in [false, true] {
             let outputs: Vec<Vec<f32>> =
                 kernels.iter().map(|&kernel| host(&dense_int8_with(&x, &q, gelu, kernel).unwrap())).collect();
@@ -57,7 +59,7 @@ fn outputs_lie_within_the_quantization_error_of_the_exact_product() {
             let x = (randn(&[rows, k], seed) + 0.7).unwrap();
             let w = randn(&[n, k], seed + 1);
             let b = randn(&[n], seed + 2);
-            let q = Int8Weight::from_tensors(&w, Some(&b)).unwrap();
+            let q = Arc::new(Int8Weight::from_tensors(&w, Some(&b)).unwrap());
             let out = host(&dense_int8_with(&x, &q, false, kernel).unwrap());
             let (xs, ws, bs) = (host(&x), host(&w), host(&b));
             let mut worst = 0f64;
@@ -93,7 +95,7 @@ fn outputs_lie_within_the_quantization_error_of_the_exact_product() {
 #[test]
 fn gelu_is_applied_after_the_bias() {
     let (x, w, b) = (randn(&[9, 20], 301), randn(&[70, 20], 302), randn(&[70], 303));
-    let q = Int8Weight::from_tensors(&w, Some(&b)).unwrap();
+    let q = Arc::new(Int8Weight::from_tensors(&w, Some(&b)).unwrap());
     for kernel in Int8Kernel::available() {
         let plain = dense_int8_with(&x, &q, false, kernel).unwrap();
         let fused = host(&dense_int8_with(&x, &q, true, kernel).unwrap());
@@ -137,7 +139,37 @@ fn weights_that_cannot_be_quantized_are_refused() {
     assert!(err(Int8Weight::quantize(&[1.0, f32::NAN], 1, 2, None)).contains("not finite"));
     assert!(err(Int8Weight::quantize(&[1.0; 4], 2, 2, Some(&[0.0; 3]))).contains("bias"));
     assert!(err(Int8Weight::quantize(&vec![0.0; MAX_IN + 1], 1, MAX_IN + 1, None)).contains("overflow"));
-    let q = Int8Weight::quantize(&[1.0; 6], 2, 3, None).unwrap();
+    let q = Arc::new(Int8Weight::quantize(&[1.0; 6], 2, 3, None).unwrap());
     let x = Tensor::zeros((2, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(dense_int8_with(&x, &q, false, Int8Kernel::Portable).unwrap_err().to_string().contains("width 4"));
+}
+
+#[test]
+fn the_input_gradient_runs_through_the_dequantized_weights() {
+    let (x, w, b, upstream) = (randn(&[7, 20], 601), randn(&[70, 20], 602), randn(&[70], 603), randn(&[7, 70], 604));
+    let q = Arc::new(Int8Weight::from_tensors(&w, Some(&b)).unwrap());
+    let dequantized = Tensor::from_vec(q.dequantized(), (70, 20), &Device::Cpu).unwrap();
+    for kernel in Int8Kernel::available() {
+        for gelu in [false, true] {
+            let x = Var::from_tensor(&x).unwrap();
+            let y = dense_int8_with(&x, &q, gelu, kernel).unwrap();
+            let grads = (y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            let got = host(grads.get(&x).unwrap());
+            // Independently: GELU's gradient (candle's composed GELU) at the int8 product,
+            // then through the dequantized weights.
+            let pre = Var::from_tensor(&dense_int8_with(x.as_tensor(), &q, false, kernel).unwrap()).unwrap();
+            let upstream_pre = if gelu {
+                let g = (vit_kernels::composed::gelu(&pre).unwrap() * &upstream).unwrap().sum_all().unwrap();
+                g.backward().unwrap().get(&pre).unwrap().clone()
+            } else {
+                upstream.clone()
+            };
+            let want = host(&upstream_pre.matmul(&dequantized).unwrap());
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let tolerance = 1e-5;
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= tolerance * scale, "{kernel:?} gelu {gelu}: {a} vs {b}");
+            }
+        }
+    }
 }

@@ -147,12 +147,13 @@ pub fn read_out(map: &Tensor, readout: Readout, prefix_tokens: usize) -> Result<
 pub fn explain(model: &Vit, images: &Tensor, target: Target) -> std::result::Result<Vec<Explanation>, ModelError> {
     let cfg = model.config();
     if let Target::Class(class) = target
-        && class >= cfg.num_classes {
-            return Err(ModelError::InvalidArgument {
-                what: "explain target class".into(),
-                message: format!("{class} is not a class of this model (it has {})", cfg.num_classes),
-            });
-        }
+        && class >= cfg.num_classes
+    {
+        return Err(ModelError::InvalidArgument {
+            what: "explain target class".into(),
+            message: format!("{class} is not a class of this model (it has {})", cfg.num_classes),
+        });
+    }
     // Detached weights: only the probes are variables, so the backward pass computes nothing
     // else.
     let model = model.detached();

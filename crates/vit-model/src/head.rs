@@ -50,7 +50,7 @@ impl ClassifierHead {
     }
 
     /// The same head with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
         Ok(Self {
             layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?,
             classifier: self.classifier.map_weights(f)?,

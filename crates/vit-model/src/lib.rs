@@ -52,6 +52,7 @@ mod error;
 pub mod explain;
 mod head;
 pub mod import;
+mod precision;
 mod transfer;
 mod vit;
 
@@ -59,6 +60,7 @@ pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use config::{HeadKind, VitConfig};
 pub use error::ModelError;
 pub use head::ClassifierHead;
+pub use precision::InferencePrecision;
 pub use transfer::{Transfer, init_from};
 pub use vit::{Summary, Vit, group_thousands};
 /// How positions are encoded (`position` in a config), from `vit-encoder`.

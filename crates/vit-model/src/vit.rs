@@ -5,11 +5,11 @@ use std::fmt;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use vit_blocks::{LayerNorm, NamedParameter, SeededVarMap, SharedRng, TransformerBlock, WeightMap};
+use vit_blocks::{LayerNorm, NamedParameter, QuantizeInt8, SeededVarMap, SharedRng, TransformerBlock, WeightMap};
 use vit_encoder::{PatchEncoder, PositionEmbedding};
 
 use crate::head::ClassifierHead;
-use crate::{HeadKind, ModelError, VitConfig};
+use crate::{HeadKind, InferencePrecision, ModelError, VitConfig};
 
 /// A ViT image classifier: patches, [`PatchEncoder`], [`TransformerBlock`]s, LayerNorm and a
 /// [`ClassifierHead`] (flatten + MLP as in Keras, class token, or mean pool).
@@ -64,7 +64,7 @@ impl Vit {
     }
 
     /// The same model with `f` applied to each parameter; it shares the dropout stream.
-    pub fn map_weights(&self, f: &WeightMap) -> Result<Self> {
+    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
         Ok(Self {
             encoder: self.encoder.map_weights(f)?,
             blocks: self.blocks.iter().map(|b| b.map_weights(f)).collect::<Result<_>>()?,
@@ -79,7 +79,20 @@ impl Vit {
     /// which stay the master weights that the optimizer updates. Build it again after each
     /// optimizer step: it holds the casts of the values at the time of the call.
     pub fn with_compute_dtype(&self, dtype: DType) -> Result<Self> {
-        self.map_weights(&|w| w.to_dtype(dtype))
+        self.map_weights(&|w: &Tensor| w.to_dtype(dtype))
+    }
+
+    /// The model outside autograd computing in `precision`, for inference: `f32` as
+    /// [`detached`](Self::detached), `bf16` with its parameters cast, `int8` with every dense
+    /// layer quantized (on the CPU only). Make it once, after loading: quantizing reads every
+    /// weight.
+    pub fn for_inference(&self, precision: InferencePrecision) -> Result<Self> {
+        let detached = self.detached();
+        match precision {
+            InferencePrecision::F32 => Ok(detached),
+            InferencePrecision::Bf16 => detached.with_compute_dtype(DType::BF16),
+            InferencePrecision::Int8 => detached.map_weights(&QuantizeInt8),
+        }
     }
 
     /// The dtype the model computes in (that of its parameters).
@@ -315,7 +328,7 @@ pub fn group_thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -61,7 +61,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use error::TrainError;
-pub use evaluate::{check_fits, evaluate, evaluate_observed};
+pub use evaluate::{PrecisionComparison, check_fits, evaluate, evaluate_against, evaluate_observed};
 pub use loss_scale::LossScaler;
 pub use recipe::{Precision, Recipe};
 pub use trainer::{

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use vit_data::augment::{Normalizer, prepare};
 use vit_data::{Dataset, ResizeSpec, decode_image, decode_with};
 use vit_model::explain::{Explanation, Target, explain};
-use vit_model::{CheckpointMeta, Vit};
+use vit_model::{CheckpointMeta, InferencePrecision, Vit};
 
 use crate::TrainError;
 use crate::metadata::{pipeline_of, resize_of};
@@ -56,6 +56,12 @@ impl Classifier {
         let (normalizer, data_size) = pipeline_of(&meta, path)?;
         let resize = resize_of(&meta, path)?;
         Ok(Self { model: model.detached(), meta, normalizer, data_size, resize, device: device.clone() })
+    }
+
+    /// The same classifier computing in `precision` (int8: every dense layer quantized now,
+    /// on the CPU only).
+    pub fn in_precision(self, precision: InferencePrecision) -> Result<Self, TrainError> {
+        Ok(Self { model: self.model.for_inference(precision)?, ..self })
     }
 
     /// The class names, in logit order.
@@ -127,14 +133,15 @@ impl Classifier {
 
 /// The `k` most probable classes of each image file: `(class name, probability)`, most
 /// probable first. Images are read as the training data was (size, channels) and prepared with
-/// the checkpoint's normalisation.
+/// the checkpoint's normalisation; the model computes in `precision`.
 pub fn predict_files(
     checkpoint: &Path,
     files: &[impl AsRef<Path>],
     k: usize,
+    precision: InferencePrecision,
     device: &Device,
 ) -> Result<Vec<Vec<(String, f32)>>, TrainError> {
-    let classifier = Classifier::load(checkpoint, device)?;
+    let classifier = Classifier::load(checkpoint, device)?.in_precision(precision)?;
     let mut encoded = Vec::with_capacity(files.len());
     for file in files {
         let file = file.as_ref();

@@ -4,8 +4,11 @@
 //!
 //! - config K: the `keras_cifar100` preset (the Keras example), training batch 256;
 //! - config M: the `mnist` preset, training batch 128;
-//! - modes: `train` (forward + backward + AdamW step), `infer` (batch 256), `latency` (batch 1),
-//!   and `matmul` (the machine's fp32 2048x2048 matmul rate through candle).
+//! - configs Ti, S, B: the standard ViT-Ti/16, ViT-S/16 and ViT-B/16 at 224x224 with 1000
+//!   classes, as `std_vit.py` measures them: training and inference at batch 32;
+//! - modes: `train` (forward + backward + AdamW step), `infer` (batch 256; 32 for Ti, S, B),
+//!   `latency` (batch 1), and `matmul` (the machine's fp32 2048x2048 matmul rate through
+//!   candle).
 //!
 //! Run one mode per process so that the peak memory belongs to that mode.
 
@@ -15,7 +18,7 @@ use anyhow::{Result, anyhow};
 use candle_core::{DType, Device, Tensor};
 use clap::ValueEnum;
 use vit_blocks::SeededVarMap;
-use vit_model::{Vit, VitConfig};
+use vit_model::{InferencePrecision, Vit, VitConfig};
 use vit_train::Precision;
 use vit_train::metrics::cross_entropy;
 use vit_train::optim::{AdamW, AdamWConfig, params_of};
@@ -31,6 +34,46 @@ pub enum BenchConfig {
     /// The `mnist` preset, training batch 128.
     #[value(name = "M")]
     M,
+    /// ViT-Ti/16 at 224, 1000 classes, batch 32.
+    #[value(name = "Ti")]
+    Ti,
+    /// ViT-S/16 at 224, 1000 classes, batch 32.
+    #[value(name = "S")]
+    S,
+    /// ViT-B/16 at 224, 1000 classes, batch 32.
+    #[value(name = "B")]
+    B,
+}
+
+impl BenchConfig {
+    /// The name in the `ANCHOR` line (`cfg=`), as the reference scripts write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::K => "K",
+            Self::M => "M",
+            Self::Ti => "tiny",
+            Self::S => "small",
+            Self::B => "base",
+        }
+    }
+
+    /// Whether this is one of the standard ViTs that `std_vit.py` measures.
+    pub fn is_standard(self) -> bool {
+        matches!(self, Self::Ti | Self::S | Self::B)
+    }
+}
+
+/// The number format of a measurement: a training precision, or int8 (inference only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchPrecision {
+    /// Everything in f32.
+    F32,
+    /// bfloat16 compute, f32 master weights.
+    Bf16,
+    /// float16 compute, f32 master weights.
+    F16,
+    /// int8 dense layers (inference and latency only).
+    Int8,
 }
 
 /// What to measure.
@@ -80,33 +123,49 @@ pub fn config(which: BenchConfig) -> (VitConfig, usize) {
     match which {
         BenchConfig::K => (VitConfig::keras_cifar100(), 256),
         BenchConfig::M => (VitConfig::mnist(), 128),
+        BenchConfig::Ti => (VitConfig::vit_tiny_16(), 32),
+        BenchConfig::S => (VitConfig::vit_small_16(), 32),
+        BenchConfig::B => (VitConfig::vit_base_16(), 32),
     }
 }
 
-/// Measures `mode` on config `name` (`K` or `M`) computing in `precision` (see
-/// [`Precision`]: `bf16` and `f16` keep `f32` master weights, as training does); `iters` and
-/// `warmup` of 0 pick the reference scripts' defaults.
+/// Measures `mode` on config `which` computing in `precision` (`bf16` and `f16` keep `f32`
+/// master weights in training, as training does; `int8` is for inference and latency only);
+/// `iters` and `warmup` of 0 pick the reference scripts' defaults.
 pub fn run(
     which: BenchConfig,
     mode: BenchMode,
     iters: usize,
     warmup: usize,
-    precision: Precision,
+    precision: BenchPrecision,
     device: &Device,
 ) -> Result<BenchResult> {
     let (cfg, train_batch) = config(which);
     let big = cfg.image_size[0] >= 64;
     let (batch, auto_iters, auto_warm) = match mode {
+        // std_vit.py's counts: train 1 + 3, infer 2 + 5, latency 5 + 30.
+        BenchMode::Train if which.is_standard() => (train_batch, 3, 1),
+        BenchMode::Infer if which.is_standard() => (32, 5, 2),
+        BenchMode::Latency if which.is_standard() => (1, 30, 5),
         BenchMode::Train => (train_batch, if big { 6 } else { 20 }, if big { 2 } else { 5 }),
         BenchMode::Infer => (256, if big { 6 } else { 20 }, if big { 2 } else { 5 }),
         BenchMode::Latency => (1, if big { 50 } else { 200 }, if big { 10 } else { 20 }),
         BenchMode::Matmul => return matmul(iters.max(1), device),
     };
-    let name = match which {
-        BenchConfig::K => "K",
-        BenchConfig::M => "M",
-    };
+    let name = which.name();
     let train = mode == BenchMode::Train;
+    let (train_precision, inference_precision) = match precision {
+        BenchPrecision::F32 => (Precision::F32, InferencePrecision::F32),
+        BenchPrecision::Bf16 => (Precision::Bf16, InferencePrecision::Bf16),
+        BenchPrecision::F16 => (Precision::F16, InferencePrecision::F32),
+        BenchPrecision::Int8 => (Precision::F32, InferencePrecision::Int8),
+    };
+    if train && precision == BenchPrecision::Int8 {
+        return Err(anyhow!("--precision int8 measures inference (--mode infer or latency), not training"));
+    }
+    if !train && precision == BenchPrecision::F16 {
+        return Err(anyhow!("--precision f16 measures training; inference runs in f32, bf16 or int8"));
+    }
     let mode = match mode {
         BenchMode::Train => "train",
         BenchMode::Infer => "infer",
@@ -115,15 +174,17 @@ pub fn run(
     let (iters, warmup) = (if iters == 0 { auto_iters } else { iters }, if warmup == 0 { auto_warm } else { warmup });
     let (model, store): (Vit, SeededVarMap) = Vit::init(&cfg, 0, device)?;
     let [h, w] = cfg.image_size;
-    let images = Tensor::rand(0f32, 1., (batch, h, w, cfg.channels), device)?;
+    let pixels: Vec<f32> = (0..batch * h * w * cfg.channels)
+        .map(|i| vit_kernels::rng::unit_f32(vit_kernels::rng::splitmix64(i as u64)))
+        .collect();
+    let images = Tensor::from_vec(pixels, (batch, h, w, cfg.channels), device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7919) % cfg.num_classes as u32).collect();
     let labels = Tensor::new(labels.as_slice(), device)?;
     let params = params_of(&model, &store).map_err(|e| anyhow!(e))?;
     let mut optimizer = AdamW::new(&params, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() })?;
     // Inference runs outside autograd, as `vit eval` and `vit predict` do.
-    let inference = model.detached();
-    let dtype = precision.compute_dtype();
-    let inference = inference.with_compute_dtype(dtype)?;
+    let inference = model.for_inference(inference_precision)?;
+    let dtype = train_precision.compute_dtype();
     let mut step = || -> Result<()> {
         if train {
             let net = model.with_compute_dtype(dtype)?;
@@ -153,7 +214,14 @@ pub fn run(
     let img_per_s = batch as f64 / med;
     let flops = cfg.forward_flops() as f64 * if train { 3.0 } else { 1.0 };
     let mut fields = vec![
-        ("fw", if precision.is_f32() { "vit-rs".to_string() } else { format!("vit-rs-{precision}") }),
+        (
+            "fw",
+            if precision == BenchPrecision::F32 {
+                "vit-rs".to_string()
+            } else {
+                format!("vit-rs-{}", precision_name(precision))
+            },
+        ),
         ("device", device_name(device).to_string()),
         ("cfg", name.to_string()),
         ("mode", mode.to_string()),
@@ -171,7 +239,18 @@ pub fn run(
     fields.push(("iters", iters.to_string()));
     fields.push(("warmup", warmup.to_string()));
     fields.push(("peak_rss_mb", format!("{:.1}", peak_rss_mb().unwrap_or(f64::NAN))));
+    fields.push(("int8_kernel", vit_kernels::Int8Kernel::detect().name().to_string()));
     Ok(BenchResult { fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect() })
+}
+
+/// The `--precision` value as written on the command line.
+pub fn precision_name(precision: BenchPrecision) -> &'static str {
+    match precision {
+        BenchPrecision::F32 => "f32",
+        BenchPrecision::Bf16 => "bf16",
+        BenchPrecision::F16 => "f16",
+        BenchPrecision::Int8 => "int8",
+    }
 }
 
 fn matmul(iters: usize, device: &Device) -> Result<BenchResult> {

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 use vit_data::{DatasetKind, Pipeline, load_splits};
-use vit_model::Vit;
+use vit_model::{InferencePrecision, Vit};
 use vit_train::metadata::pipeline_of;
-use vit_train::{check_fits, evaluate_observed};
+use vit_train::{check_fits, evaluate_against, evaluate_observed};
 
 use crate::progress::EvalProgress;
 use crate::render::{confusion::confusion_matrix, save_png};
@@ -32,6 +32,10 @@ pub struct EvalArgs {
     /// Also draw the confusion matrix as a heat map into this PNG.
     #[arg(long, value_name = "PNG")]
     plot: Option<PathBuf>,
+    /// Number format: f32, bf16, or int8 (CPU; dense layers quantized at load). Other than
+    /// f32, the f32 model runs too and the agreement of the two is printed.
+    #[arg(long, default_value = "f32")]
+    precision: InferencePrecision,
 }
 
 pub fn run(args: EvalArgs, device: Device) -> Result<()> {
@@ -43,11 +47,33 @@ pub fn run(args: EvalArgs, device: Device) -> Result<()> {
     let pipeline = Pipeline { size: (cfg.image_size[0], cfg.image_size[1]), normalizer };
     let test = Arc::new(test);
     let mut progress = EvalProgress::start("test", test.len(), false, std::time::Duration::from_secs(30));
-    let tally =
-        evaluate_observed(&model, &test, &pipeline, args.batch_size, &device, &mut |done| progress.update(done));
+    let reference = model.for_inference(InferencePrecision::F32)?;
+    let candidate = model.for_inference(args.precision).with_context(|| format!("--precision {}", args.precision))?;
+    let batch = args.batch_size;
+    let mut done = |n| progress.update(n);
+    let (tally, comparison) = if args.precision == InferencePrecision::F32 {
+        (evaluate_observed(&reference, &test, &pipeline, batch, &device, &mut done), None)
+    } else {
+        match evaluate_against(&candidate, &reference, &test, &pipeline, batch, &device, &mut done) {
+            Ok(c) => (Ok(c.candidate.clone()), Some(c)),
+            Err(e) => (Err(e), None),
+        }
+    };
     progress.finish();
     let tally = tally?;
-    println!("{}: {} images", test.name, tally.count);
+    println!("{}: {} images, {}", test.name, tally.count, args.precision);
+    if let Some(c) = &comparison {
+        println!(
+            "{} against f32: top-1 {:.4} vs {:.4} ({:+.2} points), top-1 class the same on {:.2}% of images ({} of {})",
+            args.precision,
+            c.candidate.top1(),
+            c.reference.top1(),
+            100.0 * (c.candidate.top1() - c.reference.top1()),
+            100.0 * c.agreement(),
+            c.same_top1,
+            c.candidate.count
+        );
+    }
     if tally.non_finite > 0 {
         println!(
             "warning: {} of {} images got NaN or infinite logits (counted as wrong, left out of the confusion matrix): the weights are not finite",

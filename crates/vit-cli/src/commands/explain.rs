@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::Args;
+use vit_model::InferencePrecision;
 use vit_model::explain::Target;
 use vit_train::predict::Classifier;
 
@@ -23,10 +24,16 @@ pub struct ExplainArgs {
     /// The class whose relevance to draw, by name or index (default: each image's prediction).
     #[arg(long)]
     class: Option<String>,
+    /// Number format: f32, bf16, or int8 (CPU; dense layers quantized at load; relevance
+    /// flows back through the dequantized weights).
+    #[arg(long, default_value = "f32")]
+    precision: InferencePrecision,
 }
 
 pub fn run(args: ExplainArgs, device: Device) -> Result<()> {
-    let classifier = Classifier::load(&args.checkpoint, &device)?;
+    let classifier = Classifier::load(&args.checkpoint, &device)?
+        .in_precision(args.precision)
+        .with_context(|| format!("--precision {}", args.precision))?;
     let names = classifier.class_names().to_vec();
     let target = match &args.class {
         None => Target::Predicted,
