@@ -11,15 +11,18 @@
 //! - `y[r, c] = s_r s_c (sum_k x_q w_q - z_r sum_k w_q[c, k]) + b[c]`: the column sums are
 //!   computed once with the weights, so the zero point costs one multiply-add per output.
 //!
-//! The products are unsigned bytes by signed bytes (`vpdpbusd`'s operands), summed exactly in
-//! int32, so the AVX512-VNNI kernel and the portable one give the same sums and the same
-//! outputs to the bit. `in` is limited to [`MAX_IN`] so that no sum can overflow.
+//! The products are unsigned bytes by signed bytes (the operands of `vpdpbusd` and AMX's
+//! `tdpbusd`), summed exactly in int32, so the AMX, AVX512-VNNI and portable kernels give the
+//! same sums and the same outputs to the bit. `in` is limited to [`MAX_IN`] so that no sum
+//! can overflow. [`crate::isa`] picks the kernel.
 //!
 //! # Layout
 //! Output channels are packed in panels of [`PANEL`] (64) and the input dimension in groups of
 //! 4: the 256 bytes of one group of a panel are one load of four 512-bit registers, 4 input
-//! values for each of 64 channels, as `vpdpbusd` takes them. The last panel and group are
-//! padded with zero weights; rows are padded to a multiple of [`TILE_ROWS`].
+//! values for each of 64 channels, as `vpdpbusd` takes them; 16 consecutive groups of 16
+//! channels (a stride of 256 bytes) are one AMX weight tile. The input width is padded to a
+//! multiple of [`DEPTH_CHUNK`] and the last panel to 64 channels, with zero weights; the
+//! quantized rows are padded to whole tasks, so no kernel reads past them.
 
 use std::sync::Arc;
 
@@ -30,7 +33,7 @@ use crate::activation::{gelu_grad_scale, gelu_rows_in_place};
 use crate::cpu::f32_slice;
 use crate::dense::Product;
 use crate::isa::Int8Kernel;
-use crate::simd::{lanes_fold, simd_kernel};
+use crate::simd::simd_kernel;
 
 /// Output channels per packed panel: four 512-bit registers of 16 int32 sums.
 pub const PANEL: usize = 64;
@@ -39,10 +42,21 @@ pub const PANEL: usize = 64;
 pub const TILE_ROWS: usize = 6;
 /// Rows per parallel task (a multiple of [`TILE_ROWS`]): its quantized rows stay in L2 while
 /// it passes over its panels.
-const TASK_ROWS: usize = 8 * TILE_ROWS;
+/// A multiple of [`AMX_ROWS`] too.
+const TASK_ROWS: usize = 16 * TILE_ROWS;
 /// Panels per parallel task: 256 channels, whose weights (at most 256 x in bytes) stay in L2
 /// while the task passes over its rows.
-const TASK_PANELS: usize = 4;
+const TASK_PANELS: usize = 2;
+
+/// The groups of 4 inputs a row of `in_dim` is stored in: whole [`DEPTH_CHUNK`]s.
+fn groups_of(in_dim: usize) -> usize {
+    in_dim.next_multiple_of(DEPTH_CHUNK) / 4
+}
+/// Input bytes per AMX tile row: the input width is padded to a multiple of this (with zero
+/// weights), so that every kernel walks whole 64-byte chunks.
+pub const DEPTH_CHUNK: usize = 64;
+/// Rows per AMX block: two tiles of 16 rows.
+pub const AMX_ROWS: usize = 32;
 /// The largest input width whose int32 sums cannot overflow: 255 x 127 x MAX_IN < 2^31.
 pub const MAX_IN: usize = (i32::MAX as usize) / (255 * 127);
 
@@ -90,7 +104,7 @@ impl Int8Weight {
         if weight.iter().any(|w| !w.is_finite()) {
             candle_core::bail!("int8: the weight holds a value that is not finite");
         }
-        let groups = in_dim.div_ceil(4);
+        let groups = groups_of(in_dim);
         let panels = out_dim.div_ceil(PANEL);
         let mut packed = vec![0i8; panels * groups * PANEL * 4];
         let mut scales = vec![0f32; out_dim];
@@ -135,7 +149,7 @@ impl Int8Weight {
 
     /// The weights as the kernels see them, dequantized: `[out, in]` row-major, `w_q s_c`.
     pub fn dequantized(&self) -> Vec<f32> {
-        let groups = self.in_dim.div_ceil(4);
+        let groups = groups_of(self.in_dim);
         let mut out = vec![0f32; self.out_dim * self.in_dim];
         for c in 0..self.out_dim {
             for k in 0..self.in_dim {
@@ -162,23 +176,48 @@ impl Int8Weight {
         (0..row_tasks * panel_tasks).into_par_iter().for_each(|t| {
             let (chunk, block) = (t / row_tasks, t % row_tasks);
             let row_end = rows.min((block + 1) * TASK_ROWS);
-            let panel_end = panels.min((chunk + 1) * TASK_PANELS);
-            let mut sums = [[0i32; PANEL]; TILE_ROWS];
-            for tile in (block * TASK_ROWS..row_end).step_by(TILE_ROWS) {
-                for panel in chunk * TASK_PANELS..panel_end {
-                    self.tile(&activations, tile, panel, kernel, &mut sums);
-                    let cols = panel * PANEL..n.min((panel + 1) * PANEL);
-                    for (r, row_sums) in sums.iter().enumerate().take(row_end.saturating_sub(tile).min(TILE_ROWS)) {
-                        let row = tile + r;
-                        // SAFETY: `out` has room for rows x n values; each (row, column) is
-                        // written by exactly one task (tasks are disjoint blocks of rows and
-                        // panels), and every one is written before `set_len` below.
-                        let out_row = unsafe {
-                            std::slice::from_raw_parts_mut((dst as *mut f32).add(row * n + cols.start), cols.len())
-                        };
-                        self.dequantize_into(out_row, row_sums, &activations, row, cols.start);
-                        if gelu {
-                            gelu_rows_in_place(out_row);
+            let panels = chunk * TASK_PANELS..panels.min((chunk + 1) * TASK_PANELS);
+            // Writes the sums of `sums.len()` rows from `first` with `panel`'s channels into
+            // `out`, as outputs (the rows below `row_end` only).
+            let emit = |sums: &[[i32; PANEL]], first: usize, panel: usize| {
+                let cols = panel * PANEL..n.min((panel + 1) * PANEL);
+                for (r, row_sums) in sums.iter().enumerate().take(row_end.saturating_sub(first)) {
+                    let row = first + r;
+                    // SAFETY: `out` has room for rows x n values; each (row, column) is
+                    // written by exactly one task (tasks are disjoint blocks of rows and
+                    // panels), and every one is written before `set_len` below.
+                    let out_row = unsafe {
+                        std::slice::from_raw_parts_mut((dst as *mut f32).add(row * n + cols.start), cols.len())
+                    };
+                    self.dequantize_into(out_row, row_sums, &activations, row, cols.start);
+                    if gelu {
+                        gelu_rows_in_place(out_row);
+                    }
+                }
+            };
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                Int8Kernel::Amx if crate::isa::amx_ready() => {
+                    let mut sums = [[0i32; PANEL]; AMX_ROWS];
+                    let _tiles = amx::Tiles::configure();
+                    for first in (block * TASK_ROWS..row_end).step_by(AMX_ROWS) {
+                        for panel in panels.clone() {
+                            // SAFETY: AMX is ready on this thread (`_tiles`); the activations
+                            // hold whole blocks of AMX_ROWS rows of `groups` groups (padded),
+                            // and the panel `groups` groups of PANEL x 4 bytes.
+                            unsafe {
+                                amx::block(&activations, first, self.panel(panel, activations.groups), &mut sums)
+                            };
+                            emit(&sums, first, panel);
+                        }
+                    }
+                }
+                _ => {
+                    let mut sums = [[0i32; PANEL]; TILE_ROWS];
+                    for tile in (block * TASK_ROWS..row_end).step_by(TILE_ROWS) {
+                        for panel in panels.clone() {
+                            self.tile(&activations, tile, panel, kernel, &mut sums);
+                            emit(&sums, tile, panel);
                         }
                     }
                 }
@@ -201,7 +240,7 @@ impl Int8Weight {
     ) {
         let groups = a.groups;
         let rows = &a.values[tile * groups * 4..(tile + TILE_ROWS) * groups * 4];
-        let weights = &self.packed[panel * groups * PANEL * 4..(panel + 1) * groups * PANEL * 4];
+        let weights = self.panel(panel, groups);
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Avx512Vnni if crate::isa::cpu_has_avx512_vnni() => {
@@ -211,6 +250,11 @@ impl Int8Weight {
             }
             _ => portable_tile(rows, weights, groups, sums),
         }
+    }
+
+    /// The packed weights of one panel: `groups` groups of PANEL x 4 bytes.
+    fn panel(&self, panel: usize, groups: usize) -> &[i8] {
+        &self.packed[panel * groups * PANEL * 4..(panel + 1) * groups * PANEL * 4]
     }
 
     /// One output row's channels from `first` on, from their int32 sums.
@@ -241,9 +285,10 @@ struct QuantizedRows {
 
 impl QuantizedRows {
     fn new(x: &[f32], rows: usize, in_dim: usize) -> Self {
-        let groups = in_dim.div_ceil(4);
+        let groups = groups_of(in_dim);
         let width = groups * 4;
-        let padded_rows = rows.next_multiple_of(TILE_ROWS);
+        // Whole tiles of every kernel: the last tile or block reads padding, never past the end.
+        let padded_rows = rows.next_multiple_of(TASK_ROWS);
         let mut values = vec![0u8; padded_rows * width];
         let mut scales = vec![0f32; padded_rows];
         let mut zero_points = vec![0i32; padded_rows];
@@ -254,10 +299,12 @@ impl QuantizedRows {
             .enumerate()
             .for_each(|(r, (q, (scale, zero)))| {
                 let row = &x[r * in_dim..(r + 1) * in_dim];
-                let (lo, hi) = (lanes_fold(row, 0.0, f32::min), lanes_fold(row, 0.0, f32::max));
-                // `min` and `max` pass over NaN: a row that is not finite gets a NaN scale, so its
-                // outputs are NaN, as a float product's would be, not numbers that look right.
-                let finite = lo.is_finite() && hi.is_finite() && !row.iter().any(|v| v.is_nan());
+                let mut range = [0f32; 3];
+                row_range(&mut range, row);
+                let [lo, hi, nan] = range;
+                // A row that is not finite gets a NaN scale, so its outputs are NaN, as a float
+                // product's would be, not numbers that look right (its codes stay 0).
+                let finite = lo.is_finite() && hi.is_finite() && nan == 0.0;
                 let s = if !finite {
                     f32::NAN
                 } else if hi > lo {
@@ -266,7 +313,9 @@ impl QuantizedRows {
                     1.0
                 };
                 let z = if finite { (-lo / s).round().clamp(0.0, 255.0) } else { 0.0 };
-                quantize_row(q, row, 1.0 / s, z);
+                if finite {
+                    quantize_row(q, row, 1.0 / s, z);
+                }
                 *scale = s;
                 *zero = z as i32;
             });
@@ -279,10 +328,43 @@ simd_kernel! {
     /// so it is never negative and `+ 0.5` then truncation rounds it (one vector instruction
     /// each, where `round` is a library call on the baseline target). Rounding `x / s + z` in
     /// one step is the same as `round(x / s) + z` for a whole `z` up to ties.
+    /// The row must be finite.
     fn quantize_row(q: &mut [u8], row: &[f32], inverse_scale: f32, zero: f32) {
         for (q, &v) in q.iter_mut().zip(row) {
-            *q = ((v * inverse_scale + zero).clamp(0.0, 255.0) + 0.5) as u8;
+            let v = (v * inverse_scale + zero).clamp(0.0, 255.0) + 0.5;
+            // SAFETY: v is finite and in [0.5, 255.5] (the row is finite, and so are the scale
+            // and zero point), so it fits an i32; the truncation is the rounding.
+            *q = unsafe { v.to_int_unchecked::<i32>() } as u8;
         }
+    }
+}
+
+simd_kernel! {
+    /// `[min(row, 0), max(row, 0), 1 if a value is NaN else 0]`, in 16 lanes so that it
+    /// vectorises.
+    fn row_range(out: &mut [f32; 3], row: &[f32]) {
+        let (mut lo, mut hi, mut nan) = ([0f32; 16], [0f32; 16], [false; 16]);
+        let chunks = row.chunks_exact(16);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for j in 0..16 {
+                lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
+                hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
+                nan[j] |= c[j].is_nan();
+            }
+        }
+        let (mut l, mut h, mut n) = (0f32, 0f32, false);
+        for j in 0..16 {
+            l = l.min(lo[j]);
+            h = h.max(hi[j]);
+            n |= nan[j];
+        }
+        for &v in tail {
+            l = if v < l { v } else { l };
+            h = if v > h { v } else { h };
+            n |= v.is_nan();
+        }
+        *out = [l, h, f32::from(u8::from(n))];
     }
 }
 
@@ -307,6 +389,120 @@ fn portable_tile(rows: &[u8], weights: &[i8], groups: usize, sums: &mut [[i32; P
             for (c, sum) in row_sums.iter_mut().enumerate() {
                 let w = &w[c * 4..c * 4 + 4];
                 *sum += (0..4).map(|j| i32::from(a[j]) * i32::from(w[j])).sum::<i32>();
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! The int8 product on AMX tiles (`tdpbusd`: a 16 x 64 tile of unsigned bytes by a
+    //! 16 x 64 tile of signed bytes in groups of 4, into 16 x 16 int32), through inline
+    //! assembly: Rust's AMX intrinsics are not stable. The compiler never uses the tile
+    //! registers, so they keep their values between the `asm!` blocks of one block.
+
+    use std::arch::asm;
+
+    use super::{AMX_ROWS, DEPTH_CHUNK, PANEL, QuantizedRows};
+
+    /// The tile configuration (palette 1): every one of the 8 tiles 16 rows of 64 bytes.
+    /// Tiles 0-3 hold the sums of a 32 x 32 block, 4-5 two 16-row slices of the activations,
+    /// 6-7 two 16-channel slices of the weights.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    const CONFIG: Config = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64; // bytes per row (little-endian u16)
+            c[48 + t] = 16; // rows
+            t += 1;
+        }
+        Config(c)
+    };
+
+    /// This thread's tiles configured; released on drop.
+    pub(super) struct Tiles(());
+
+    impl Tiles {
+        /// Loads the tile configuration on this thread. The caller checked
+        /// [`crate::isa::amx_ready`].
+        pub(super) fn configure() -> Self {
+            // SAFETY: AMX is enabled for this process (amx_ready); CONFIG is a valid palette-1
+            // configuration, 64 bytes, aligned.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+            Self(())
+        }
+    }
+
+    impl Drop for Tiles {
+        fn drop(&mut self) {
+            // SAFETY: tiles were configured on this thread by `configure`.
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
+    }
+
+    /// The int32 sums of activation rows `first..first + 32` with the 64 channels of `panel`.
+    ///
+    /// # Safety
+    /// The tiles must be configured on this thread ([`Tiles::configure`]); `a` must hold rows
+    /// up to `first + 32` of `a.groups * 4` bytes (a multiple of 64), and `panel` `a.groups`
+    /// groups of PANEL x 4 bytes.
+    pub(super) unsafe fn block(a: &QuantizedRows, first: usize, panel: &[i8], sums: &mut [[i32; PANEL]; AMX_ROWS]) {
+        let width = a.groups * 4;
+        assert!(width.is_multiple_of(DEPTH_CHUNK) && a.values.len() >= (first + AMX_ROWS) * width);
+        assert!(panel.len() >= a.groups * PANEL * 4);
+        let rows = a.values[first * width..].as_ptr();
+        let weights = panel.as_ptr();
+        let out = sums.as_mut_ptr().cast::<i32>();
+        let weight_stride = PANEL * 4;
+        let sums_stride = PANEL * 4;
+        for half in 0..2 {
+            // SAFETY: no memory access.
+            unsafe {
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem))
+            };
+            for chunk in 0..width / DEPTH_CHUNK {
+                // SAFETY (loads): 16 rows of 64 bytes from each address at its stride, inside the
+                // slices checked above: activations rows first..first + 32, bytes of this chunk;
+                // weights groups chunk * 16.. + 16, channels half * 32.. + 32.
+                unsafe {
+                    let a0 = rows.add(chunk * DEPTH_CHUNK);
+                    let a1 = a0.add(16 * width);
+                    let b0 = weights.add(chunk * 16 * weight_stride + half * 128);
+                    let b1 = b0.add(64);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbusd tmm0, tmm4, tmm6",
+                        "tdpbusd tmm1, tmm4, tmm7",
+                        "tdpbusd tmm2, tmm5, tmm6",
+                        "tdpbusd tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                        sa = in(reg) width, sb = in(reg) weight_stride,
+                        options(nostack, readonly),
+                    );
+                }
+            }
+            // SAFETY: four 16 x 16 int32 stores into `sums` (32 rows of 64 int32): rows 0-15 and
+            // 16-31, channels half * 32.. + 16 and + 16.. + 32.
+            unsafe {
+                let c0 = out.add(half * 32);
+                let c1 = c0.add(16);
+                let c2 = c0.add(16 * PANEL);
+                let c3 = c2.add(16);
+                asm!(
+                    "tilestored [{c0} + {s}*1], tmm0",
+                    "tilestored [{c1} + {s}*1], tmm1",
+                    "tilestored [{c2} + {s}*1], tmm2",
+                    "tilestored [{c3} + {s}*1], tmm3",
+                    c0 = in(reg) c0, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3, s = in(reg) sums_stride,
+                    options(nostack),
+                );
             }
         }
     }

@@ -14,6 +14,9 @@ pub const FORCE_ENV: &str = "VIT_KERNELS";
 /// How the int8 matrix products run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Int8Kernel {
+    /// AMX-INT8: `tdpbusd` on 16 x 64-byte tiles (Intel Xeon from Sapphire Rapids on), through
+    /// inline assembly; the process asks Linux for the tile state first.
+    Amx,
     /// AVX512-VNNI: `vpdpbusd`, 64 unsigned-by-signed byte products summed into 16 int32
     /// lanes per instruction.
     Avx512Vnni,
@@ -26,8 +29,17 @@ impl Int8Kernel {
     /// The fastest kernel this CPU runs, unless `VIT_KERNELS=portable`.
     pub fn detect() -> Self {
         static CHOICE: OnceLock<Int8Kernel> = OnceLock::new();
-        *CHOICE
-            .get_or_init(|| if !forced_portable() && cpu_has_avx512_vnni() { Self::Avx512Vnni } else { Self::Portable })
+        *CHOICE.get_or_init(|| {
+            if forced_portable() {
+                Self::Portable
+            } else if amx_ready() {
+                Self::Amx
+            } else if cpu_has_avx512_vnni() {
+                Self::Avx512Vnni
+            } else {
+                Self::Portable
+            }
+        })
     }
 
     /// Every kernel this CPU can run (the portable one always), for tests that compare them.
@@ -36,12 +48,16 @@ impl Int8Kernel {
         if cpu_has_avx512_vnni() {
             out.push(Self::Avx512Vnni);
         }
+        if amx_ready() {
+            out.push(Self::Amx);
+        }
         out
     }
 
     /// A short name for reports: `avx512-vnni` or `portable`.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Amx => "amx-int8",
             Self::Avx512Vnni => "avx512-vnni",
             Self::Portable => "portable",
         }
@@ -68,6 +84,35 @@ pub fn cpu_has_avx512_vnni() -> bool {
     }
 }
 
+/// Whether the AMX-INT8 kernel can run: the CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7,
+/// EDX bits 24 and 25) and Linux granted this process the tile state
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, asked once). Elsewhere false.
+pub fn amx_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            let max_leaf = std::arch::x86_64::__cpuid(0).eax;
+            if max_leaf < 7 {
+                return false;
+            }
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            let (tile, int8) = (edx & (1 << 24) != 0, edx & (1 << 25) != 0);
+            if !(tile && int8) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+            // SAFETY: a request for a permission; it fails cleanly on kernels without AMX.
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
 /// One line naming the kernels this process runs and the CPU features behind the choice, for
 /// `vit --version` and the bench output.
 pub fn describe() -> String {
@@ -80,6 +125,7 @@ pub fn describe() -> String {
             ("avx512f", std::is_x86_feature_detected!("avx512f")),
             ("avx512_bf16", std::is_x86_feature_detected!("avx512bf16")),
             ("avx512_vnni", std::is_x86_feature_detected!("avx512vnni")),
+            ("amx_int8", amx_ready()),
         ] {
             if has {
                 f.push(name);
