@@ -11,8 +11,10 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::activation::gelu_rows_in_place;
+use crate::bf16;
 use crate::cpu::{ColumnSum, chunk_rows, f32_slice};
 use crate::gemm::gemm_f32;
+use crate::isa::Bf16Kernel;
 /// Inputs of at most this many rows are split over output columns (see `Dense::cpu_fwd`).
 const FEW_ROWS: usize = 4;
 /// Output columns worth a task of their own in that split.
@@ -81,6 +83,8 @@ fn bias_rows(b: &[f32], rows: usize) -> Vec<f32> {
 /// with `gelu`, GELU of that, for inference only (the backward pass needs the product itself).
 pub(crate) struct Dense {
     pub gelu: bool,
+    /// The products in bf16 with f32 sums (forward and backward), on this kernel; `None`: f32.
+    pub bf16: Option<Bf16Kernel>,
 }
 
 impl CustomOp3 for Dense {
@@ -107,6 +111,15 @@ impl CustomOp3 for Dense {
                 l3.dims(),
                 l1.dims()
             );
+        }
+        if let Some(kernel) = self.bf16 {
+            let mut out = bias_rows(b, rows);
+            let lhs = bf16::Strided::row_major(x, rows, in_dim);
+            bf16::gemm(lhs, bf16::Strided::row_major(w, out_dim, in_dim).t(), &mut out, true, kernel)?;
+            if self.gelu {
+                out.par_chunks_mut(BLOCK_ELEMS).for_each(gelu_rows_in_place);
+            }
+            return Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))));
         }
         let threads = rayon::current_num_threads();
         // SAFETY (all products below): `dst` addresses `rows` rows of out_dim values, x holds
@@ -182,9 +195,14 @@ impl CustomOp3 for Dense {
         }
         let grad = grad.contiguous()?;
         // An input that records no graph (the patches, a frozen layer) needs no gradient.
-        let grad_x = if x.track_op() { Some(grad.apply_op2_no_bwd(weight, &Product::default())?) } else { None };
+        let bf16 = self.bf16;
+        let grad_x = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(weight, &Product { bf16, ..Product::default() })?)
+        } else {
+            None
+        };
         let grad_w = if weight.track_op() {
-            Some(grad.apply_op2_no_bwd(x, &Product { transpose_lhs: true, transpose_rhs: false })?)
+            Some(grad.apply_op2_no_bwd(x, &Product { transpose_lhs: true, transpose_rhs: false, bf16 })?)
         } else {
             None
         };
@@ -199,6 +217,8 @@ impl CustomOp3 for Dense {
 pub(crate) struct Product {
     pub transpose_lhs: bool,
     pub transpose_rhs: bool,
+    /// The product in bf16 with f32 sums, on this kernel; `None`: f32.
+    pub bf16: Option<Bf16Kernel>,
 }
 
 impl CustomOp2 for Product {
@@ -214,6 +234,15 @@ impl CustomOp2 for Product {
         let ((k2, n), rhs_strides) = if self.transpose_rhs { ((c2, r2), (1, c2)) } else { ((r2, c2), (c2, 1)) };
         if k != k2 {
             candle_core::bail!("vit-product: {:?} and {:?} do not chain ({self:?})", l1.dims(), l2.dims());
+        }
+        if let Some(kernel) = self.bf16 {
+            let lhs = bf16::Strided::row_major(lhs, r1, c1);
+            let rhs = bf16::Strided::row_major(rhs, r2, c2);
+            let lhs = if self.transpose_lhs { lhs.t() } else { lhs };
+            let rhs = if self.transpose_rhs { rhs.t() } else { rhs };
+            let mut out = vec![0f32; m * n];
+            bf16::gemm(lhs, rhs, &mut out, false, kernel)?;
+            return Ok((CpuStorage::F32(out), Shape::from((m, n))));
         }
         // SAFETY (all products below): the operands are m x k and k x n through their strides,
         // `lhs_at`/`rhs_at` move to a block of rows of lhs (or of the shared dimension), and

@@ -405,44 +405,7 @@ mod amx {
 
     use super::{AMX_ROWS, DEPTH_CHUNK, PANEL, QuantizedRows};
 
-    /// The tile configuration (palette 1): every one of the 8 tiles 16 rows of 64 bytes.
-    /// Tiles 0-3 hold the sums of a 32 x 32 block, 4-5 two 16-row slices of the activations,
-    /// 6-7 two 16-channel slices of the weights.
-    #[repr(C, align(64))]
-    struct Config([u8; 64]);
-
-    const CONFIG: Config = {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        let mut t = 0;
-        while t < 8 {
-            c[16 + 2 * t] = 64; // bytes per row (little-endian u16)
-            c[48 + t] = 16; // rows
-            t += 1;
-        }
-        Config(c)
-    };
-
-    /// This thread's tiles configured; released on drop.
-    pub(super) struct Tiles(());
-
-    impl Tiles {
-        /// Loads the tile configuration on this thread. The caller checked
-        /// [`crate::isa::amx_ready`].
-        pub(super) fn configure() -> Self {
-            // SAFETY: AMX is enabled for this process (amx_ready); CONFIG is a valid palette-1
-            // configuration, 64 bytes, aligned.
-            unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
-            Self(())
-        }
-    }
-
-    impl Drop for Tiles {
-        fn drop(&mut self) {
-            // SAFETY: tiles were configured on this thread by `configure`.
-            unsafe { asm!("tilerelease", options(nostack, nomem)) };
-        }
-    }
+    pub(super) use crate::amx::Tiles;
 
     /// The int32 sums of activation rows `first..first + 32` with the 64 channels of `panel`.
     ///

@@ -6,6 +6,7 @@
 //! comparisons run both on any machine); the kernels themselves also take the choice as an
 //! argument, so a test can run each path in one process.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 /// The environment variable that forces the portable kernels (`VIT_KERNELS=portable`).
@@ -64,6 +65,40 @@ impl Int8Kernel {
     }
 }
 
+/// How the bf16 matrix products run (mixed precision on the CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bf16Kernel {
+    /// AMX-BF16: `tdpbf16ps` on 16 x 32-value tiles, f32 sums.
+    Amx,
+    /// Plain Rust: the same bf16 products summed in f32 (in another order).
+    Portable,
+}
+
+impl Bf16Kernel {
+    /// The fastest kernel this CPU runs, unless `VIT_KERNELS=portable`.
+    pub fn detect() -> Self {
+        static CHOICE: OnceLock<Bf16Kernel> = OnceLock::new();
+        *CHOICE.get_or_init(|| if !forced_portable() && amx_bf16_ready() { Self::Amx } else { Self::Portable })
+    }
+
+    /// Every kernel this CPU can run, for tests that compare them.
+    pub fn available() -> Vec<Self> {
+        let mut out = vec![Self::Portable];
+        if amx_bf16_ready() {
+            out.push(Self::Amx);
+        }
+        out
+    }
+
+    /// A short name for reports: `amx-bf16` or `portable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Amx => "amx-bf16",
+            Self::Portable => "portable",
+        }
+    }
+}
+
 /// Whether `VIT_KERNELS=portable` is set (read once).
 pub fn forced_portable() -> bool {
     static FORCED: OnceLock<bool> = OnceLock::new();
@@ -89,7 +124,20 @@ pub fn cpu_has_avx512_vnni() -> bool {
 /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, asked once). Elsewhere false.
 pub fn amx_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
-    *READY.get_or_init(|| {
+    *READY.get_or_init(|| amx_with(25))
+}
+
+/// Whether the AMX-BF16 kernel can run: as [`amx_ready`], with AMX-BF16 (EDX bit 22).
+pub fn amx_bf16_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| amx_with(22))
+}
+
+/// AMX-TILE and the AMX feature of CPUID leaf 7 EDX bit `feature`, with the tile state
+/// granted by Linux (asked for once per process, whoever asks first).
+fn amx_with(feature: u32) -> bool {
+    static GRANTED: OnceLock<bool> = OnceLock::new();
+    {
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         {
             let max_leaf = std::arch::x86_64::__cpuid(0).eax;
@@ -97,20 +145,22 @@ pub fn amx_ready() -> bool {
                 return false;
             }
             let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
-            let (tile, int8) = (edx & (1 << 24) != 0, edx & (1 << 25) != 0);
-            if !(tile && int8) {
+            if edx & (1 << 24) == 0 || edx & (1 << feature) == 0 {
                 return false;
             }
             const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
             const XFEATURE_XTILEDATA: libc::c_ulong = 18;
             // SAFETY: a request for a permission; it fails cleanly on kernels without AMX.
-            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+            *GRANTED.get_or_init(|| unsafe {
+                libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+            })
         }
         #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
         {
+            let _ = (feature, &GRANTED);
             false
         }
-    })
+    }
 }
 
 /// One line naming the kernels this process runs and the CPU features behind the choice, for
@@ -136,5 +186,33 @@ pub fn describe() -> String {
     #[cfg(not(target_arch = "x86_64"))]
     let features = std::env::consts::ARCH.to_string();
     let forced = if forced_portable() { format!(" ({FORCE_ENV}=portable)") } else { String::new() };
-    format!("int8 kernel: {}{forced}; cpu: {features}", Int8Kernel::detect().name())
+    format!(
+        "int8 kernel: {}, bf16 kernel: {}{forced}; cpu: {features}",
+        Int8Kernel::detect().name(),
+        Bf16Kernel::detect().name()
+    )
+}
+
+thread_local! {
+    static BF16_MATMULS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the dense layers it builds on this thread computing their products in bf16
+/// with f32 sums (forward, and the backward passes of those layers, whenever they run), as
+/// PyTorch's CPU autocast does; `on = false` runs them in f32. The previous setting is
+/// restored afterwards.
+pub fn with_bf16_matmuls<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BF16_MATMULS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(BF16_MATMULS.with(|c| c.replace(on)));
+    f()
+}
+
+/// The bf16 kernel the dense layers built now use, if [`with_bf16_matmuls`] is on.
+pub(crate) fn bf16_matmuls() -> Option<Bf16Kernel> {
+    BF16_MATMULS.with(Cell::get).then(Bf16Kernel::detect)
 }

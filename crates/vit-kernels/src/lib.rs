@@ -39,8 +39,11 @@
 //! ```
 
 mod activation;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod attached;
 mod attention;
+pub mod bf16;
 pub mod composed;
 mod cpu;
 mod dense;
@@ -59,7 +62,7 @@ mod testing;
 pub use composed::AttentionDims;
 pub use dropout::DropoutMask;
 pub use int8::Int8Weight;
-pub use isa::Int8Kernel;
+pub use isa::{Bf16Kernel, Int8Kernel, with_bf16_matmuls};
 pub use ops::{
     attention, attention_with_probe, attention_with_weights, dense, dense_dropout, dense_gelu, dense_int8,
     dense_int8_with, dropout, gelu, layer_norm, softmax_last_dim,

@@ -13,7 +13,7 @@ use crate::composed::{self, AttentionDims};
 use crate::dense::Dense;
 use crate::dropout::DropoutMask;
 use crate::int8::{DenseInt8, Int8Weight};
-use crate::isa::Int8Kernel;
+use crate::isa::{Int8Kernel, bf16_matmuls};
 use crate::layer_norm::LayerNorm;
 use crate::path::{KernelPath, is_half, select};
 use crate::softmax::Softmax;
@@ -73,9 +73,11 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 ///   `[R, out]`.
 pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
-        Some(b) if select(&[x, weight, b]) == KernelPath::CpuFused && x.rank() == 2 => {
-            x.contiguous()?.apply_op3(&weight.contiguous()?, &b.contiguous()?, Dense { gelu: false })
-        }
+        Some(b) if select(&[x, weight, b]) == KernelPath::CpuFused && x.rank() == 2 => x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &b.contiguous()?,
+            Dense { gelu: false, bf16: bf16_matmuls() },
+        ),
         _ => composed::dense(x, weight, bias),
     }
 }
@@ -128,7 +130,11 @@ pub fn dense_gelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<
                 && ![x, weight, b].iter().any(|t| t.track_op())
                 && x.rank() == 2 =>
         {
-            x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &b.contiguous()?, &Dense { gelu: true })
+            x.contiguous()?.apply_op3_no_bwd(
+                &weight.contiguous()?,
+                &b.contiguous()?,
+                &Dense { gelu: true, bf16: bf16_matmuls() },
+            )
         }
         _ => gelu(&dense(x, weight, bias)?),
     }

@@ -24,6 +24,9 @@ pub struct Vit {
     norm: LayerNorm,
     head: ClassifierHead,
     rng: SharedRng,
+    /// Whether the dense layers compute their products in bf16 with f32 sums while the
+    /// tensors stay f32 (mixed precision on the CPU; see [`Vit::for_compute`]).
+    bf16_matmuls: bool,
 }
 
 impl Vit {
@@ -38,7 +41,7 @@ impl Vit {
             .collect::<Result<Vec<_>>>()?;
         let norm = LayerNorm::new(cfg.projection_dim, cfg.layer_norm_eps, vb.pp("norm"))?;
         let head = ClassifierHead::new(cfg, rng.clone(), vb.pp("head"))?;
-        Ok(Self { cfg: cfg.clone(), encoder, blocks, norm, head, rng })
+        Ok(Self { cfg: cfg.clone(), encoder, blocks, norm, head, rng, bf16_matmuls: false })
     }
 
     /// A freshly initialised, trainable model: parameters from `seed` (reproducible) in the
@@ -90,9 +93,33 @@ impl Vit {
         let detached = self.detached();
         match precision {
             InferencePrecision::F32 => Ok(detached),
-            InferencePrecision::Bf16 => detached.with_compute_dtype(DType::BF16),
+            InferencePrecision::Bf16 => detached.for_compute(DType::BF16),
             InferencePrecision::Int8 => detached.map_weights(&QuantizeInt8),
         }
+    }
+
+    /// The model computing in `dtype` for a training step or inference: `f32` as it is; on the
+    /// CPU, `bf16` as f32 tensors whose dense layers multiply in bf16 with f32 sums (the
+    /// bf16 kernels of `vit_kernels::bf16`; softmax, LayerNorm, GELU and the attention stay
+    /// f32); elsewhere [`with_compute_dtype`](Self::with_compute_dtype). Gradients reach the
+    /// f32 variables either way. Build it again after each optimizer step.
+    pub fn for_compute(&self, dtype: DType) -> Result<Self> {
+        let on_cpu = self.head.classifier().weight().device().is_cpu();
+        match dtype {
+            DType::F32 => Ok(Self { bf16_matmuls: false, ..self.clone() }),
+            DType::BF16 if on_cpu => Ok(Self { bf16_matmuls: true, ..self.clone() }),
+            other => self.with_compute_dtype(other),
+        }
+    }
+
+    /// Whether the dense layers multiply in bf16 ([`for_compute`](Self::for_compute)).
+    pub fn bf16_matmuls(&self) -> bool {
+        self.bf16_matmuls
+    }
+
+    /// `f` with this model's matrix-product precision in force on this thread.
+    fn in_precision<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.bf16_matmuls { vit_kernels::with_bf16_matmuls(true, f) } else { f() }
     }
 
     /// The dtype the model computes in (that of its parameters).
@@ -161,16 +188,20 @@ impl Vit {
     /// - `features`: `[B, T, D]` (from [`forward_features`](Self::forward_features)); returns
     ///   `[B, num_classes]` in `f32`.
     pub fn forward_head(&self, features: &Tensor, train: bool) -> Result<Tensor> {
-        let logits = if self.cfg.fc_norm {
-            // timm's fc_norm: the final LayerNorm on the pooled vector.
-            let pooled = self.norm.forward(&self.head.pool(features, train)?)?;
-            self.head.classify_t(&pooled, train)?
-        } else {
-            self.head.forward_t(features, train)?
-        };
+        let logits = self.in_precision(|| self.head_logits(features, train))?;
         // Logits leave in f32 whatever the compute dtype, so that the loss and the softmax of a
         // mixed-precision model are taken at full precision.
         logits.to_dtype(DType::F32)
+    }
+
+    fn head_logits(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        if self.cfg.fc_norm {
+            // timm's fc_norm: the final LayerNorm on the pooled vector.
+            let pooled = self.norm.forward(&self.head.pool(features, train)?)?;
+            self.head.classify_t(&pooled, train)
+        } else {
+            self.head.forward_t(features, train)
+        }
     }
 
     /// Like [`forward`](Self::forward), also returning each block's attention weights
@@ -197,6 +228,16 @@ impl Vit {
     }
 
     fn features(
+        &self,
+        images: &Tensor,
+        train: bool,
+        want_attention: bool,
+        probes: Option<&[Tensor]>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.in_precision(|| self.features_in_precision(images, train, want_attention, probes))
+    }
+
+    fn features_in_precision(
         &self,
         images: &Tensor,
         train: bool,

@@ -187,7 +187,7 @@ pub fn run(
     let dtype = train_precision.compute_dtype();
     let mut step = || -> Result<()> {
         if train {
-            let net = model.with_compute_dtype(dtype)?;
+            let net = model.for_compute(dtype)?;
             let loss = cross_entropy(&net.forward(&images, true)?, &labels, 0.0)?;
             let grads = loss.backward()?;
             optimizer.step(&grads, 1e-3, 1.0)?;
@@ -240,6 +240,7 @@ pub fn run(
     fields.push(("warmup", warmup.to_string()));
     fields.push(("peak_rss_mb", format!("{:.1}", peak_rss_mb().unwrap_or(f64::NAN))));
     fields.push(("int8_kernel", vit_kernels::Int8Kernel::detect().name().to_string()));
+    fields.push(("bf16_kernel", vit_kernels::Bf16Kernel::detect().name().to_string()));
     Ok(BenchResult { fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect() })
 }
 

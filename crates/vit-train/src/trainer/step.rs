@@ -117,7 +117,7 @@ impl Stepper {
         let net = if self.compute_dtype == DType::F32 {
             model
         } else {
-            compute_model = model.with_compute_dtype(self.compute_dtype)?;
+            compute_model = model.for_compute(self.compute_dtype)?;
             &compute_model
         };
         let logits = net.forward(images, true)?;

@@ -1,7 +1,8 @@
-//! int8 inference of a whole model: every dense layer quantized, the logits close to the f32
-//! model's, the same classes ranked first, and training refused.
+//! Reduced precisions of a whole model: int8 inference (every dense layer quantized, the
+//! logits close to the f32 model's, the same classes ranked first, training refused) and bf16
+//! on the CPU (f32 tensors, bf16 products, gradients reaching the f32 variables).
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use vit_kernels::rng::{splitmix64, unit_f32};
 use vit_model::{HeadKind, InferencePrecision, Vit, VitConfig};
 
@@ -74,4 +75,28 @@ fn precisions_parse_by_name() {
         assert_eq!(p.name().parse::<InferencePrecision>().unwrap(), p);
     }
     assert!("f16".parse::<InferencePrecision>().unwrap_err().contains("f32, bf16 or int8"));
+}
+
+#[test]
+fn a_bf16_model_on_the_cpu_keeps_f32_tensors_and_trains_its_f32_variables() {
+    let cfg = VitConfig { image_size: [32, 32], num_classes: 10, ..VitConfig::mnist() };
+    let (model, store) = Vit::init(&cfg, 21, &Device::Cpu).unwrap();
+    let x = images(8, &cfg, 3);
+    let bf16 = model.for_compute(DType::BF16).unwrap();
+    assert!(bf16.bf16_matmuls() && bf16.compute_dtype() == DType::F32);
+    let (a, b) = (host(&model.forward(&x, false).unwrap()), host(&bf16.forward(&x, false).unwrap()));
+    let mut worst = 0f32;
+    for (a, b) in a.iter().zip(&b) {
+        let spread = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        worst = worst.max(a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / spread);
+    }
+    // bf16 keeps 8 bits of mantissa: logits move by about 1% of the largest, and not by 0.
+    assert!(worst > 0.0 && worst < 0.05, "bf16 logits differ by {worst} of their largest");
+    let loss = bf16.forward(&x, true).unwrap().sqr().unwrap().mean_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let vars = store.varmap().all_vars();
+    let reached = vars.iter().filter(|v| grads.get(v.as_tensor()).is_some()).count();
+    assert_eq!(reached, vars.len(), "every f32 variable gets a gradient through the bf16 products");
+    let inference = model.for_inference(InferencePrecision::Bf16).unwrap();
+    assert_eq!(host(&inference.forward(&x, false).unwrap()), b, "inference bf16 is the same computation");
 }

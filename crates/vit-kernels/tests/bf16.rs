@@ -1,0 +1,123 @@
+//! The bf16 matrix products: the rounding to bf16 against the `half` crate, every kernel the
+//! CPU runs against the f64 product of the rounded operands, and a dense layer under
+//! `with_bf16_matmuls` (forward and both gradients) likewise.
+
+use candle_core::{Tensor, Var};
+use vit_kernels::bf16::{Strided, from_bf16, gemm, to_bf16};
+use vit_kernels::{Bf16Kernel, with_bf16_matmuls};
+
+mod common;
+use common::randn;
+
+fn host(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn round(v: f32) -> f64 {
+    f64::from(from_bf16(to_bf16(v)))
+}
+
+/// `a (m x k) · b (k x n)` in f64 over the bf16-rounded values, with the bound on f32
+/// summation error for each entry: `k * 2^-23 * sum |a b|` plus a tiny absolute slack.
+fn reference(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut sum, mut abs) = (0f64, 0f64);
+            for p in 0..k {
+                let t = round(a[i * k + p]) * round(b[p * n + j]);
+                sum += t;
+                abs += t.abs();
+            }
+            out.push((sum, (k as f64) * 2f64.powi(-23) * abs + 1e-30));
+        }
+    }
+    out
+}
+
+#[test]
+fn rounding_to_bf16_matches_the_half_crate() {
+    let mut values: Vec<f32> = host(&randn(&[4096], 11)).into_iter().map(|v| v * 1e3).collect();
+    values.extend([0.0, -0.0, 1.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN_POSITIVE, 1e-40]);
+    // Ties: exactly half-way between two bf16 values, both parities.
+    values.extend([f32::from_bits(0x3F80_8000), f32::from_bits(0x3F81_8000), f32::from_bits(0xBF80_8000)]);
+    for v in values {
+        assert_eq!(to_bf16(v), half::bf16::from_f32(v).to_bits(), "{v:e}");
+        assert_eq!(from_bf16(to_bf16(v)), half::bf16::from_f32(v).to_f32());
+    }
+    assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+}
+
+#[test]
+fn every_kernel_sums_the_rounded_products_within_f32_rounding() {
+    let kernels = Bf16Kernel::available();
+    eprintln!("bf16 kernels on this CPU: {kernels:?}");
+    // Batch 1, sizes not a multiple of 32 or 64, a long shared dimension.
+    for (i, &(m, k, n)) in
+        [(1, 1, 1), (1, 192, 576), (5, 7, 3), (33, 31, 65), (70, 130, 129), (40, 1030, 20)].iter().enumerate()
+    {
+        let a = host(&randn(&[m, k], 700 + i as u64));
+        let b = host(&randn(&[k, n], 800 + i as u64));
+        let want = reference(&a, &b, (m, k, n));
+        for &kernel in &kernels {
+            let mut out = vec![f32::NAN; m * n];
+            gemm(Strided::row_major(&a, m, k), Strided::row_major(&b, k, n), &mut out, false, kernel).unwrap();
+            for (o, (w, bound)) in out.iter().zip(&want) {
+                assert!((f64::from(*o) - w).abs() <= *bound, "{kernel:?} {m}x{k}x{n}: {o} vs {w} (bound {bound})");
+            }
+            // Accumulating adds to what is there; transposed operands read through strides.
+            let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+            let mut acc = vec![1.0f32; m * n];
+            gemm(Strided::row_major(&a, m, k), Strided::row_major(&bt, n, k).t(), &mut acc, true, kernel).unwrap();
+            for (o, (w, bound)) in acc.iter().zip(&want) {
+                assert!((f64::from(*o) - (w + 1.0)).abs() <= bound + 1e-6 * (w + 1.0).abs(), "{kernel:?} accumulate");
+            }
+        }
+    }
+}
+
+#[test]
+fn shapes_that_do_not_chain_are_refused() {
+    let a = [0f32; 6];
+    let mut out = [0f32; 4];
+    let err = gemm(Strided::row_major(&a, 2, 3), Strided::row_major(&a, 2, 3), &mut out, false, Bf16Kernel::Portable);
+    assert!(err.unwrap_err().to_string().contains("2x3 by 2x3"));
+    let short = Strided { data: &a, rows: 3, cols: 3, row_stride: 3, col_stride: 1 };
+    assert!(gemm(short, short, &mut [0f32; 9], false, Bf16Kernel::Portable).is_err());
+}
+
+#[test]
+fn a_dense_layer_under_bf16_matmuls_computes_forward_and_gradients_from_rounded_operands() {
+    let (rows, k, n) = (37, 50, 70);
+    let x = Var::from_tensor(&randn(&[rows, k], 901)).unwrap();
+    let w = Var::from_tensor(&randn(&[n, k], 902)).unwrap();
+    let b = Var::from_tensor(&randn(&[n], 903)).unwrap();
+    let upstream = randn(&[rows, n], 904);
+    let y = with_bf16_matmuls(true, || vit_kernels::dense(&x, &w, Some(&b))).unwrap();
+    // The setting is restored: a layer built now runs in f32.
+    let f32_y = vit_kernels::dense(&x, &w, Some(&b)).unwrap();
+    assert_ne!(host(&y), host(&f32_y), "the bf16 layer gave the f32 layer's values");
+    let grads = (y.clone() * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    let (xs, ws, bs, us) = (host(&x), host(&w), host(&b), host(&upstream));
+    let wt: Vec<f32> = (0..k * n).map(|i| ws[(i % n) * k + i / n]).collect();
+    let forward = reference(&xs, &wt, (rows, k, n));
+    for (i, (o, (want, bound))) in host(&y).iter().zip(&forward).enumerate() {
+        let want = want + f64::from(bs[i % n]);
+        assert!((f64::from(*o) - want).abs() <= bound + 1e-6 * want.abs(), "forward {i}: {o} vs {want}");
+    }
+    // grad x = g W, grad W = g^T x, both from rounded operands; grad b = column sums of g.
+    let grad_x = reference(&us, &ws, (rows, n, k));
+    for (o, (want, bound)) in host(grads.get(&x).unwrap()).iter().zip(&grad_x) {
+        assert!((f64::from(*o) - want).abs() <= *bound, "grad x: {o} vs {want}");
+    }
+    let ut: Vec<f32> = (0..n * rows).map(|i| us[(i % rows) * n + i / rows]).collect();
+    let grad_w = reference(&ut, &xs, (n, rows, k));
+    for (o, (want, bound)) in host(grads.get(&w).unwrap()).iter().zip(&grad_w) {
+        assert!((f64::from(*o) - want).abs() <= *bound, "grad w: {o} vs {want}");
+    }
+    let grad_b = host(grads.get(&b).unwrap());
+    for (j, g) in grad_b.iter().enumerate() {
+        let want: f64 = (0..rows).map(|r| f64::from(us[r * n + j])).sum();
+        assert!((f64::from(*g) - want).abs() <= 1e-4 * want.abs().max(1.0));
+    }
+}
