@@ -266,7 +266,7 @@ mod amx {
 
     use std::arch::asm;
 
-    use super::{BLOCK_ROWS, DEPTH_CHUNK, PANEL};
+    use crate::bf16::{BLOCK_ROWS, DEPTH_CHUNK, PANEL};
 
     pub(super) use crate::amx::Tiles;
 

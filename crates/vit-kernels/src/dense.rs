@@ -11,7 +11,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::activation::gelu_rows_in_place;
-use crate::bf16;
+use crate::bf16::{Strided, gemm as bf16_gemm};
 use crate::cpu::{ColumnSum, chunk_rows, f32_slice};
 use crate::gemm::gemm_f32;
 use crate::isa::Bf16Kernel;
@@ -114,8 +114,8 @@ impl CustomOp3 for Dense {
         }
         if let Some(kernel) = self.bf16 {
             let mut out = bias_rows(b, rows);
-            let lhs = bf16::Strided::row_major(x, rows, in_dim);
-            bf16::gemm(lhs, bf16::Strided::row_major(w, out_dim, in_dim).t(), &mut out, true, kernel)?;
+            let lhs = Strided::row_major(x, rows, in_dim);
+            bf16_gemm(lhs, Strided::row_major(w, out_dim, in_dim).t(), &mut out, true, kernel)?;
             if self.gelu {
                 out.par_chunks_mut(BLOCK_ELEMS).for_each(gelu_rows_in_place);
             }
@@ -236,12 +236,12 @@ impl CustomOp2 for Product {
             candle_core::bail!("vit-product: {:?} and {:?} do not chain ({self:?})", l1.dims(), l2.dims());
         }
         if let Some(kernel) = self.bf16 {
-            let lhs = bf16::Strided::row_major(lhs, r1, c1);
-            let rhs = bf16::Strided::row_major(rhs, r2, c2);
+            let lhs = Strided::row_major(lhs, r1, c1);
+            let rhs = Strided::row_major(rhs, r2, c2);
             let lhs = if self.transpose_lhs { lhs.t() } else { lhs };
             let rhs = if self.transpose_rhs { rhs.t() } else { rhs };
             let mut out = vec![0f32; m * n];
-            bf16::gemm(lhs, rhs, &mut out, false, kernel)?;
+            bf16_gemm(lhs, rhs, &mut out, false, kernel)?;
             return Ok((CpuStorage::F32(out), Shape::from((m, n))));
         }
         // SAFETY (all products below): the operands are m x k and k x n through their strides,

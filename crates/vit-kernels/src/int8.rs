@@ -403,7 +403,7 @@ mod amx {
 
     use std::arch::asm;
 
-    use super::{AMX_ROWS, DEPTH_CHUNK, PANEL, QuantizedRows};
+    use crate::int8::{AMX_ROWS, DEPTH_CHUNK, PANEL, QuantizedRows};
 
     pub(super) use crate::amx::Tiles;
 
@@ -475,7 +475,7 @@ mod amx {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{PANEL, TILE_ROWS};
+    use crate::int8::{PANEL, TILE_ROWS};
 
     /// [`super::portable_tile`] with `vpdpbusd`: per group of 4 inputs, four 512-bit loads of
     /// the panel's weights and one broadcast of each row's 4 bytes feed 24 accumulators.
