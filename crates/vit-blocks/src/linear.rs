@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use vit_kernels::Int8Weight;
+use vit_kernels::{Bf16Weight, Int8Weight};
 
 use crate::{Dropout, NamedParameter};
 
 /// What `map_weights` applies to a module tree: a function of each parameter (a cast to the
 /// compute dtype for mixed precision, a detach, a move to another device), and of each dense
 /// layer as a whole, which by default is that function of its weight and bias. Any
-/// `Fn(&Tensor) -> Result<Tensor>` is one; [`QuantizeInt8`] replaces each dense layer by its
-/// int8 form.
+/// `Fn(&Tensor) -> Result<Tensor>` is one; [`QuantizeInt8`] and [`PackBf16`] replace each dense
+/// layer by its int8 or packed bf16 form.
 pub trait WeightMap {
     /// The new value of one parameter.
     fn tensor(&self, t: &Tensor) -> Result<Tensor>;
@@ -27,6 +27,21 @@ pub trait WeightMap {
 impl<F: Fn(&Tensor) -> Result<Tensor>> WeightMap for F {
     fn tensor(&self, t: &Tensor) -> Result<Tensor> {
         self(t)
+    }
+}
+
+/// Every dense layer packed as bf16 for inference ([`Linear::packed_bf16`]); other
+/// parameters stay as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PackBf16;
+
+impl WeightMap for PackBf16 {
+    fn tensor(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn linear(&self, layer: &Linear) -> Result<Linear> {
+        layer.packed_bf16()
     }
 }
 
@@ -56,9 +71,17 @@ pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     prefix: String,
-    /// The int8 form that the forward passes run, once [`quantized_int8`](Self::quantized_int8)
-    /// made one; the `f32` weight and bias stay for `parameters` and checkpoints.
-    int8: Option<Arc<Int8Weight>>,
+    /// The packed form that the forward passes run, once
+    /// [`quantized_int8`](Self::quantized_int8) or [`packed_bf16`](Self::packed_bf16) made
+    /// one; the `f32` weight and bias stay for `parameters` and checkpoints.
+    packed: Option<Packed>,
+}
+
+/// A dense layer's weight prepared once for inference on the CPU.
+#[derive(Debug, Clone)]
+enum Packed {
+    Int8(Arc<Int8Weight>),
+    Bf16(Arc<Bf16Weight>),
 }
 
 impl Linear {
@@ -67,12 +90,12 @@ impl Linear {
         let bound = (6.0 / (in_dim + out_dim) as f64).sqrt();
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Uniform { lo: -bound, up: bound })?;
         let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?) } else { None };
-        Ok(Self { weight, bias, prefix: vb.prefix(), int8: None })
+        Ok(Self { weight, bias, prefix: vb.prefix(), packed: None })
     }
 
     /// A layer from existing tensors, its parameters named `prefix.weight` and `prefix.bias`.
     pub fn from_weights(prefix: &str, weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, prefix: prefix.to_string(), int8: None }
+        Self { weight, bias, prefix: prefix.to_string(), packed: None }
     }
 
     /// The same layer outside autograd (see [`crate::TransformerBlock::detached`]).
@@ -81,7 +104,7 @@ impl Linear {
             weight: self.weight.detach(),
             bias: self.bias.as_ref().map(Tensor::detach),
             prefix: self.prefix.clone(),
-            int8: self.int8.clone(),
+            packed: self.packed.clone(),
         }
     }
 
@@ -91,14 +114,14 @@ impl Linear {
         f.linear(self)
     }
 
-    /// The same layer with `f` applied to its weight and bias; an int8 form is dropped, since
+    /// The same layer with `f` applied to its weight and bias; a packed form is dropped, since
     /// it was made from the old values.
     pub fn map_tensors(&self, f: &(impl WeightMap + ?Sized)) -> Result<Self> {
         Ok(Self {
             weight: f.tensor(&self.weight)?,
             bias: self.bias.as_ref().map(|b| f.tensor(b)).transpose()?,
             prefix: self.prefix.clone(),
-            int8: None,
+            packed: None,
         })
     }
 
@@ -106,21 +129,50 @@ impl Linear {
     /// weight quantized once per output channel, the input per row at run time
     /// ([`vit_kernels::dense_int8`]). For inference only: training it is an error.
     pub fn quantized_int8(&self) -> Result<Self> {
+        self.check_cpu("int8")?;
+        let int8 = Int8Weight::from_tensors(&self.weight, self.bias.as_ref())
+            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
+        Ok(Self { packed: Some(Packed::Int8(Arc::new(int8))), ..self.detached() })
+    }
+
+    /// The same layer, outside autograd, whose forward passes multiply in bf16 with `f32` sums
+    /// on the CPU, the weight packed once ([`vit_kernels::dense_bf16`]). For inference only:
+    /// training it is an error (training in bf16 packs the weights at each step instead).
+    pub fn packed_bf16(&self) -> Result<Self> {
+        self.check_cpu("bf16 (packed)")?;
+        let bf16 = Bf16Weight::from_tensors(&self.weight, self.bias.as_ref())
+            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
+        Ok(Self { packed: Some(Packed::Bf16(Arc::new(bf16))), ..self.detached() })
+    }
+
+    fn check_cpu(&self, what: &str) -> Result<()> {
         if !self.weight.device().is_cpu() {
             candle_core::bail!(
-                "{}: int8 inference runs on the CPU, and this layer is on {:?}",
+                "{}: {what} inference runs on the CPU, and this layer is on {:?}",
                 self.prefix,
                 self.weight.device().location()
             );
         }
-        let int8 = Int8Weight::from_tensors(&self.weight, self.bias.as_ref())
-            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
-        Ok(Self { int8: Some(Arc::new(int8)), ..self.detached() })
+        Ok(())
     }
 
     /// Whether the forward passes run in int8 ([`quantized_int8`](Self::quantized_int8)).
     pub fn is_int8(&self) -> bool {
-        self.int8.is_some()
+        matches!(self.packed, Some(Packed::Int8(_)))
+    }
+
+    /// Whether the forward passes run on a packed bf16 weight
+    /// ([`packed_bf16`](Self::packed_bf16)).
+    pub fn is_packed_bf16(&self) -> bool {
+        matches!(self.packed, Some(Packed::Bf16(_)))
+    }
+
+    /// `x W^T + b` (GELU of it with `gelu`) on the packed weight, if there is one.
+    fn forward_packed(&self, rows: &Tensor, gelu: bool) -> Option<Result<Tensor>> {
+        Some(match self.packed.as_ref()? {
+            Packed::Int8(w) => vit_kernels::dense_int8(rows, w, gelu),
+            Packed::Bf16(w) => vit_kernels::dense_bf16(rows, w, gelu),
+        })
     }
 
     /// The weight, `[out, in]`.
@@ -147,8 +199,8 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
-        self.on_rows(x, |rows| match &self.int8 {
-            Some(int8) => vit_kernels::dense_int8(rows, int8, true),
+        self.on_rows(x, |rows| match self.forward_packed(rows, true) {
+            Some(y) => y,
             None => vit_kernels::dense_gelu(rows, &self.weight, self.bias.as_ref()),
         })
     }
@@ -160,11 +212,14 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     pub fn forward_dropout(&self, x: &Tensor, gelu: bool, dropout: &Dropout, train: bool) -> Result<Tensor> {
-        if let Some(int8) = &self.int8 {
+        if self.packed.is_some() {
             if train {
-                candle_core::bail!("{}: an int8 layer is for inference and cannot be trained", self.prefix);
+                candle_core::bail!(
+                    "{}: a packed (int8 or bf16) layer is for inference and cannot be trained",
+                    self.prefix
+                );
             }
-            return self.on_rows(x, |rows| vit_kernels::dense_int8(rows, int8, gelu));
+            return self.on_rows(x, |rows| self.forward_packed(rows, gelu).expect("a packed layer"));
         }
         self.on_rows(x, |rows| {
             let mask = dropout.mask(rows.dim(0)? * self.weight.dim(0)?, train);
@@ -193,8 +248,8 @@ impl Module for Linear {
     /// # Shapes
     /// - `x`: `[.., in]`; returns `[.., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.on_rows(x, |rows| match &self.int8 {
-            Some(int8) => vit_kernels::dense_int8(rows, int8, false),
+        self.on_rows(x, |rows| match self.forward_packed(rows, false) {
+            Some(y) => y,
             None => vit_kernels::dense(rows, &self.weight, self.bias.as_ref()),
         })
     }

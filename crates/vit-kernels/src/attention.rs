@@ -15,9 +15,11 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
+use crate::bf16::{Strided, gemm_serial};
 use crate::cpu::f32_slice;
 use crate::dropout::DropoutMask;
 use crate::gemm::gemm_f32;
+use crate::isa::Bf16Kernel;
 use crate::simd::mul_in_place;
 use crate::softmax::{softmax_grad_rows, softmax_in_place};
 /// `softmax(scale * q k^T) v` per head, with dropout on the weights when `mask` is set.
@@ -38,6 +40,9 @@ pub(crate) struct FusedAttention {
     /// them costs `[B, H, N, N]` floats per block until the backward pass (85 MB for the
     /// Keras example at batch 256), freed with the graph.
     pub saved_weights: Option<Arc<OnceLock<Vec<f32>>>>,
+    /// The products of a head (two forward, four backward) in bf16 with f32 sums on this
+    /// kernel; `None`: f32. The softmax and its gradient stay f32.
+    pub bf16: Option<Bf16Kernel>,
 }
 
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
@@ -54,26 +59,55 @@ impl Shared {
     }
 }
 
-/// `dst (= or +=) alpha * lhs · rhs` for an `m x k` by `k x n` product, every operand given by
-/// pointer and (row, column) strides in elements, single-threaded: the parallelism is over heads.
+/// `dst = alpha * lhs · rhs` for an `m x k` by `k x n` product, every operand given by pointer
+/// and (row, column) strides in elements, single-threaded (the parallelism is over heads): in
+/// f32, or with `bf16` in bf16 with f32 sums.
 ///
 /// # Safety
 /// The pointers and strides must address valid `m x k`, `k x n` and `m x n` matrices, and `dst`
 /// must not alias the operands.
 #[allow(clippy::too_many_arguments)]
 unsafe fn matmul(
-    dims: (usize, usize, usize),
+    bf16: Option<Bf16Kernel>,
+    (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_strides: (usize, usize),
-    accumulate: bool,
     lhs: *const f32,
     lhs_strides: (usize, usize),
     rhs: *const f32,
     rhs_strides: (usize, usize),
     alpha: f32,
 ) {
-    let parallelism = gemm::Parallelism::None;
-    unsafe { gemm_f32(dims, dst, dst_strides, accumulate, lhs, lhs_strides, rhs, rhs_strides, alpha, parallelism) }
+    match bf16 {
+        Some(kernel) if dst_strides.1 == 1 && m > 0 && n > 0 && k > 0 => {
+            // SAFETY: the caller's matrices, as slices from their first to their last element.
+            let (a, b) = unsafe { (operand(lhs, (m, k), lhs_strides), operand(rhs, (k, n), rhs_strides)) };
+            // The operands fit their slices by construction, so this cannot fail.
+            unsafe { gemm_serial(a, b, dst, dst_strides.0, alpha, kernel) }.expect("attention operands fit");
+        }
+        _ => {
+            let parallelism = gemm::Parallelism::None;
+            unsafe {
+                gemm_f32((m, n, k), dst, dst_strides, false, lhs, lhs_strides, rhs, rhs_strides, alpha, parallelism)
+            }
+        }
+    }
+}
+
+/// The `rows x cols` matrix at `data` through `strides`, as a [`Strided`] over the slice from
+/// its first element to its last.
+///
+/// # Safety
+/// `data` addresses such a matrix, alive for `'a`.
+unsafe fn operand<'a>(
+    data: *const f32,
+    (rows, cols): (usize, usize),
+    (row_stride, col_stride): (usize, usize),
+) -> Strided<'a> {
+    let len = (rows - 1) * row_stride + (cols - 1) * col_stride + 1;
+    // SAFETY: the caller's promise.
+    let data = unsafe { std::slice::from_raw_parts(data, len) };
+    Strided { data, rows, cols, row_stride, col_stride }
 }
 
 impl FusedAttention {
@@ -83,7 +117,7 @@ impl FusedAttention {
         let stride = self.heads * self.key_dim;
         // SAFETY: q and k address n rows of key_dim values, `stride` apart; p holds n * n.
         unsafe {
-            matmul((n, n, self.key_dim), p.as_mut_ptr(), (n, 1), false, q, (stride, 1), k, (1, stride), self.scale)
+            matmul(self.bf16, (n, n, self.key_dim), p.as_mut_ptr(), (n, 1), q, (stride, 1), k, (1, stride), self.scale)
         };
         p.chunks_exact_mut(n).for_each(softmax_in_place);
         if let Some(mask) = &self.mask {
@@ -116,10 +150,10 @@ impl FusedAttention {
                 // SAFETY: this task writes only its own head's columns of row block b.
                 unsafe {
                     matmul(
+                        self.bf16,
                         (n, dv, n),
                         dst.at(v_at),
                         (h * dv, 1),
-                        false,
                         p.as_ptr(),
                         (n, 1),
                         v[v_at..].as_ptr(),
@@ -177,7 +211,7 @@ impl FusedAttention {
                 // destinations are this task's buffers or its own head's columns.
                 unsafe {
                     // dP' = dO · V^T (the gradient of the weights after dropout).
-                    matmul((n, n, dv), dp.as_mut_ptr(), (n, 1), false, gp, (vs, 1), vp, (1, vs), 1.0);
+                    matmul(self.bf16, (n, n, dv), dp.as_mut_ptr(), (n, 1), gp, (vs, 1), vp, (1, vs), 1.0);
                     let dropped = if self.mask.is_some() {
                         // dP = dP' ⊙ keep; then keep becomes the dropped weights P ⊙ keep.
                         mul_in_place(dp, keep);
@@ -187,14 +221,34 @@ impl FusedAttention {
                         p.as_ptr()
                     };
                     // dV = (dropped weights)^T · dO.
-                    matmul((n, dv, n), dv_ptr.at(v_at), (vs, 1), false, dropped, (1, n), gp, (vs, 1), 1.0);
+                    matmul(self.bf16, (n, dv, n), dv_ptr.at(v_at), (vs, 1), dropped, (1, n), gp, (vs, 1), 1.0);
                 }
                 // dS = P ⊙ (dP - rowsum(dP ⊙ P)), the softmax backward, in place in dp.
                 softmax_grad_rows(dp, p, n);
                 unsafe {
                     // dQ = scale * dS · K, dK = scale * dS^T · Q.
-                    matmul((n, dk, n), dq_ptr.at(qk_at), (ds, 1), false, dp.as_ptr(), (n, 1), kp, (ds, 1), self.scale);
-                    matmul((n, dk, n), dk_ptr.at(qk_at), (ds, 1), false, dp.as_ptr(), (1, n), qp, (ds, 1), self.scale);
+                    matmul(
+                        self.bf16,
+                        (n, dk, n),
+                        dq_ptr.at(qk_at),
+                        (ds, 1),
+                        dp.as_ptr(),
+                        (n, 1),
+                        kp,
+                        (ds, 1),
+                        self.scale,
+                    );
+                    matmul(
+                        self.bf16,
+                        (n, dk, n),
+                        dk_ptr.at(qk_at),
+                        (ds, 1),
+                        dp.as_ptr(),
+                        (1, n),
+                        qp,
+                        (ds, 1),
+                        self.scale,
+                    );
                 }
             },
         );

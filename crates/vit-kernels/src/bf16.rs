@@ -14,8 +14,15 @@
 //! products before accumulating, with its own rounding); tests hold both to the f64 product of
 //! the bf16 values within f32 rounding.
 
+use std::cell::Cell;
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::activation::{gelu_grad_scale, gelu_rows_in_place};
+use crate::cpu::f32_slice;
+use crate::dense::Product;
 use crate::isa::Bf16Kernel;
 use crate::simd::simd_kernel;
 
@@ -25,10 +32,8 @@ pub const PANEL: usize = 64;
 pub const DEPTH_CHUNK: usize = 32;
 /// Rows per AMX block (two tiles of 16).
 pub const BLOCK_ROWS: usize = 32;
-/// Rows per parallel task: a multiple of [`BLOCK_ROWS`].
+/// Rows per parallel task, packed together: a multiple of [`BLOCK_ROWS`].
 const TASK_ROWS: usize = 4 * BLOCK_ROWS;
-/// Panels per parallel task.
-const TASK_PANELS: usize = 2;
 
 /// `f32` to bf16, rounded to nearest with ties to even; NaN stays NaN.
 #[inline(always)]
@@ -37,24 +42,6 @@ pub fn to_bf16(x: f32) -> u16 {
     let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
     // A select rather than an early return, so that loops of it vectorise.
     if x.is_nan() { ((bits >> 16) as u16) | 0x40 } else { rounded }
-}
-
-simd_kernel! {
-    /// `dst[i] = to_bf16(src[i])`.
-    fn convert_run(dst: &mut [u16], src: &[f32]) {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d = to_bf16(v);
-        }
-    }
-}
-
-simd_kernel! {
-    /// `dst[i * stride] = to_bf16(src[i])`: one column of a block, written down its rows.
-    fn convert_strided(dst: &mut [u16], stride: usize, src: &[f32]) {
-        for (i, &v) in src.iter().enumerate() {
-            dst[i * stride] = to_bf16(v);
-        }
-    }
 }
 
 /// bf16 to `f32` (exact).
@@ -111,152 +98,517 @@ impl<'a> Strided<'a> {
     }
 }
 
-/// The left operand packed: `[padded rows][depth]` bf16.
-struct PackedLeft {
-    values: Vec<u16>,
-    depth: usize,
+thread_local! {
+    /// The right operand's packing buffer, kept between products on this thread so that a
+    /// product does not map and fault in fresh memory for it. Taken while in use: a product
+    /// that runs inside another's parallel section (a stolen task) allocates its own.
+    static RIGHT_BUFFER: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    /// A task's block of left rows, packed where the task runs (in its core's cache).
+    static LEFT_BLOCK: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
 }
 
-fn pack_left(a: &Strided, padded_rows: usize) -> PackedLeft {
-    let depth = a.cols.next_multiple_of(DEPTH_CHUNK);
-    let mut values = vec![0u16; padded_rows * depth];
-    if a.col_stride == 1 {
-        values.par_chunks_mut(depth).take(a.rows).enumerate().for_each(|(i, row)| {
-            convert_run(row, &a.data[i * a.row_stride..i * a.row_stride + a.cols]);
-        });
-    } else {
-        // A transposed operand (a weight gradient's `g^T`): blocks of 32 rows, each column of
-        // the block read as a contiguous run where the strides allow.
-        values.par_chunks_mut(BLOCK_ROWS * depth).enumerate().for_each(|(block, dst)| {
-            let first = block * BLOCK_ROWS;
-            let rows = BLOCK_ROWS.min(a.rows.saturating_sub(first));
-            if rows == 0 {
-                return; // padding rows: zeros
-            }
-            if a.row_stride == 1 {
-                for j in 0..a.cols {
-                    let start = first + j * a.col_stride;
-                    convert_strided(&mut dst[j..], depth, &a.data[start..start + rows]);
-                }
-            } else {
-                for j in 0..a.cols {
-                    for r in 0..rows {
-                        dst[r * depth + j] = to_bf16(a.at(first + r, j));
-                    }
-                }
-            }
-        });
+/// `buffer` resized to `len` elements (their values are then overwritten in full).
+fn sized<T: Copy + Default>(mut buffer: Vec<T>, len: usize) -> Vec<T> {
+    buffer.truncate(len);
+    buffer.resize(len, T::default());
+    buffer
+}
+
+simd_kernel! {
+    /// `dst[i] = to_bf16(src[i])`.
+    fn convert_run(dst: &mut [u16], src: &[f32]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = to_bf16(v);
+        }
     }
-    PackedLeft { values, depth }
 }
 
-/// The right operand packed: `[panel][pair][PANEL][2]` bf16.
-struct PackedRight {
-    values: Vec<u16>,
+/// Two values as the bf16 pair `tdpbf16ps` and `vdpbf16ps` multiply: `lo` in the low half.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    u32::from(to_bf16(lo)) | (u32::from(to_bf16(hi)) << 16)
+}
+
+simd_kernel! {
+    /// `dst[i] = pair(lo[i], hi[i])`: two rows of the right operand interleaved.
+    fn pair_rows(dst: &mut [u32], lo: &[f32], hi: &[f32]) {
+        for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
+            *d = pair(l, h);
+        }
+    }
+}
+
+/// Rows `first..first + BLOCK_ROWS` of `a` as bf16 into `dst` (`BLOCK_ROWS` rows of `depth`),
+/// zeros past `a`'s rows and columns.
+fn pack_block(a: &Strided, first: usize, depth: usize, dst: &mut [u16]) {
+    let rows = BLOCK_ROWS.min(a.rows.saturating_sub(first));
+    if rows == 0 {
+        dst.fill(0); // a block of padding rows
+        return;
+    }
+    if a.col_stride == 1 {
+        for r in 0..rows {
+            let start = (first + r) * a.row_stride;
+            convert_run(&mut dst[r * depth..r * depth + a.cols], &a.data[start..start + a.cols]);
+        }
+    } else if a.row_stride == 1 {
+        // A transposed operand (a weight gradient's `g^T`): its rows are columns in memory.
+        // Squares of 32 x 32 are converted along memory and transposed in cache.
+        let mut square = [[0u16; BLOCK_ROWS]; BLOCK_ROWS];
+        for j0 in (0..a.cols).step_by(BLOCK_ROWS) {
+            let width = BLOCK_ROWS.min(a.cols - j0);
+            for (j, line) in square.iter_mut().enumerate().take(width) {
+                let start = first + (j0 + j) * a.col_stride;
+                convert_run(&mut line[..rows], &a.data[start..start + rows]);
+            }
+            for r in 0..rows {
+                let out = &mut dst[r * depth + j0..r * depth + j0 + width];
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = square[j][r];
+                }
+            }
+        }
+    } else {
+        for r in 0..rows {
+            for j in 0..a.cols {
+                dst[r * depth + j] = to_bf16(a.at(first + r, j));
+            }
+        }
+    }
+    // The padding: the shared dimension past `cols`, and whole rows past `rows`.
+    for r in 0..rows {
+        dst[r * depth + a.cols..(r + 1) * depth].fill(0);
+    }
+    dst[rows * depth..BLOCK_ROWS * depth].fill(0);
+}
+
+/// The right operand of a product packed for the kernels: panels of [`PANEL`] columns, each
+/// `[pair][PANEL]` of bf16 pairs (rows `2p` and `2p + 1` of a column in one `u32`), the
+/// shared dimension padded with zeros to a multiple of [`DEPTH_CHUNK`] and the last panel's
+/// columns likewise. A layer's weight packed once ([`PackedRight::weight`]) serves every
+/// product with it.
+#[derive(Debug, Clone)]
+pub struct PackedRight {
+    values: Vec<u32>,
+    rows: usize,
+    cols: usize,
     pairs: usize,
     panels: usize,
 }
 
-fn pack_right(b: &Strided) -> PackedRight {
-    let pairs = b.rows.next_multiple_of(DEPTH_CHUNK) / 2;
-    let panels = b.cols.div_ceil(PANEL);
-    let mut values = vec![0u16; panels * pairs * PANEL * 2];
-    values.par_chunks_mut(pairs * PANEL * 2).enumerate().for_each(|(p, panel)| {
-        let cols = PANEL.min(b.cols.saturating_sub(p * PANEL));
-        if b.row_stride == 1 && b.col_stride != 1 {
-            // A transposed weight (`W^T` of a dense layer): each column is a contiguous row of W.
-            for c in 0..cols {
-                let start = (p * PANEL + c) * b.col_stride;
-                let column = &b.data[start..start + b.rows];
-                // Even and odd rows of the column go to the two halves of each pair.
-                for half in 0..2 {
-                    let values: Vec<f32> = column.iter().skip(half).step_by(2).copied().collect();
-                    convert_strided(&mut panel[c * 2 + half..], PANEL * 2, &values);
-                }
+impl PackedRight {
+    /// `b` packed, after checking that its strides stay inside its data.
+    pub fn new(b: Strided) -> candle_core::Result<Self> {
+        b.check("rhs")?;
+        Ok(Self::pack(&b, Vec::new(), true))
+    }
+
+    /// `W^T` of a dense layer's weight `W: [out_dim, in_dim]` (row-major), the right operand
+    /// of `x W^T`.
+    pub fn weight(w: &[f32], out_dim: usize, in_dim: usize) -> candle_core::Result<Self> {
+        if out_dim.checked_mul(in_dim) != Some(w.len()) {
+            candle_core::bail!("bf16 weight: {} values are not {out_dim}x{in_dim}", w.len());
+        }
+        Self::new(Strided::row_major(w, out_dim, in_dim).t())
+    }
+
+    /// `(rows, cols)` of the operand, before padding.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn pack(b: &Strided, buffer: Vec<u32>, parallel: bool) -> Self {
+        let pairs = b.rows.next_multiple_of(DEPTH_CHUNK) / 2;
+        let panels = b.cols.div_ceil(PANEL);
+        let mut values = sized(buffer, panels * pairs * PANEL);
+        if parallel {
+            values.par_chunks_mut(pairs * PANEL).enumerate().for_each(|(p, panel)| Self::pack_panel(b, p, panel));
+        } else {
+            values.chunks_mut(pairs * PANEL).enumerate().for_each(|(p, panel)| Self::pack_panel(b, p, panel));
+        }
+        Self { values, rows: b.rows, cols: b.cols, pairs, panels }
+    }
+
+    /// Columns `p * PANEL..` of `b` into `panel`.
+    fn pack_panel(b: &Strided, p: usize, panel: &mut [u32]) {
+        let first_col = p * PANEL;
+        let cols = PANEL.min(b.cols - first_col);
+        let full_pairs = b.rows / 2;
+        if b.col_stride == 1 {
+            // Rows in memory: two of them interleaved per pair.
+            let row = |k: usize| &b.data[k * b.row_stride + first_col..][..cols];
+            for pr in 0..full_pairs {
+                pair_rows(&mut panel[pr * PANEL..pr * PANEL + cols], row(2 * pr), row(2 * pr + 1));
+            }
+            if b.rows % 2 == 1 {
+                let dst = &mut panel[full_pairs * PANEL..full_pairs * PANEL + cols];
+                dst.iter_mut().zip(row(b.rows - 1)).for_each(|(d, &v)| *d = pair(v, 0.0));
             }
         } else {
-            for k in 0..b.rows {
-                if b.col_stride == 1 {
-                    let start = k * b.row_stride + p * PANEL;
-                    convert_strided(&mut panel[k / 2 * PANEL * 2 + k % 2..], 2, &b.data[start..start + cols]);
+            // Columns in memory (`W^T` of a dense layer) or arbitrary strides.
+            for c in 0..cols {
+                let col = first_col + c;
+                if b.row_stride == 1 {
+                    let column = &b.data[col * b.col_stride..][..b.rows];
+                    for (pr, two) in column.chunks_exact(2).enumerate() {
+                        panel[pr * PANEL + c] = pair(two[0], two[1]);
+                    }
+                    if b.rows % 2 == 1 {
+                        panel[full_pairs * PANEL + c] = pair(column[b.rows - 1], 0.0);
+                    }
                 } else {
-                    for c in 0..cols {
-                        panel[(k / 2 * PANEL + c) * 2 + k % 2] = to_bf16(b.at(k, p * PANEL + c));
+                    for pr in 0..b.rows.div_ceil(2) {
+                        let hi = if 2 * pr + 1 < b.rows { b.at(2 * pr + 1, col) } else { 0.0 };
+                        panel[pr * PANEL + c] = pair(b.at(2 * pr, col), hi);
                     }
                 }
             }
         }
-    });
-    PackedRight { values, pairs, panels }
+        // The padding: columns past the last, and pairs past the shared dimension.
+        for pr in 0..b.rows.div_ceil(2) {
+            panel[pr * PANEL + cols..(pr + 1) * PANEL].fill(0);
+        }
+        panel[b.rows.div_ceil(2) * PANEL..].fill(0);
+    }
+
+    /// The packed values of panel `p`.
+    fn panel(&self, p: usize) -> &[u32] {
+        &self.values[p * self.pairs * PANEL..(p + 1) * self.pairs * PANEL]
+    }
 }
 
 /// `out (= or +=) a · b` for `a: m x k` and `b: k x n` read through strides, out row-major
 /// `m x n`, with both operands rounded to bf16 and the products summed in f32, on `kernel`.
 pub fn gemm(a: Strided, b: Strided, out: &mut [f32], accumulate: bool, kernel: Bf16Kernel) -> candle_core::Result<()> {
+    b.check("rhs")?;
+    let right = PackedRight::pack(&b, RIGHT_BUFFER.take(), true);
+    let result = gemm_packed(a, &right, out, accumulate, kernel);
+    RIGHT_BUFFER.set(right.values);
+    result
+}
+
+/// [`gemm`] with the right operand packed beforehand (a layer's weight, packed once).
+pub fn gemm_packed(
+    a: Strided,
+    right: &PackedRight,
+    out: &mut [f32],
+    accumulate: bool,
+    kernel: Bf16Kernel,
+) -> candle_core::Result<()> {
+    let (m, n) = (a.rows, right.cols);
+    if m.checked_mul(n) != Some(out.len()) {
+        candle_core::bail!("bf16 gemm: {m}x{} by {}x{n} into {} values", a.cols, right.rows, out.len());
+    }
+    let epilogue = if accumulate { Epilogue::Accumulate } else { Epilogue::Store };
+    // SAFETY: `out` holds the m x n values written.
+    unsafe { multiply(a, right, out.as_mut_ptr(), epilogue, kernel) }
+}
+
+/// `dst = alpha · a · b` on this thread alone, both operands rounded to bf16 and the products
+/// summed in f32, into rows `dst_row_stride` apart: the products of one attention head, run
+/// inside a task that is already one of many.
+///
+/// # Safety
+/// `dst` addresses `a.rows` rows of `b.cols` writable values, `dst_row_stride` apart, that
+/// overlap neither operand.
+pub(crate) unsafe fn gemm_serial(
+    a: Strided,
+    b: Strided,
+    dst: *mut f32,
+    dst_row_stride: usize,
+    alpha: f32,
+    kernel: Bf16Kernel,
+) -> candle_core::Result<()> {
     a.check("lhs")?;
     b.check("rhs")?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || out.len() != m * n {
-        candle_core::bail!("bf16 gemm: {m}x{k} by {}x{n} into {} values", b.rows, out.len());
+    if b.rows != k {
+        candle_core::bail!("bf16 gemm: {m}x{k} by {}x{n}", b.rows);
     }
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let padded_rows = m.next_multiple_of(TASK_ROWS);
-    let left = pack_left(&a, padded_rows);
-    let right = pack_right(&b);
-    let (row_tasks, panel_tasks) = (padded_rows / TASK_ROWS, right.panels.div_ceil(TASK_PANELS));
-    let dst = out.as_mut_ptr() as usize;
-    (0..row_tasks * panel_tasks).into_par_iter().for_each(|t| {
+    let right = PackedRight::pack(&b, RIGHT_BUFFER.take(), false);
+    let depth = k.next_multiple_of(DEPTH_CHUNK);
+    let mut left = sized(LEFT_BLOCK.take(), m.next_multiple_of(BLOCK_ROWS) * depth);
+    for (i, block) in left.chunks_exact_mut(BLOCK_ROWS * depth).enumerate() {
+        pack_block(&a, i * BLOCK_ROWS, depth, block);
+    }
+    let mut sums = [[0f32; PANEL]; BLOCK_ROWS];
+    #[cfg(target_arch = "x86_64")]
+    let _tiles = (kernel == Bf16Kernel::Amx && crate::isa::amx_bf16_ready()).then(amx::Tiles::configure);
+    for panel in 0..right.panels {
+        let weights = right.panel(panel);
+        let cols = panel * PANEL..n.min((panel + 1) * PANEL);
+        for (i, rows) in left.chunks_exact(BLOCK_ROWS * depth).enumerate() {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as in `multiply`.
+                Bf16Kernel::Amx if _tiles.is_some() => unsafe { amx::block(rows, depth, weights, &mut sums) },
+                _ => portable_block(rows, depth, weights, &mut sums),
+            }
+            let first = i * BLOCK_ROWS;
+            for (r, row_sums) in sums.iter().enumerate().take(m.saturating_sub(first)) {
+                // SAFETY: the caller's promise: row `first + r` of the destination holds n
+                // values from `dst_row_stride * row`.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(dst.add((first + r) * dst_row_stride + cols.start), cols.len())
+                };
+                store_scaled(out, &row_sums[..cols.len()], alpha);
+            }
+        }
+    }
+    LEFT_BLOCK.set(left);
+    RIGHT_BUFFER.set(right.values);
+    Ok(())
+}
+
+/// What becomes of a block of sums.
+#[derive(Clone, Copy)]
+enum Epilogue<'a> {
+    /// Written over the output.
+    Store,
+    /// Added to the output.
+    Accumulate,
+    /// The bias (one value per column) added, then GELU where asked, and written: the output
+    /// need not hold anything before.
+    Bias { bias: &'a [f32], gelu: bool },
+}
+
+/// `a · right` into the row-major `m x n` output at `out`, each block of sums finished by
+/// `epilogue` while it is in cache.
+///
+/// # Safety
+/// `out` addresses `a.rows * right.cols` writable `f32` (readable too with `Accumulate`).
+unsafe fn multiply(
+    a: Strided,
+    right: &PackedRight,
+    out: *mut f32,
+    epilogue: Epilogue,
+    kernel: Bf16Kernel,
+) -> candle_core::Result<()> {
+    a.check("lhs")?;
+    let (m, k, n) = (a.rows, a.cols, right.cols);
+    if right.rows != k {
+        candle_core::bail!("bf16 gemm: {m}x{k} by {}x{n}", right.rows);
+    }
+    if let Epilogue::Bias { bias, .. } = epilogue
+        && bias.len() != n
+    {
+        candle_core::bail!("bf16 gemm: a bias of {} values for {n} columns", bias.len());
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    // Tasks of up to TASK_ROWS rows by a run of panels. Each packs its rows where it runs
+    // (they stay in that core's cache for all its panels); rows are split further by panels
+    // only where there are too few of them to keep every thread busy (batch 1).
+    let depth = k.next_multiple_of(DEPTH_CHUNK);
+    let row_tasks = m.div_ceil(TASK_ROWS);
+    let wanted = 4 * rayon::current_num_threads();
+    let panel_tasks = wanted.div_ceil(row_tasks).clamp(1, right.panels);
+    let panels_per_task = right.panels.div_ceil(panel_tasks);
+    let dst = out as usize;
+    (0..row_tasks * right.panels.div_ceil(panels_per_task)).into_par_iter().for_each(|t| {
         let (chunk, block) = (t / row_tasks, t % row_tasks);
-        let row_end = m.min((block + 1) * TASK_ROWS);
-        let panels = chunk * TASK_PANELS..right.panels.min((chunk + 1) * TASK_PANELS);
+        let (row_start, row_end) = (block * TASK_ROWS, m.min((block + 1) * TASK_ROWS));
+        let blocks = (row_end - row_start).div_ceil(BLOCK_ROWS);
+        let mut left = sized(LEFT_BLOCK.take(), blocks * BLOCK_ROWS * depth);
+        for (i, dst) in left.chunks_exact_mut(BLOCK_ROWS * depth).enumerate() {
+            pack_block(&a, row_start + i * BLOCK_ROWS, depth, dst);
+        }
+        let panels = chunk * panels_per_task..right.panels.min((chunk + 1) * panels_per_task);
         let mut sums = [[0f32; PANEL]; BLOCK_ROWS];
         #[cfg(target_arch = "x86_64")]
         let _tiles = (kernel == Bf16Kernel::Amx && crate::isa::amx_bf16_ready()).then(amx::Tiles::configure);
-        for first in (block * TASK_ROWS..row_end).step_by(BLOCK_ROWS) {
-            for panel in panels.clone() {
-                let weights = &right.values[panel * right.pairs * PANEL * 2..(panel + 1) * right.pairs * PANEL * 2];
-                let rows = &left.values[first * left.depth..(first + BLOCK_ROWS) * left.depth];
+        for panel in panels {
+            let weights = right.panel(panel);
+            let cols = panel * PANEL..n.min((panel + 1) * PANEL);
+            for (i, rows) in left.chunks_exact(BLOCK_ROWS * depth).enumerate() {
                 match kernel {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the tiles are configured on this thread (`_tiles`, made when the
                     // kernel is AMX and AMX-BF16 is ready); both slices hold whole blocks.
-                    Bf16Kernel::Amx if _tiles.is_some() => unsafe { amx::block(rows, left.depth, weights, &mut sums) },
-                    _ => portable_block(rows, left.depth, weights, &mut sums),
+                    Bf16Kernel::Amx if _tiles.is_some() => unsafe { amx::block(rows, depth, weights, &mut sums) },
+                    _ => portable_block(rows, depth, weights, &mut sums),
                 }
-                let cols = panel * PANEL..n.min((panel + 1) * PANEL);
-                for (r, row_sums) in sums.iter().enumerate().take(row_end - first) {
-                    let row = first + r;
-                    // SAFETY: tasks write disjoint (row, column) blocks of `out`, which holds
-                    // m x n values.
+                let first = row_start + i * BLOCK_ROWS;
+                for (r, row_sums) in sums.iter_mut().enumerate().take(row_end - first) {
+                    let (row, row_sums) = (first + r, &mut row_sums[..cols.len()]);
+                    // SAFETY: tasks write disjoint (row, column) blocks of the output, which
+                    // holds m x n values (and with `Accumulate`, values to read).
                     let out_row = unsafe {
                         std::slice::from_raw_parts_mut((dst as *mut f32).add(row * n + cols.start), cols.len())
                     };
-                    if accumulate {
-                        out_row.iter_mut().zip(row_sums).for_each(|(o, s)| *o += s);
-                    } else {
-                        out_row.copy_from_slice(&row_sums[..cols.len()]);
+                    match epilogue {
+                        Epilogue::Store => store(out_row, row_sums),
+                        Epilogue::Accumulate => add_in_place(out_row, row_sums),
+                        Epilogue::Bias { bias, gelu: false } => store_sum(out_row, row_sums, &bias[cols.clone()]),
+                        Epilogue::Bias { bias, gelu: true } => {
+                            add_in_place(row_sums, &bias[cols.clone()]);
+                            gelu_rows_in_place(row_sums);
+                            store(out_row, row_sums);
+                        }
                     }
                 }
             }
         }
+        LEFT_BLOCK.set(left);
     });
     Ok(())
 }
 
+/// `out[i] = sums[i]`: a plain loop, which the compiler inlines (a `memcpy` call per 64 values
+/// cost a tenth of a ViT-S inference).
+#[inline(always)]
+fn store(out: &mut [f32], sums: &[f32]) {
+    for (o, &s) in out.iter_mut().zip(sums) {
+        *o = s;
+    }
+}
+
+simd_kernel! {
+    /// `out[i] = alpha * sums[i]`.
+    fn store_scaled(out: &mut [f32], sums: &[f32], alpha: f32) {
+        for (o, &s) in out.iter_mut().zip(sums) {
+            *o = alpha * s;
+        }
+    }
+}
+
+simd_kernel! {
+    /// `out[i] = sums[i] + bias[i]`.
+    fn store_sum(out: &mut [f32], sums: &[f32], bias: &[f32]) {
+        for ((o, &s), &b) in out.iter_mut().zip(sums).zip(bias) {
+            *o = s + b;
+        }
+    }
+}
+
+simd_kernel! {
+    /// `x[i] += y[i]`.
+    fn add_in_place(x: &mut [f32], y: &[f32]) {
+        for (a, &b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    }
+}
+
 /// The f32 sums of 32 packed rows with one panel, in plain Rust.
-fn portable_block(rows: &[u16], depth: usize, weights: &[u16], sums: &mut [[f32; PANEL]; BLOCK_ROWS]) {
+fn portable_block(rows: &[u16], depth: usize, weights: &[u32], sums: &mut [[f32; PANEL]; BLOCK_ROWS]) {
     *sums = [[0.0; PANEL]; BLOCK_ROWS];
     for (r, row_sums) in sums.iter_mut().enumerate() {
         let row = &rows[r * depth..(r + 1) * depth];
-        for pair in 0..depth / 2 {
-            let (a0, a1) = (from_bf16(row[2 * pair]), from_bf16(row[2 * pair + 1]));
-            let w = &weights[pair * PANEL * 2..(pair + 1) * PANEL * 2];
-            for (c, s) in row_sums.iter_mut().enumerate() {
-                *s += a0 * from_bf16(w[2 * c]) + a1 * from_bf16(w[2 * c + 1]);
+        for p in 0..depth / 2 {
+            let (a0, a1) = (from_bf16(row[2 * p]), from_bf16(row[2 * p + 1]));
+            let w = &weights[p * PANEL..(p + 1) * PANEL];
+            for (s, &two) in row_sums.iter_mut().zip(w) {
+                *s += a0 * from_bf16(two as u16) + a1 * from_bf16((two >> 16) as u16);
             }
         }
+    }
+}
+
+/// A dense layer's weight packed once as bf16 for inference (`x W^T + b`), with its bias,
+/// and the `f32` weight for the input's gradient (relevance maps).
+pub struct Bf16Weight {
+    packed: PackedRight,
+    bias: Vec<f32>,
+    /// `[out, in]` in `f32`, as given.
+    weight: Tensor,
+}
+
+impl std::fmt::Debug for Bf16Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bf16Weight([{}, {}])", self.packed.cols, self.packed.rows)
+    }
+}
+
+impl Bf16Weight {
+    /// Packs `weight: [out, in]` and keeps `bias: [out]` (zeros without one).
+    pub fn from_tensors(weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let weight = weight.to_dtype(DType::F32)?.contiguous()?;
+        let packed = PackedRight::weight(&weight.flatten_all()?.to_vec1::<f32>()?, out_dim, in_dim)?;
+        let bias = match bias {
+            Some(b) => b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            None => vec![0.0; out_dim],
+        };
+        if bias.len() != out_dim {
+            candle_core::bail!("bf16 weight: a bias of {} values for {out_dim} outputs", bias.len());
+        }
+        Ok(Self { packed, bias, weight })
+    }
+
+    /// Output channels.
+    pub fn out_dim(&self) -> usize {
+        self.packed.cols
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        self.packed.rows
+    }
+}
+
+/// `x W^T + b` (GELU of it with `gelu`) with a packed bf16 weight.
+pub(crate) struct DenseBf16 {
+    pub weight: Arc<Bf16Weight>,
+    pub gelu: bool,
+    pub kernel: Bf16Kernel,
+}
+
+impl DenseBf16 {
+    fn rows(&self, x: &[f32], rows: usize, gelu: bool) -> candle_core::Result<Vec<f32>> {
+        let (in_dim, out_dim) = (self.weight.in_dim(), self.weight.out_dim());
+        let len = rows.checked_mul(out_dim).ok_or_else(|| candle_core::Error::Msg("bf16: output too large".into()))?;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let epilogue = Epilogue::Bias { bias: &self.weight.bias, gelu };
+        // SAFETY: `out` has room for rows x out_dim values, and the bias epilogue writes them
+        // all without reading any.
+        unsafe {
+            multiply(
+                Strided::row_major(x, rows, in_dim),
+                &self.weight.packed,
+                out.as_mut_ptr(),
+                epilogue,
+                self.kernel,
+            )?;
+            out.set_len(len);
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for DenseBf16 {
+    fn name(&self) -> &'static str {
+        "vit-dense-bf16"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout, self.name())?;
+        let (rows, in_dim) = layout.shape().dims2()?;
+        if in_dim != self.weight.in_dim() {
+            candle_core::bail!("vit-dense-bf16: input width {in_dim}, the weight takes {}", self.weight.in_dim());
+        }
+        let out = self.rows(x, rows, self.gelu)?;
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.weight.out_dim()))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = if self.gelu {
+            // GELU's derivative at the product, computed again (the forward pass kept only
+            // GELU's output).
+            let (rows, out_dim) = grad.dims2()?;
+            let mut grad = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let pre = self.rows(&x.flatten_all()?.to_vec1::<f32>()?, rows, false)?;
+            gelu_grad_scale(&mut grad, &pre);
+            Tensor::from_vec(grad, (rows, out_dim), x.device())?
+        } else {
+            grad.contiguous()?
+        };
+        let product = Product { bf16: Some(self.kernel), ..Product::default() };
+        Ok(Some(grad.apply_op2_no_bwd(&self.weight.weight, &product)?))
     }
 }
 
@@ -275,10 +627,10 @@ mod amx {
     /// # Safety
     /// Tiles configured on this thread ([`Tiles::configure`]); `rows` holds 32 rows of `depth`
     /// values and `weights` `depth / 2` pairs of PANEL x 2 values.
-    pub(super) unsafe fn block(rows: &[u16], depth: usize, weights: &[u16], sums: &mut [[f32; PANEL]; BLOCK_ROWS]) {
+    pub(super) unsafe fn block(rows: &[u16], depth: usize, weights: &[u32], sums: &mut [[f32; PANEL]; BLOCK_ROWS]) {
         assert!(depth.is_multiple_of(DEPTH_CHUNK) && rows.len() >= BLOCK_ROWS * depth);
-        assert!(weights.len() >= depth / 2 * PANEL * 2);
-        let (a, w, out) = (rows.as_ptr(), weights.as_ptr(), sums.as_mut_ptr().cast::<f32>());
+        assert!(weights.len() >= depth / 2 * PANEL);
+        let (a, w, out) = (rows.as_ptr(), weights.as_ptr().cast::<u16>(), sums.as_mut_ptr().cast::<f32>());
         let row_bytes = depth * 2;
         let pair_bytes = PANEL * 4;
         for half in 0..2 {
@@ -324,6 +676,52 @@ mod amx {
                     c0 = in(reg) c0, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3, s = in(reg) PANEL * 4,
                     options(nostack),
                 );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bf16::{Strided, gemm, gemm_serial};
+    use crate::isa::Bf16Kernel;
+    use crate::rng::{splitmix64, unit_f32};
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        (0..n as u64).map(|i| unit_f32(splitmix64(seed ^ splitmix64(i))) * 2.0 - 1.0).collect()
+    }
+
+    /// The single-threaded product of an attention head (strided operands, a strided
+    /// destination, a scale) gives `gemm`'s values (tested against f64 in `tests/bf16.rs`)
+    /// times the scale, on every kernel, and leaves the destination's other columns alone.
+    #[test]
+    fn the_serial_product_is_the_parallel_one_scaled_into_strided_rows() {
+        for &(m, k, n) in &[(1, 1, 1), (197, 64, 197), (37, 197, 23), (33, 5, 65)] {
+            let stride = 3 * k + 1; // a head's columns among others, as in attention
+            let a = values(m * stride, 1);
+            let b = values(n * stride, 2);
+            let (lhs, rhs) = (
+                Strided { data: &a[..(m - 1) * stride + k], rows: m, cols: k, row_stride: stride, col_stride: 1 },
+                // b^T stored row by row: k x n read down columns (as K^T in `q k^T`).
+                Strided { data: &b[..(n - 1) * stride + k], rows: k, cols: n, row_stride: 1, col_stride: stride },
+            );
+            for kernel in Bf16Kernel::available() {
+                let mut want = vec![0f32; m * n];
+                gemm(lhs, rhs, &mut want, false, kernel).unwrap();
+                let out_stride = n + 7;
+                let mut out = vec![f32::NAN; m * out_stride];
+                // SAFETY: m rows of n values, out_stride apart, in `out`.
+                unsafe { gemm_serial(lhs, rhs, out.as_mut_ptr(), out_stride, 0.25, kernel) }.unwrap();
+                for i in 0..m {
+                    for j in 0..out_stride {
+                        let got = out[i * out_stride + j];
+                        if j < n {
+                            assert_eq!(got, 0.25 * want[i * n + j], "{kernel:?} {m}x{k}x{n} at ({i}, {j})");
+                        } else {
+                            assert!(got.is_nan(), "{kernel:?}: column {j} past the product was written");
+                        }
+                    }
+                }
             }
         }
     }

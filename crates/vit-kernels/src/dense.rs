@@ -70,7 +70,7 @@ fn write_rows(part: &mut [std::mem::MaybeUninit<f32>], b: &[f32]) {
 }
 
 /// `rows` copies of `b`, written in parallel into fresh memory (no zero-fill first).
-fn bias_rows(b: &[f32], rows: usize) -> Vec<f32> {
+pub(crate) fn bias_rows(b: &[f32], rows: usize) -> Vec<f32> {
     let len = rows * b.len();
     let mut out: Vec<f32> = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(chunk_rows(b.len())).for_each(|part| write_rows(part, b));

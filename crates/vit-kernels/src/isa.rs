@@ -187,10 +187,23 @@ pub fn describe() -> String {
     let features = std::env::consts::ARCH.to_string();
     let forced = if forced_portable() { format!(" ({FORCE_ENV}=portable)") } else { String::new() };
     format!(
-        "int8 kernel: {}, bf16 kernel: {}{forced}; cpu: {features}",
+        "int8 kernel: {}, bf16 kernel: {}, row kernels: {}{forced}; cpu: {features}",
         Int8Kernel::detect().name(),
-        Bf16Kernel::detect().name()
+        Bf16Kernel::detect().name(),
+        row_kernels()
     )
+}
+
+/// Lets the elementwise row kernels (softmax, LayerNorm, GELU, the bf16 conversions) run their
+/// AVX-512 build where the CPU has it (`true`, the default) or holds them to the AVX2 one, for
+/// the whole process. For tests that compare the builds, in a test binary of their own.
+pub fn allow_avx512_rows(on: bool) {
+    crate::simd::set_avx512_rows(on);
+}
+
+/// The build of the row kernels that runs now: `avx512`, `avx2` or `baseline`.
+pub fn row_kernels() -> &'static str {
+    crate::simd::row_build()
 }
 
 thread_local! {

@@ -59,13 +59,14 @@ mod simd;
 mod softmax;
 mod testing;
 
+pub use bf16::Bf16Weight;
 pub use composed::AttentionDims;
 pub use dropout::DropoutMask;
 pub use int8::Int8Weight;
 pub use isa::{Bf16Kernel, Int8Kernel, with_bf16_matmuls};
 pub use ops::{
-    attention, attention_with_probe, attention_with_weights, dense, dense_dropout, dense_gelu, dense_int8,
-    dense_int8_with, dropout, gelu, layer_norm, softmax_last_dim,
+    attention, attention_with_probe, attention_with_weights, dense, dense_bf16, dense_bf16_with, dense_dropout,
+    dense_gelu, dense_int8, dense_int8_with, dropout, gelu, layer_norm, softmax_last_dim,
 };
 pub use path::KernelPath;
 pub use simd::{erf, exp};

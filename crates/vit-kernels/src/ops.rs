@@ -9,11 +9,12 @@ use candle_core::{D, DType, Result, Tensor};
 use crate::activation::Act;
 use crate::attached;
 use crate::attention::FusedAttention;
+use crate::bf16::{Bf16Weight, DenseBf16};
 use crate::composed::{self, AttentionDims};
 use crate::dense::Dense;
 use crate::dropout::DropoutMask;
 use crate::int8::{DenseInt8, Int8Weight};
-use crate::isa::{Int8Kernel, bf16_matmuls};
+use crate::isa::{Bf16Kernel, Int8Kernel, bf16_matmuls};
 use crate::layer_norm::LayerNorm;
 use crate::path::{KernelPath, is_half, select};
 use crate::softmax::Softmax;
@@ -105,6 +106,31 @@ pub fn dense_int8_with(x: &Tensor, weight: &Arc<Int8Weight>, gelu: bool, kernel:
         );
     }
     x.contiguous()?.apply_op1(DenseInt8 { weight: weight.clone(), gelu, kernel })
+}
+
+/// A dense layer with its weight packed once as bf16 ([`Bf16Weight`]), `x W^T + b` (GELU of
+/// it with `gelu`), for inference on the CPU: `x` is rounded to bf16 as it is packed, the
+/// products are summed in `f32` on the fastest bf16 kernel of the CPU
+/// ([`Bf16Kernel::detect`]), the bias is the sums' starting value. The input's gradient goes
+/// through the `f32` weight rounded to bf16 (for relevance maps); the weight gets none.
+///
+/// # Shapes
+/// - `x`: `[R, in]` `f32` on the CPU; returns `[R, out]` `f32`.
+pub fn dense_bf16(x: &Tensor, weight: &Arc<Bf16Weight>, gelu: bool) -> Result<Tensor> {
+    dense_bf16_with(x, weight, gelu, Bf16Kernel::detect())
+}
+
+/// [`dense_bf16`] on a given kernel (tests compare them).
+pub fn dense_bf16_with(x: &Tensor, weight: &Arc<Bf16Weight>, gelu: bool, kernel: Bf16Kernel) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 {
+        candle_core::bail!(
+            "dense_bf16: runs on 2-D f32 input on the CPU, got {:?} {:?} on {:?}",
+            x.dims(),
+            x.dtype(),
+            x.device().location()
+        );
+    }
+    x.contiguous()?.apply_op1(DenseBf16 { weight: weight.clone(), gelu, kernel })
 }
 
 /// The exact (erf) GELU, with gradients; one pass forward and backward on the CPU with `f32`.
@@ -212,6 +238,7 @@ pub fn attention(
         scale: dims.scale() as f32,
         mask: mask.copied(),
         saved_weights: (train && q.track_op()).then(Arc::default),
+        bf16: bf16_matmuls(),
     };
     q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, kernel)
 }

@@ -5,8 +5,8 @@
 /// on x86-64 only when built for a CPU with FMA, `-C target-cpu=native` for example).
 pub(crate) const FMA_BUILD: bool = cfg!(any(target_feature = "fma", target_arch = "aarch64"));
 
-/// Defines a function whose body is compiled twice: for the baseline target, and with AVX2 and
-/// FMA, chosen at run time when the CPU has them. The row kernels are elementwise polynomial
+/// Defines a function whose body is compiled three times: for the baseline target, with AVX2
+/// and FMA, and with AVX-512, the widest the CPU has chosen at run time. The row kernels are elementwise polynomial
 /// arithmetic (`exp`, `erf`): 8 lanes with fused multiply-adds instead of SSE2's 4 without.
 /// The body sees a constant `FMA`, true where `mul_add` is one instruction, to pass to
 /// [`exp_with`] and the functions built on it (elsewhere `mul_add` is a libm call).
@@ -22,11 +22,21 @@ macro_rules! simd_kernel {
             }
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    #[allow(dead_code)]
+                    const FMA: bool = true;
+                    $body
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2_fma($($arg: $ty),*) {
                     #[allow(dead_code)]
                     const FMA: bool = true;
                     $body
+                }
+                if $crate::simd::avx512_rows() {
+                    // SAFETY: the CPU has the features (checked once by `avx512_rows`).
+                    return unsafe { avx512($($arg),*) };
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU has both features.
@@ -39,6 +49,77 @@ macro_rules! simd_kernel {
 }
 
 pub(crate) use simd_kernel;
+
+/// Whether the row kernels run their AVX-512 build: the CPU has AVX512F/BW/VL/DQ (with AVX2
+/// and FMA), `VIT_KERNELS=portable` does not ask for the portable paths (under it they run the
+/// AVX2 build, or the baseline), and [`crate::isa::allow_avx512_rows`] did not turn it off.
+/// Each lane computes the same operations in every build, so the builds give the same values
+/// (tested).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn avx512_rows() -> bool {
+    match AVX512_ROWS.load(Ordering::Relaxed) {
+        UNKNOWN => {
+            let yes = !crate::isa::forced_portable() && cpu_has_avx512_rows();
+            AVX512_ROWS.store(if yes { YES } else { NO }, Ordering::Relaxed);
+            yes
+        }
+        state => state == YES,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[cfg(target_arch = "x86_64")]
+const UNKNOWN: u8 = 0;
+#[cfg(target_arch = "x86_64")]
+const NO: u8 = 1;
+#[cfg(target_arch = "x86_64")]
+const YES: u8 = 2;
+/// Whether the row kernels' AVX-512 build runs (one load per call).
+#[cfg(target_arch = "x86_64")]
+static AVX512_ROWS: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Whether the CPU has what the AVX-512 build of the row kernels needs.
+pub(crate) fn cpu_has_avx512_rows() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Turns the AVX-512 build of the row kernels on (where the CPU has it) or off, for the whole
+/// process; see [`crate::isa::allow_avx512_rows`].
+pub(crate) fn set_avx512_rows(on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    AVX512_ROWS.store(if on && cpu_has_avx512_rows() { YES } else { NO }, Ordering::Relaxed);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = on;
+}
+
+/// The build of the row kernels that runs now: `avx512`, `avx2` or `baseline`.
+pub(crate) fn row_build() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512_rows() {
+            return "avx512";
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+    }
+    "baseline"
+}
 
 /// The maximum and the sum over 8 lanes, so that the reductions vectorise (a single running
 /// value is a dependency chain the compiler may not reorder).

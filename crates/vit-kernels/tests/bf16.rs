@@ -121,3 +121,109 @@ fn a_dense_layer_under_bf16_matmuls_computes_forward_and_gradients_from_rounded_
         assert!((f64::from(*g) - want).abs() <= 1e-4 * want.abs().max(1.0));
     }
 }
+
+/// `‖a - b‖ / ‖b‖`.
+fn relative_error(a: &[f32], b: &[f64]) -> f64 {
+    let diff: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - y).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| y * y).sum();
+    (diff / norm).sqrt()
+}
+
+/// Attention of one image in f64, `softmax(scale · r(Q) r(K)^T) r(V)` per head, with `r` the
+/// rounding to bf16 where `rounded` (as the bf16 products round their operands, the weights
+/// included), else the identity.
+fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (n, heads, d): (usize, usize, usize),
+    rounded: bool,
+) -> Vec<f64> {
+    let r = |x: f32| if rounded { round(x) } else { f64::from(x) };
+    let scale = 1.0 / (d as f64).sqrt();
+    let width = heads * d;
+    let mut out = vec![0f64; n * width];
+    for h in 0..heads {
+        for i in 0..n {
+            let scores: Vec<f64> = (0..n)
+                .map(|j| scale * (0..d).map(|c| r(q[i * width + h * d + c]) * r(k[j * width + h * d + c])).sum::<f64>())
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = exps.iter().sum();
+            for c in 0..d {
+                out[i * width + h * d + c] =
+                    (0..n).map(|j| r((exps[j] / total) as f32) * r(v[j * width + h * d + c])).sum::<f64>();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_under_bf16_matmuls_rounds_its_products_operands_and_nothing_else() {
+    let (n, heads, d) = (29, 3, 20);
+    let dims = vit_kernels::AttentionDims { batch: 1, tokens: n, heads, key_dim: d, value_dim: d };
+    let (q, k, v) = (
+        Var::from_tensor(&randn(&[n, heads * d], 31)).unwrap(),
+        Var::from_tensor(&randn(&[n, heads * d], 32)).unwrap(),
+        Var::from_tensor(&randn(&[n, heads * d], 33)).unwrap(),
+    );
+    let y16 = with_bf16_matmuls(true, || vit_kernels::attention(&q, &k, &v, &dims, None, true)).unwrap();
+    let y32 = vit_kernels::attention(&q, &k, &v, &dims, None, true).unwrap();
+    let (qs, ks, vs) = (host(&q), host(&k), host(&v));
+    let rounded = attention_reference(&qs, &ks, &vs, (n, heads, d), true);
+    let exact = attention_reference(&qs, &ks, &vs, (n, heads, d), false);
+    // Against the same roundings in f64: only f32 sums and an occasional weight rounded the other
+    // way (its f32 value a hair from the f64 one) apart.
+    let e = relative_error(&host(&y16), &rounded);
+    assert!(e < 1e-5, "bf16 attention against the rounded f64 reference: {e:e}");
+    // Against exact attention: bf16's error, which f32 attention does not have.
+    let (e16, e32) = (relative_error(&host(&y16), &exact), relative_error(&host(&y32), &exact));
+    assert!(e16 > 10.0 * e32 && e16 < 1e-2, "bf16 {e16:e}, f32 {e32:e} against exact attention");
+    // The backward pass runs its four products in bf16 too: gradients near f32's, not equal.
+    let upstream = randn(&[n, heads * d], 34);
+    let g16 = (y16 * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    let g32 = (y32 * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, var) in [("q", &q), ("k", &k), ("v", &v)] {
+        let (a, b) = (host(g16.get(var).unwrap()), host(g32.get(var).unwrap()));
+        let b64: Vec<f64> = b.iter().map(|&x| f64::from(x)).collect();
+        let e = relative_error(&a, &b64);
+        assert!(e > 1e-5 && e < 2e-2, "grad {name}: bf16 against f32 {e:e}");
+    }
+}
+
+#[test]
+fn a_dense_layer_with_a_packed_bf16_weight_computes_what_the_unpacked_one_does() {
+    let (rows, k, n) = (45, 77, 130);
+    let x = Var::from_tensor(&randn(&[rows, k], 951)).unwrap();
+    let w = randn(&[n, k], 952);
+    let b = randn(&[n], 953);
+    let packed = std::sync::Arc::new(vit_kernels::Bf16Weight::from_tensors(&w, Some(&b)).unwrap());
+    assert_eq!((packed.out_dim(), packed.in_dim()), (n, k));
+    let (xs, ws, bs) = (host(&x), host(&w), host(&b));
+    let wt: Vec<f32> = (0..k * n).map(|i| ws[(i % n) * k + i / n]).collect();
+    let forward = reference(&xs, &wt, (rows, k, n));
+    let upstream = randn(&[rows, n], 954);
+    let us = host(&upstream);
+    let grad_x = reference(&us, &ws, (rows, n, k));
+    for kernel in Bf16Kernel::available() {
+        let y = vit_kernels::dense_bf16_with(&x, &packed, false, kernel).unwrap();
+        for (i, (o, (want, bound))) in host(&y).iter().zip(&forward).enumerate() {
+            let want = want + f64::from(bs[i % n]);
+            assert!((f64::from(*o) - want).abs() <= bound + 1e-6 * want.abs(), "{kernel:?} forward {i}: {o} vs {want}");
+        }
+        // GELU fused into the product's blocks: GELU of the plain output.
+        let fused = host(&vit_kernels::dense_bf16_with(&x, &packed, true, kernel).unwrap());
+        let separate = host(&vit_kernels::gelu(&y).unwrap());
+        assert_eq!(fused, separate, "{kernel:?}: fused GELU");
+        // The input's gradient (relevance maps): g W from rounded operands; the weight gets none.
+        let grads = (y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        for (o, (want, bound)) in host(grads.get(&x).unwrap()).iter().zip(&grad_x) {
+            assert!((f64::from(*o) - want).abs() <= *bound, "{kernel:?} grad x: {o} vs {want}");
+        }
+    }
+    // Sizes that do not fit are refused where they enter.
+    assert!(vit_kernels::dense_bf16(&randn(&[3, k + 1], 955), &packed, false).is_err());
+    assert!(vit_kernels::Bf16Weight::from_tensors(&w, Some(&randn(&[n + 1], 956))).is_err());
+}

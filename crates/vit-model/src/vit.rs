@@ -5,7 +5,9 @@ use std::fmt;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use vit_blocks::{LayerNorm, NamedParameter, QuantizeInt8, SeededVarMap, SharedRng, TransformerBlock, WeightMap};
+use vit_blocks::{
+    LayerNorm, NamedParameter, PackBf16, QuantizeInt8, SeededVarMap, SharedRng, TransformerBlock, WeightMap,
+};
 use vit_encoder::{PatchEncoder, PositionEmbedding};
 
 use crate::head::ClassifierHead;
@@ -86,13 +88,16 @@ impl Vit {
     }
 
     /// The model outside autograd computing in `precision`, for inference: `f32` as
-    /// [`detached`](Self::detached), `bf16` with its parameters cast, `int8` with every dense
-    /// layer quantized (on the CPU only). Make it once, after loading: quantizing reads every
-    /// weight.
+    /// [`detached`](Self::detached); `bf16` on the CPU with every dense layer's weight packed
+    /// as bf16 once (elsewhere its parameters cast); `int8` with every dense layer quantized
+    /// (on the CPU only). Make it once, after loading: packing reads every weight.
     pub fn for_inference(&self, precision: InferencePrecision) -> Result<Self> {
         let detached = self.detached();
         match precision {
             InferencePrecision::F32 => Ok(detached),
+            InferencePrecision::Bf16 if self.head.classifier().weight().device().is_cpu() => {
+                detached.map_weights(&PackBf16)?.for_compute(DType::BF16)
+            }
             InferencePrecision::Bf16 => detached.for_compute(DType::BF16),
             InferencePrecision::Int8 => detached.map_weights(&QuantizeInt8),
         }

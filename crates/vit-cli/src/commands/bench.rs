@@ -241,6 +241,7 @@ pub fn run(
     fields.push(("peak_rss_mb", format!("{:.1}", peak_rss_mb().unwrap_or(f64::NAN))));
     fields.push(("int8_kernel", vit_kernels::Int8Kernel::detect().name().to_string()));
     fields.push(("bf16_kernel", vit_kernels::Bf16Kernel::detect().name().to_string()));
+    fields.push(("row_kernels", vit_kernels::isa::row_kernels().to_string()));
     Ok(BenchResult { fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect() })
 }
 
