@@ -105,6 +105,8 @@ thread_local! {
     static RIGHT_BUFFER: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
     /// A task's block of left rows, packed where the task runs (in its core's cache).
     static LEFT_BLOCK: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
+    /// All left rows, packed before the tasks where several tasks read the same rows.
+    static LEFT_SHARED: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
 }
 
 /// `buffer` resized to `len` elements (their values are then overwritten in full).
@@ -119,6 +121,31 @@ simd_kernel! {
     fn convert_run(dst: &mut [u16], src: &[f32]) {
         for (d, &v) in dst.iter_mut().zip(src) {
             *d = to_bf16(v);
+        }
+    }
+}
+
+simd_kernel! {
+    /// Rows `first..first + rows` of a matrix stored by columns (`col_stride` apart, each row
+    /// a contiguous run) as bf16 rows of `depth` into `dst`: squares of 32 x 32 converted along
+    /// memory and transposed in cache, in one call (a call per run of 32 values cost more
+    /// than the conversion).
+    fn pack_transposed(dst: &mut [u16], depth: usize, data: &[f32], first: usize, rows: usize, cols: usize, col_stride: usize) {
+        let mut square = [[0u16; BLOCK_ROWS]; BLOCK_ROWS];
+        for j0 in (0..cols).step_by(BLOCK_ROWS) {
+            let width = BLOCK_ROWS.min(cols - j0);
+            for (j, line) in square.iter_mut().enumerate().take(width) {
+                let start = first + (j0 + j) * col_stride;
+                for (d, &v) in line[..rows].iter_mut().zip(&data[start..start + rows]) {
+                    *d = to_bf16(v);
+                }
+            }
+            for r in 0..rows {
+                let out = &mut dst[r * depth + j0..r * depth + j0 + width];
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = square[j][r];
+                }
+            }
         }
     }
 }
@@ -153,21 +180,7 @@ fn pack_block(a: &Strided, first: usize, depth: usize, dst: &mut [u16]) {
         }
     } else if a.row_stride == 1 {
         // A transposed operand (a weight gradient's `g^T`): its rows are columns in memory.
-        // Squares of 32 x 32 are converted along memory and transposed in cache.
-        let mut square = [[0u16; BLOCK_ROWS]; BLOCK_ROWS];
-        for j0 in (0..a.cols).step_by(BLOCK_ROWS) {
-            let width = BLOCK_ROWS.min(a.cols - j0);
-            for (j, line) in square.iter_mut().enumerate().take(width) {
-                let start = first + (j0 + j) * a.col_stride;
-                convert_run(&mut line[..rows], &a.data[start..start + rows]);
-            }
-            for r in 0..rows {
-                let out = &mut dst[r * depth + j0..r * depth + j0 + width];
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = square[j][r];
-                }
-            }
-        }
+        pack_transposed(dst, depth, a.data, first, rows, a.cols, a.col_stride);
     } else {
         for r in 0..rows {
             for j in 0..a.cols {
@@ -409,14 +422,29 @@ unsafe fn multiply(
     let panel_tasks = wanted.div_ceil(row_tasks).clamp(1, right.panels);
     let panels_per_task = right.panels.div_ceil(panel_tasks);
     let dst = out as usize;
+    // Where several tasks share rows, the rows are packed once beforehand, in parallel.
+    let shared = (panels_per_task < right.panels).then(|| {
+        let mut left = sized(LEFT_SHARED.take(), m.next_multiple_of(BLOCK_ROWS) * depth);
+        left.par_chunks_mut(BLOCK_ROWS * depth)
+            .enumerate()
+            .for_each(|(i, dst)| pack_block(&a, i * BLOCK_ROWS, depth, dst));
+        left
+    });
     (0..row_tasks * right.panels.div_ceil(panels_per_task)).into_par_iter().for_each(|t| {
         let (chunk, block) = (t / row_tasks, t % row_tasks);
         let (row_start, row_end) = (block * TASK_ROWS, m.min((block + 1) * TASK_ROWS));
         let blocks = (row_end - row_start).div_ceil(BLOCK_ROWS);
-        let mut left = sized(LEFT_BLOCK.take(), blocks * BLOCK_ROWS * depth);
-        for (i, dst) in left.chunks_exact_mut(BLOCK_ROWS * depth).enumerate() {
-            pack_block(&a, row_start + i * BLOCK_ROWS, depth, dst);
-        }
+        let mut own = Vec::new();
+        let left = match &shared {
+            Some(all) => &all[row_start * depth..(row_start + blocks * BLOCK_ROWS) * depth],
+            None => {
+                own = sized(LEFT_BLOCK.take(), blocks * BLOCK_ROWS * depth);
+                for (i, dst) in own.chunks_exact_mut(BLOCK_ROWS * depth).enumerate() {
+                    pack_block(&a, row_start + i * BLOCK_ROWS, depth, dst);
+                }
+                &own[..]
+            }
+        };
         let panels = chunk * panels_per_task..right.panels.min((chunk + 1) * panels_per_task);
         let mut sums = [[0f32; PANEL]; BLOCK_ROWS];
         #[cfg(target_arch = "x86_64")]
@@ -453,8 +481,13 @@ unsafe fn multiply(
                 }
             }
         }
-        LEFT_BLOCK.set(left);
+        if shared.is_none() {
+            LEFT_BLOCK.set(own);
+        }
     });
+    if let Some(left) = shared {
+        LEFT_SHARED.set(left);
+    }
     Ok(())
 }
 
