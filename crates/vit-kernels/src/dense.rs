@@ -17,6 +17,9 @@ use crate::gemm::gemm_f32;
 use crate::isa::Bf16Kernel;
 /// Inputs of at most this many rows are split over output columns (see `Dense::cpu_fwd`).
 const FEW_ROWS: usize = 4;
+/// Inputs of at most this many rows (a batch-1 ViT's 197 tokens) are split over output columns
+/// too, when the weight is too large for the blocked path.
+const SPLIT_COLUMNS_ROWS: usize = 256;
 /// Output columns worth a task of their own in that split.
 const MIN_COLUMNS_PER_TASK: usize = 64;
 /// Weights of at most this many elements (256 KB) are small enough for every block of rows to
@@ -162,10 +165,11 @@ impl CustomOp3 for Dense {
         } else {
             let mut out = bias_rows(b, rows);
             let dst = out.as_mut_ptr() as usize;
-            if rows <= FEW_ROWS && threads > 1 && out_dim >= 2 * MIN_COLUMNS_PER_TASK {
-                // A matrix-vector product (batch 1): gemm runs it on one thread, and it streams
-                // the whole weight from memory (75 MB for the Keras example's head), so split the
-                // output columns across threads.
+            if rows <= SPLIT_COLUMNS_ROWS && threads > 1 && out_dim >= 2 * MIN_COLUMNS_PER_TASK {
+                // Few rows (one image's tokens, or a matrix-vector product): gemm splits them
+                // poorly over threads (a 197-row product of ViT-B used 1.5 of 2 cores) and
+                // streams the whole weight; each thread takes its own columns instead, and
+                // packs only its part of the weight.
                 let per_task = out_dim.div_ceil(threads).max(MIN_COLUMNS_PER_TASK);
                 (0..out_dim.div_ceil(per_task)).into_par_iter().for_each(|t| {
                     // Tasks write disjoint columns of out.
