@@ -15,14 +15,10 @@
 //! the bf16 values within f32 rounding.
 
 use std::cell::Cell;
-use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::activation::{gelu_grad_scale, gelu_rows_in_place};
-use crate::cpu::f32_slice;
-use crate::dense::Product;
+use crate::activation::gelu_rows_in_place;
 use crate::isa::Bf16Kernel;
 use crate::simd::simd_kernel;
 
@@ -542,107 +538,34 @@ fn portable_block(rows: &[u16], depth: usize, weights: &[u32], sums: &mut [[f32;
     }
 }
 
-/// A dense layer's weight packed once as bf16 for inference (`x W^T + b`), with its bias,
-/// and the `f32` weight for the input's gradient (relevance maps).
-pub struct Bf16Weight {
-    packed: PackedRight,
-    bias: Vec<f32>,
-    /// `[out, in]` in `f32`, as given.
-    weight: Tensor,
-}
-
-impl std::fmt::Debug for Bf16Weight {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Bf16Weight([{}, {}])", self.packed.cols, self.packed.rows)
+/// `x W^T + b` (GELU of it with `gelu`) for `x: [rows, in]` and a weight packed once
+/// (`right`, from [`PackedRight::weight`]), the bias added and GELU applied as each block of
+/// sums is stored.
+pub(crate) fn dense_rows(
+    x: &[f32],
+    rows: usize,
+    right: &PackedRight,
+    bias: &[f32],
+    gelu: bool,
+    kernel: Bf16Kernel,
+) -> candle_core::Result<Vec<f32>> {
+    let (in_dim, out_dim) = (right.rows, right.cols);
+    if bias.len() != out_dim || x.len() != rows.saturating_mul(in_dim) {
+        candle_core::bail!(
+            "bf16 dense: {} inputs of width {in_dim} and {} biases for {out_dim} outputs",
+            x.len(),
+            bias.len()
+        );
     }
-}
-
-impl Bf16Weight {
-    /// Packs `weight: [out, in]` and keeps `bias: [out]` (zeros without one).
-    pub fn from_tensors(weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Self> {
-        let (out_dim, in_dim) = weight.dims2()?;
-        let weight = weight.to_dtype(DType::F32)?.contiguous()?;
-        let packed = PackedRight::weight(&weight.flatten_all()?.to_vec1::<f32>()?, out_dim, in_dim)?;
-        let bias = match bias {
-            Some(b) => b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0.0; out_dim],
-        };
-        if bias.len() != out_dim {
-            candle_core::bail!("bf16 weight: a bias of {} values for {out_dim} outputs", bias.len());
-        }
-        Ok(Self { packed, bias, weight })
+    let len = rows.checked_mul(out_dim).ok_or_else(|| candle_core::Error::Msg("bf16: output too large".into()))?;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: `out` has room for rows x out_dim values, and the bias epilogue writes them
+    // all without reading any.
+    unsafe {
+        multiply(Strided::row_major(x, rows, in_dim), right, out.as_mut_ptr(), Epilogue::Bias { bias, gelu }, kernel)?;
+        out.set_len(len);
     }
-
-    /// Output channels.
-    pub fn out_dim(&self) -> usize {
-        self.packed.cols
-    }
-
-    /// Input width.
-    pub fn in_dim(&self) -> usize {
-        self.packed.rows
-    }
-}
-
-/// `x W^T + b` (GELU of it with `gelu`) with a packed bf16 weight.
-pub(crate) struct DenseBf16 {
-    pub weight: Arc<Bf16Weight>,
-    pub gelu: bool,
-    pub kernel: Bf16Kernel,
-}
-
-impl DenseBf16 {
-    fn rows(&self, x: &[f32], rows: usize, gelu: bool) -> candle_core::Result<Vec<f32>> {
-        let (in_dim, out_dim) = (self.weight.in_dim(), self.weight.out_dim());
-        let len = rows.checked_mul(out_dim).ok_or_else(|| candle_core::Error::Msg("bf16: output too large".into()))?;
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        let epilogue = Epilogue::Bias { bias: &self.weight.bias, gelu };
-        // SAFETY: `out` has room for rows x out_dim values, and the bias epilogue writes them
-        // all without reading any.
-        unsafe {
-            multiply(
-                Strided::row_major(x, rows, in_dim),
-                &self.weight.packed,
-                out.as_mut_ptr(),
-                epilogue,
-                self.kernel,
-            )?;
-            out.set_len(len);
-        }
-        Ok(out)
-    }
-}
-
-impl CustomOp1 for DenseBf16 {
-    fn name(&self) -> &'static str {
-        "vit-dense-bf16"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(storage, layout, self.name())?;
-        let (rows, in_dim) = layout.shape().dims2()?;
-        if in_dim != self.weight.in_dim() {
-            candle_core::bail!("vit-dense-bf16: input width {in_dim}, the weight takes {}", self.weight.in_dim());
-        }
-        let out = self.rows(x, rows, self.gelu)?;
-        Ok((CpuStorage::F32(out), Shape::from((rows, self.weight.out_dim()))))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = if self.gelu {
-            // GELU's derivative at the product, computed again (the forward pass kept only
-            // GELU's output).
-            let (rows, out_dim) = grad.dims2()?;
-            let mut grad = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            let pre = self.rows(&x.flatten_all()?.to_vec1::<f32>()?, rows, false)?;
-            gelu_grad_scale(&mut grad, &pre);
-            Tensor::from_vec(grad, (rows, out_dim), x.device())?
-        } else {
-            grad.contiguous()?
-        };
-        let product = Product { bf16: Some(self.kernel), ..Product::default() };
-        Ok(Some(grad.apply_op2_no_bwd(&self.weight.weight, &product)?))
-    }
+    Ok(out)
 }
 
 #[cfg(target_arch = "x86_64")]

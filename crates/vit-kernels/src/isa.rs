@@ -194,16 +194,79 @@ pub fn describe() -> String {
     )
 }
 
+// The row kernels' AVX-512 build: chosen here, with the other kernels, and read by
+// `simd::simd_kernel!` at every call.
+
+/// Whether the row kernels run their AVX-512 build: the CPU has AVX512F/BW/VL/DQ (with AVX2
+/// and FMA), `VIT_KERNELS=portable` does not ask for the portable paths (under it they run the
+/// AVX2 build, or the baseline), and [`allow_avx512_rows`] did not turn it off.
+/// Each lane computes the same operations in every build, so the builds give the same values
+/// (tested).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn avx512_rows() -> bool {
+    match AVX512_ROWS.load(Ordering::Relaxed) {
+        UNKNOWN => {
+            let yes = !forced_portable() && cpu_has_avx512_rows();
+            AVX512_ROWS.store(if yes { YES } else { NO }, Ordering::Relaxed);
+            yes
+        }
+        state => state == YES,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[cfg(target_arch = "x86_64")]
+const UNKNOWN: u8 = 0;
+#[cfg(target_arch = "x86_64")]
+const NO: u8 = 1;
+#[cfg(target_arch = "x86_64")]
+const YES: u8 = 2;
+/// Whether the row kernels' AVX-512 build runs (one load per call).
+#[cfg(target_arch = "x86_64")]
+static AVX512_ROWS: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Whether the CPU has what the AVX-512 build of the row kernels needs.
+pub(crate) fn cpu_has_avx512_rows() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Lets the elementwise row kernels (softmax, LayerNorm, GELU, the bf16 conversions) run their
 /// AVX-512 build where the CPU has it (`true`, the default) or holds them to the AVX2 one, for
 /// the whole process. For tests that compare the builds, in a test binary of their own.
 pub fn allow_avx512_rows(on: bool) {
-    crate::simd::set_avx512_rows(on);
+    #[cfg(target_arch = "x86_64")]
+    AVX512_ROWS.store(if on && cpu_has_avx512_rows() { YES } else { NO }, Ordering::Relaxed);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = on;
 }
 
 /// The build of the row kernels that runs now: `avx512`, `avx2` or `baseline`.
 pub fn row_kernels() -> &'static str {
-    crate::simd::row_build()
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512_rows() {
+            return "avx512";
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+    }
+    "baseline"
 }
 
 thread_local! {

@@ -47,6 +47,7 @@ pub mod bf16;
 pub mod composed;
 mod cpu;
 mod dense;
+mod dense_bf16;
 mod dropout;
 mod gemm;
 pub mod int8;
@@ -59,8 +60,8 @@ mod simd;
 mod softmax;
 mod testing;
 
-pub use bf16::Bf16Weight;
 pub use composed::AttentionDims;
+pub use dense_bf16::Bf16Weight;
 pub use dropout::DropoutMask;
 pub use int8::Int8Weight;
 pub use isa::{Bf16Kernel, Int8Kernel, with_bf16_matmuls};

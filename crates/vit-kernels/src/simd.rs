@@ -34,7 +34,7 @@ macro_rules! simd_kernel {
                     const FMA: bool = true;
                     $body
                 }
-                if $crate::simd::avx512_rows() {
+                if $crate::isa::avx512_rows() {
                     // SAFETY: the CPU has the features (checked once by `avx512_rows`).
                     return unsafe { avx512($($arg),*) };
                 }
@@ -49,77 +49,6 @@ macro_rules! simd_kernel {
 }
 
 pub(crate) use simd_kernel;
-
-/// Whether the row kernels run their AVX-512 build: the CPU has AVX512F/BW/VL/DQ (with AVX2
-/// and FMA), `VIT_KERNELS=portable` does not ask for the portable paths (under it they run the
-/// AVX2 build, or the baseline), and [`crate::isa::allow_avx512_rows`] did not turn it off.
-/// Each lane computes the same operations in every build, so the builds give the same values
-/// (tested).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn avx512_rows() -> bool {
-    match AVX512_ROWS.load(Ordering::Relaxed) {
-        UNKNOWN => {
-            let yes = !crate::isa::forced_portable() && cpu_has_avx512_rows();
-            AVX512_ROWS.store(if yes { YES } else { NO }, Ordering::Relaxed);
-            yes
-        }
-        state => state == YES,
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-use std::sync::atomic::{AtomicU8, Ordering};
-
-#[cfg(target_arch = "x86_64")]
-const UNKNOWN: u8 = 0;
-#[cfg(target_arch = "x86_64")]
-const NO: u8 = 1;
-#[cfg(target_arch = "x86_64")]
-const YES: u8 = 2;
-/// Whether the row kernels' AVX-512 build runs (one load per call).
-#[cfg(target_arch = "x86_64")]
-static AVX512_ROWS: AtomicU8 = AtomicU8::new(UNKNOWN);
-
-/// Whether the CPU has what the AVX-512 build of the row kernels needs.
-pub(crate) fn cpu_has_avx512_rows() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512dq")
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Turns the AVX-512 build of the row kernels on (where the CPU has it) or off, for the whole
-/// process; see [`crate::isa::allow_avx512_rows`].
-pub(crate) fn set_avx512_rows(on: bool) {
-    #[cfg(target_arch = "x86_64")]
-    AVX512_ROWS.store(if on && cpu_has_avx512_rows() { YES } else { NO }, Ordering::Relaxed);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = on;
-}
-
-/// The build of the row kernels that runs now: `avx512`, `avx2` or `baseline`.
-pub(crate) fn row_build() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx512_rows() {
-            return "avx512";
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return "avx2";
-        }
-    }
-    "baseline"
-}
 
 /// The maximum and the sum over 8 lanes, so that the reductions vectorise (a single running
 /// value is a dependency chain the compiler may not reorder).
