@@ -80,7 +80,43 @@ enum Command {
 /// `use_numa_nodes` = 16, which libmimalloc-sys names).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-fn main() -> Result<()> {
+/// Asks for the stack trace of a user error (a bad flag, a bad recipe field) beside its message.
+const BACKTRACE_VARIABLE: &str = "VIT_BACKTRACE";
+
+fn main() -> std::process::ExitCode {
+    // anyhow records a stack trace with every error when RUST_BACKTRACE is set, and returning it
+    // from main prints 30 frames of the parser after "unknown field": noise for a user error.
+    // RUST_LIB_BACKTRACE decides for errors alone; panics still follow RUST_BACKTRACE.
+    let wants_backtrace = std::env::var_os(BACKTRACE_VARIABLE).is_some_and(|v| v != "0");
+    // SAFETY: the first statement of main; no other thread exists to read the environment.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", if wants_backtrace { "1" } else { "0" }) };
+    match start() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", error_report(&error, wants_backtrace));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: MESSAGE`, then each cause on its own line, then the stack trace if one was asked for
+/// (`VIT_BACKTRACE=1`).
+fn error_report(error: &anyhow::Error, with_backtrace: bool) -> String {
+    let mut report = format!("error: {error}");
+    let causes: Vec<String> = error.chain().skip(1).map(|cause| cause.to_string()).collect();
+    if !causes.is_empty() {
+        report.push_str("\n\nCaused by:");
+        for (i, cause) in causes.iter().enumerate() {
+            report.push_str(&format!("\n    {i}: {cause}"));
+        }
+    }
+    if with_backtrace {
+        report.push_str(&format!("\n\nStack backtrace:\n{}", error.backtrace()));
+    }
+    report
+}
+
+fn start() -> Result<()> {
     // Training frees and re-allocates the same large tensors at every step; returning them to the
     // kernel between steps makes each one page-fault afresh.
     // SAFETY: sets a global allocator option before any thread is started.

@@ -151,6 +151,33 @@ fn flags_with_a_fixed_set_of_values_list_them_and_reject_a_typo() {
     assert!(help.contains("embedded-mnist") && help.contains("fashion-mnist"), "{help}");
 }
 
+#[test]
+fn a_user_error_prints_its_message_without_a_backtrace_unless_asked() {
+    let dir = tmp_dir("cli-user-error");
+    let recipe = dir.join("bad.toml");
+    let text = pattern_recipe(&dir, 1, 1e-3).replace("num_layers = 2", "num_layers = 2\nno_such_field = 1");
+    std::fs::write(&recipe, text).unwrap();
+    let run = |extra: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vit"));
+        command.args(["train", "--device", "cpu", "--recipe", recipe.to_str().unwrap()]);
+        command.env_remove("VIT_DATA_DIR").env_remove("VIT_BACKTRACE").env("RUST_BACKTRACE", "1");
+        command.envs(extra.iter().copied()).output().unwrap()
+    };
+    // RUST_BACKTRACE=1 is common in a Rust user's shell: the message alone, with its cause.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("no_such_field") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("backtrace") && stderr.lines().count() < 10, "{stderr}");
+    // Asked for, the trace follows the message.
+    let stderr = String::from_utf8_lossy(&run(&[("VIT_BACKTRACE", "1")]).stderr).to_string();
+    assert!(stderr.contains("no_such_field") && stderr.contains("Stack backtrace:"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Runs `vit ARGS` until `metrics.jsonl` in `run` has more than `lines` lines, then sends
 /// SIGTERM; returns the exit code.
 fn train_until_then_terminate(args: &[&str], run: &Path, lines: usize) -> Option<i32> {
