@@ -95,6 +95,18 @@ fn default_eps() -> f64 {
     1e-6
 }
 
+/// A preset: its name, a shorter name it also answers to, and its config.
+type Preset = (&'static str, &'static str, fn() -> VitConfig);
+
+/// Every preset, in the order [`VitConfig::PRESETS`] lists them.
+const PRESET_TABLE: [Preset; 5] = [
+    ("keras_cifar100", "keras_cifar100", VitConfig::keras_cifar100),
+    ("mnist", "mnist", VitConfig::mnist),
+    ("vit_tiny_16", "vit_ti_16", VitConfig::vit_tiny_16),
+    ("vit_small_16", "vit_s_16", VitConfig::vit_small_16),
+    ("vit_base_16", "vit_b_16", VitConfig::vit_base_16),
+];
+
 impl VitConfig {
     /// The Keras example, "Image classification with Vision Transformer", exactly: CIFAR-100
     /// resized to 72x72x3, 6x6 patches (144), width 64, 4 heads of key_dim 64, 8 blocks, MLP
@@ -190,18 +202,20 @@ impl VitConfig {
     /// The preset of that name: `keras_cifar100`, `mnist`, `vit_tiny_16`, `vit_small_16`,
     /// `vit_base_16` (dashes work too).
     pub fn preset(name: &str) -> Option<Self> {
-        match name.replace('-', "_").as_str() {
-            "keras_cifar100" => Some(Self::keras_cifar100()),
-            "mnist" => Some(Self::mnist()),
-            "vit_tiny_16" | "vit_ti_16" => Some(Self::vit_tiny_16()),
-            "vit_small_16" | "vit_s_16" => Some(Self::vit_small_16()),
-            "vit_base_16" | "vit_b_16" => Some(Self::vit_base_16()),
-            _ => None,
-        }
+        let name = name.replace('-', "_");
+        PRESET_TABLE.iter().find(|(full, short, _)| name == *full || name == *short).map(|(_, _, make)| make())
     }
 
     /// Names accepted by [`preset`](Self::preset).
-    pub const PRESETS: [&'static str; 5] = ["keras_cifar100", "mnist", "vit_tiny_16", "vit_small_16", "vit_base_16"];
+    pub const PRESETS: [&'static str; PRESET_TABLE.len()] = {
+        let mut names = [""; PRESET_TABLE.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = PRESET_TABLE[i].0;
+            i += 1;
+        }
+        names
+    };
 
     /// Reads a config from a `.toml` or `.json` file (by extension; otherwise TOML) and
     /// validates it. Errors name the file and the field.

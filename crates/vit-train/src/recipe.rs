@@ -261,13 +261,11 @@ impl Recipe {
                     .and_then(|c| c.validate().map(|_| c).map_err(|e| bad(e.to_string())));
             }
         };
+        // The preset's table lacks the fields that serialise to nothing at their default
+        // (`qkv_bias = true`, `fc_norm = false`, ...), so a key is not checked against it: the
+        // config's own deserialiser (which denies unknown fields) is the one list of fields.
         let mut merged = toml::Table::try_from(&base).expect("config serialises");
-        for (k, v) in table {
-            if !merged.contains_key(&k) && !OPTIONAL_FIELDS.contains(&k.as_str()) {
-                return Err(bad(format!("[model] has no field `{k}`")));
-            }
-            merged.insert(k, v);
-        }
+        merged.extend(table);
         let cfg: VitConfig = toml::Value::Table(merged).try_into().map_err(|e| bad(format!("[model]: {e}")))?;
         cfg.validate().map_err(|e| bad(e.to_string()))?;
         Ok(cfg)
@@ -367,7 +365,3 @@ impl Recipe {
         Ok(())
     }
 }
-
-/// `VitConfig` fields that serialise to nothing when unset, so they are absent from a preset's
-/// table but may still be given.
-const OPTIONAL_FIELDS: [&str; 2] = ["value_dim", "layer_scale"];

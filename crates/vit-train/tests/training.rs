@@ -207,6 +207,32 @@ fn recipes_report_bad_fields_by_name() {
 }
 
 #[test]
+fn a_recipe_sets_any_model_field_and_a_timm_style_model_trains() {
+    // qkv_bias and fc_norm serialise to nothing at their defaults, so a preset's table lacks
+    // them; a recipe setting them was refused as naming no field.
+    let data = tmp_dir("timm-style-data");
+    write_pattern_mnist(&data, 4, 2);
+    let run = data.join("run");
+    let recipe = pattern_recipe(&data, 2, 3e-3)
+        .replace("dropout = 0.1", "dropout = 0.1\nhead = \"mean_pool\"\nfc_norm = true\nqkv_bias = false");
+    let parsed = Recipe::parse(&recipe, Path::new("timm.toml")).unwrap();
+    let cfg = parsed.model_config(Path::new("timm.toml")).unwrap();
+    assert!(cfg.fc_norm && !cfg.qkv_bias && cfg.head == vit_model::HeadKind::MeanPool, "{cfg:?}");
+    let outcome = train(options(&recipe, &run, false, None)).unwrap();
+    assert!(matches!(outcome, TrainOutcome::Finished(_)), "{outcome:?}");
+    let weights = tensors(&run.join("best.safetensors"));
+    assert!(weights.keys().any(|k| k.contains("query.weight")));
+    assert!(!weights.keys().any(|k| k.contains("query.bias")), "qkv_bias = false: {:?}", weights.keys());
+    // The recipe written beside the run keeps both fields, so the run can be repeated.
+    let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(written.contains("qkv_bias = false") && written.contains("fc_norm = true"), "{written}");
+    // A field no config has is still refused by name.
+    let err = Recipe::parse(&recipe.replace("fc_norm = true", "fc_norms = true"), Path::new("timm.toml")).unwrap_err();
+    assert!(err.to_string().contains("fc_norms") && err.to_string().contains("timm.toml"), "{err}");
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
 fn deit_augmentation_trains_and_resumes_exactly() {
     let data = tmp_dir("deit-data");
     write_pattern_mnist(&data, 4, 1);
