@@ -38,7 +38,7 @@ fn crates_composed_by_hand_equal_the_model() {
     let norm = vit_blocks::LayerNorm::new(16, cfg.layer_norm_eps, vb.pp("norm")).unwrap();
     let classifier = vit_blocks::Linear::new(16, 2, true, vb.pp("head.classifier")).unwrap();
 
-    let images = Tensor::rand(0f32, 1., (3, 8, 8, 1), &Device::Cpu).unwrap();
+    let images = vit_rng::tensors::uniform(0f32, 1., (3, 8, 8, 1), 1, &Device::Cpu).unwrap();
     let mut x = encoder.forward(&extract_patch_tokens(&images, &cfg.patch_spec()).unwrap()).unwrap();
     for block in &blocks {
         x = block.forward(&x).unwrap();

@@ -277,7 +277,7 @@ fn resolve(files: &[SourceFile], context: &[String], path: &[String], depth: usi
             module.push(segment.clone());
         } else if let Some(target) = here.reexports.get(segment).filter(|_| depth < 8) {
             let target: Vec<String> = target.iter().chain(&segments[i + 1..]).cloned().collect();
-            // A re-export of another crate's item (`pub use vit_kernels::rng::SharedRng`) is no
+            // A re-export of another crate's item (`pub use vit_rng::SharedRng`) is no
             // import of a file of this crate.
             return resolve(files, &module, &target, depth + 1);
         } else {

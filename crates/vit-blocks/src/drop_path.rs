@@ -1,7 +1,7 @@
 //! Stochastic depth as a module.
 
 use candle_core::{Result, Tensor};
-use vit_kernels::rng::{SharedRng, block_u64, unit_f32};
+use vit_rng::{SharedRng, block_u64, unit_f32};
 
 /// Stochastic depth (drop path): in training, each sample's residual branch is dropped with
 /// probability `p` and kept ones are scaled by `1 / (1 - p)`; at inference it is the identity.

@@ -2,7 +2,7 @@
 
 use candle_core::{Result, Tensor};
 use vit_kernels::DropoutMask;
-use vit_kernels::rng::SharedRng;
+use vit_rng::SharedRng;
 
 /// Inverted dropout: in training each element is zeroed with probability `p` and the rest are
 /// scaled by `1 / (1 - p)`; at inference it is the identity.

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 
-use vit_kernels::rng::{fnv1a64, splitmix64, unit_f32};
+use vit_rng::{named_stream, normal_at, uniform_at};
 
 /// A `VarMap` whose new variables are initialised from `seed` and their name, or, for a store
 /// made [`from_tensors`](SeededVarMap::from_tensors), from given values.
@@ -95,9 +95,9 @@ impl SeededVarMap {
     }
 
     fn draw(&self, shape: &Shape, name: &str, init: Init) -> Result<Vec<f32>> {
-        let stream = splitmix64(self.seed ^ fnv1a64(name.as_bytes()));
+        let stream = named_stream(self.seed, name.as_bytes());
         let n = shape.elem_count();
-        let uniform = |i: usize| unit_f32(splitmix64(stream ^ splitmix64(i as u64)));
+        let uniform = |i: usize| uniform_at(stream, i as u64);
         let values = match init {
             Init::Const(v) => vec![v as f32; n],
             Init::Uniform { lo, up } => (0..n).map(|i| lo as f32 + (up - lo) as f32 * uniform(i)).collect(),
@@ -117,17 +117,9 @@ impl SeededVarMap {
     }
 }
 
-/// `n` normal numbers by Box-Muller from the stream.
+/// `n` normal numbers from the stream.
 fn normal(n: usize, stream: u64, mean: f32, stdev: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            let a = splitmix64(stream ^ splitmix64(2 * i as u64));
-            let b = splitmix64(stream ^ splitmix64(2 * i as u64 + 1));
-            let u1 = unit_f32(a).max(f32::MIN_POSITIVE);
-            let u2 = unit_f32(b);
-            mean + stdev * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
-        })
-        .collect()
+    (0..n as u64).map(|i| normal_at(stream, i, mean, stdev)).collect()
 }
 
 impl SimpleBackend for SeededVarMap {

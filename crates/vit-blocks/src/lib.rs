@@ -77,7 +77,7 @@ pub use norm::LayerNorm;
 pub use parameters::NamedParameter;
 /// The random stream of dropout and stochastic depth, from `vit-kernels` (whose dropout masks
 /// draw from it), re-exported because the modules' constructors take it.
-pub use vit_kernels::rng::{RngState, SharedRng};
+pub use vit_rng::{RngState, SharedRng};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use vit_kernels::rng::SharedRng;
+use vit_rng::SharedRng;
 
 use crate::{Dropout, Linear, NamedParameter, WeightMap};
 

@@ -1,6 +1,6 @@
 //! The order of a data set's records in an epoch, and in a validation split.
 
-use vit_kernels::rng::splitmix64;
+use vit_rng::splitmix64;
 
 /// A deterministic permutation of `0..n` for `(seed, epoch)` (Fisher-Yates).
 pub fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {

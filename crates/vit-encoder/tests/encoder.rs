@@ -64,7 +64,7 @@ fn sincos_has_no_parameters_and_known_values() {
 
 #[test]
 fn resizing_to_the_same_grid_is_the_identity_and_keeps_the_class_token() {
-    let table = Tensor::randn(0f32, 1., (1 + 12, 5), &Device::Cpu).unwrap();
+    let table = vit_rng::tensors::normal(0f32, 1., (1 + 12, 5), 1, &Device::Cpu).unwrap();
     for interpolation in [Interpolation::Bilinear, Interpolation::Bicubic] {
         let same = resize_grid(&table, (3, 4), (3, 4), true, interpolation).unwrap();
         let diff = (same - &table).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -109,7 +109,7 @@ fn gradients_reach_every_parameter_through_a_resized_grid() {
     let cfg = PatchEncoderConfig { class_token: true, ..PatchEncoderConfig::new(PatchSpec::new(1, 3), 1, (2, 2), 4) };
     let enc = PatchEncoder::new(&cfg, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let enc = enc.with_grid((3, 3), Interpolation::Bilinear).unwrap();
-    let patches = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 9, 3), &Device::Cpu).unwrap()).unwrap();
+    let patches = Var::from_tensor(&vit_rng::tensors::normal(0f32, 1., (2, 9, 3), 2, &Device::Cpu).unwrap()).unwrap();
     let grads = enc.forward(&patches).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
     for (name, var) in store.varmap().data().lock().unwrap().iter() {
         let g = grads.get(var).unwrap_or_else(|| panic!("{name}: no gradient"));

@@ -177,10 +177,10 @@ mod tests {
     #[test]
     fn attached_softmax_and_layer_norm_match_composed_forward_and_backward() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2., (3, 5, 16), &dev).unwrap()).unwrap();
-        let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, 16, &dev).unwrap()).unwrap();
-        let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, 16, &dev).unwrap()).unwrap();
-        let up = Tensor::randn(0f32, 1., (3, 5, 16), &dev).unwrap();
+        let x = Var::from_tensor(&vit_rng::tensors::normal(0f32, 2., (3, 5, 16), 1, &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&vit_rng::tensors::normal(1f32, 0.5, 16, 2, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&vit_rng::tensors::normal(0f32, 0.5, 16, 3, &dev).unwrap()).unwrap();
+        let up = vit_rng::tensors::normal(0f32, 1., (3, 5, 16), 4, &dev).unwrap();
         let pairs = [
             (super::softmax_last_dim(&x).unwrap(), composed::softmax_last_dim(&x).unwrap()),
             (super::layer_norm(&x, &w, &b, 1e-6).unwrap(), composed::layer_norm(&x, &w, &b, 1e-6).unwrap()),

@@ -641,7 +641,7 @@ mod amx {
 mod tests {
     use crate::bf16::{Strided, gemm, gemm_serial};
     use crate::isa::Bf16Kernel;
-    use crate::rng::{splitmix64, unit_f32};
+    use vit_rng::{splitmix64, unit_f32};
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
         (0..n as u64).map(|i| unit_f32(splitmix64(seed ^ splitmix64(i))) * 2.0 - 1.0).collect()

@@ -5,8 +5,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, T
 use rayon::prelude::*;
 
 use crate::cpu::f32_slice;
-use crate::rng::{SharedRng, block_u64};
 use crate::simd::simd_kernel;
+use vit_rng::{SharedRng, block_u64};
 
 /// The keep/drop decision of each element of one dropout call over `n` elements, with drop
 /// probability `p`: kept elements are scaled by `1 / (1 - p)` (inverted dropout).
@@ -29,7 +29,7 @@ pub struct DropoutMask {
 impl DropoutMask {
     /// The mask of the next `n` elements of `rng`'s stream with drop probability `p` in
     /// `[0, 1)`. The stream advances as if 4 elements took one 64-bit draw; each call gets a key.
-    /// With a [`crate::rng::BatchShard`] set, the elements are this shard's of the global
+    /// With a [`vit_rng::BatchShard`] set, the elements are this shard's of the global
     /// batch's mask (the leading dimension being the batch).
     pub fn draw(rng: &SharedRng, p: f32, n: usize) -> Self {
         let (seed, first, offset) = rng.reserve_batch(n, 4);
@@ -138,7 +138,7 @@ impl CustomOp1 for DropoutMask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::BatchShard;
+    use vit_rng::BatchShard;
 
     #[test]
     fn a_shard_of_the_global_batch_draws_its_rows_of_the_global_mask() {

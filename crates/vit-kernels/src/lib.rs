@@ -18,7 +18,7 @@
 //! - softmax and LayerNorm compute in `f32` for `bf16` or `f16` input and return the input's
 //!   dtype.
 //!
-//! Dropout masks ([`DropoutMask`]) come from the counter-based generator in [`rng`], so the
+//! Dropout masks ([`DropoutMask`]) come from the counter-based generator of `vit-rng`, so the
 //! backward pass draws a mask again instead of storing it, and a run is reproducible from its
 //! seed. [`device_tests!`] writes one test per device the build enables.
 //!
@@ -55,7 +55,6 @@ pub mod isa;
 mod layer_norm;
 mod ops;
 pub mod path;
-pub mod rng;
 mod simd;
 mod softmax;
 mod testing;

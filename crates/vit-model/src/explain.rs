@@ -288,7 +288,7 @@ mod tests {
             ..VitConfig::mnist()
         };
         let (model, _) = Vit::init(&cfg, 3, &Device::Cpu).unwrap();
-        let images = Tensor::rand(0f32, 1., (2, 8, 8, 1), &Device::Cpu).unwrap();
+        let images = vit_rng::tensors::uniform(0f32, 1., (2, 8, 8, 1), 1, &Device::Cpu).unwrap();
         (model, images)
     }
 

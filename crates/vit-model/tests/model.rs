@@ -132,7 +132,7 @@ fn forward_shapes_and_input_checks() {
     for head in [HeadKind::Flatten, HeadKind::ClassToken, HeadKind::MeanPool] {
         let cfg = tiny(head);
         let (model, _) = Vit::init(&cfg, 1, &Device::Cpu).unwrap();
-        let x = Tensor::rand(0f32, 1., (3, 8, 8, 3), &Device::Cpu).unwrap();
+        let x = vit_rng::tensors::uniform(0f32, 1., (3, 8, 8, 3), 1, &Device::Cpu).unwrap();
         let (logits, attention) = model.forward_with_attention(&x, false).unwrap();
         assert_eq!(logits.dims(), [3, 5]);
         assert_eq!(attention.len(), 2);
@@ -157,7 +157,7 @@ fn every_trainable_parameter_gets_a_nonzero_gradient(device: &Device) {
             let cfg = VitConfig { drop_path: 0.1, ..tiny(head) };
             let (model, store) = Vit::init(&cfg, 2, device).unwrap();
             let model = model.with_compute_dtype(dtype).unwrap();
-            let x = Tensor::rand(0f32, 1., (4, 8, 8, 3), device).unwrap();
+            let x = vit_rng::tensors::uniform(0f32, 1., (4, 8, 8, 3), 2, device).unwrap();
             let labels = Tensor::new(&[0u32, 1, 2, 3], device).unwrap();
             let loss = candle_nn::loss::cross_entropy(&model.forward(&x, true).unwrap(), &labels).unwrap();
             let grads = loss.backward().unwrap();
@@ -193,7 +193,7 @@ fn checkpoint_round_trip_is_bit_identical() {
     assert_eq!(leftovers, ["m.safetensors"], "no temporary file is left behind");
     let (reloaded, _, m) = Vit::load(&path, &Device::Cpu).unwrap();
     assert_eq!(m, meta(&cfg));
-    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    let x = vit_rng::tensors::uniform(0f32, 1., (2, 8, 8, 3), 3, &Device::Cpu).unwrap();
     let a = model.forward(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = reloaded.forward(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
@@ -310,7 +310,7 @@ fn config_files_round_trip_and_errors_name_the_field() {
 fn the_detached_model_gives_the_same_logits_without_a_graph() {
     let cfg = tiny(HeadKind::ClassToken);
     let (model, _) = Vit::init(&cfg, 5, &Device::Cpu).unwrap();
-    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    let x = vit_rng::tensors::uniform(0f32, 1., (2, 8, 8, 3), 4, &Device::Cpu).unwrap();
     let tracked = model.forward(&x, false).unwrap();
     let detached = model.detached().forward(&x, false).unwrap();
     assert_eq!(tracked.to_vec2::<f32>().unwrap(), detached.to_vec2::<f32>().unwrap());

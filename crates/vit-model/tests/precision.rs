@@ -3,8 +3,8 @@
 //! on the CPU (f32 tensors, bf16 products, gradients reaching the f32 variables).
 
 use candle_core::{DType, Device, Tensor};
-use vit_kernels::rng::{splitmix64, unit_f32};
 use vit_model::{HeadKind, InferencePrecision, Vit, VitConfig};
+use vit_rng::{splitmix64, unit_f32};
 
 fn images(batch: usize, cfg: &VitConfig, seed: u64) -> Tensor {
     let [h, w] = cfg.image_size;

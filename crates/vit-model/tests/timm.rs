@@ -37,7 +37,7 @@ fn a_model_without_qkv_biases_saved_as_pytorch_model_bin_imports_and_gives_timms
         timm::load_state_dict(dir.join("pytorch_model.bin"), "vit_tiny_patch16_224", Some(2), None, &Device::Cpu)
             .unwrap();
     assert!(!bare_meta.config.qkv_bias);
-    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    let x = vit_rng::tensors::uniform(0f32, 1., (2, 8, 8, 3), 1, &Device::Cpu).unwrap();
     assert_eq!(
         bare.forward(&x, false).unwrap().to_vec2::<f32>().unwrap(),
         model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()
@@ -61,7 +61,7 @@ fn bare_state_dicts_import_with_the_architecture_named() {
         assert_eq!((meta.config.head, meta.config.image_size, meta.config.num_layers), (head, [8, 8], 2));
         assert!(!meta.extra.contains_key("data.normalizer"), "no normalisation is known for a bare state dict");
         let (hub, _, _) = timm::load(&dir, &Device::Cpu).unwrap();
-        let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+        let x = vit_rng::tensors::uniform(0f32, 1., (2, 8, 8, 3), 2, &Device::Cpu).unwrap();
         assert_eq!(
             model.forward(&x, false).unwrap().to_vec2::<f32>().unwrap(),
             hub.forward(&x, false).unwrap().to_vec2::<f32>().unwrap()
@@ -151,7 +151,7 @@ fn sharded_weights_load_through_their_index() {
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let (sharded, _, _) = timm::load(&dir, &Device::Cpu).unwrap();
     let (whole, _, _) = timm::load(fixture(), &Device::Cpu).unwrap();
-    let x = Tensor::rand(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+    let x = vit_rng::tensors::uniform(0f32, 1., (2, 8, 8, 3), 3, &Device::Cpu).unwrap();
     let (a, b) = (sharded.forward(&x, false).unwrap(), whole.forward(&x, false).unwrap());
     assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
     // An index naming a tensor its shard lacks, or a shard outside the directory, is an error.

@@ -6,7 +6,7 @@
 //! weighted by its shard's share of the batch, are summed across ranks in one fused buffer
 //! (with the loss, the accuracy counts and the stop flag), so every rank takes the same AdamW
 //! step. Dropout and drop-path masks are keyed by the sample's row in the global batch
-//! ([`vit_kernels::rng::BatchShard`]) and augmentation by the sample, so the arithmetic does
+//! ([`vit_rng::BatchShard`]) and augmentation by the sample, so the arithmetic does
 //! not depend on the number of ranks, up to the order of the sums. Rank 0 writes the run
 //! directory; the others read it when resuming (a file system all ranks see).
 //!
@@ -87,9 +87,9 @@ pub fn shard_rows(global: usize, rank: usize, world: usize) -> (usize, usize) {
 /// The 64-bit FNV-1a hash of every value's bits, in order: equal on every rank while the
 /// ranks hold the same weights.
 pub fn weights_checksum(values: impl IntoIterator<Item = f32>) -> u64 {
-    values.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, v| {
-        v.to_bits().to_le_bytes().iter().fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
-    })
+    values
+        .into_iter()
+        .fold(vit_rng::FNV1A64_OFFSET_BASIS, |h, v| vit_rng::fnv1a64_continue(h, &v.to_bits().to_le_bytes()))
 }
 
 #[cfg(feature = "mpi")]

@@ -174,9 +174,8 @@ pub fn run(
     let (iters, warmup) = (if iters == 0 { auto_iters } else { iters }, if warmup == 0 { auto_warm } else { warmup });
     let (model, store): (Vit, SeededVarMap) = Vit::init(&cfg, 0, device)?;
     let [h, w] = cfg.image_size;
-    let pixels: Vec<f32> = (0..batch * h * w * cfg.channels)
-        .map(|i| vit_kernels::rng::unit_f32(vit_kernels::rng::splitmix64(i as u64)))
-        .collect();
+    let pixels: Vec<f32> =
+        (0..batch * h * w * cfg.channels).map(|i| vit_rng::unit_f32(vit_rng::splitmix64(i as u64))).collect();
     let images = Tensor::from_vec(pixels, (batch, h, w, cfg.channels), device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7919) % cfg.num_classes as u32).collect();
     let labels = Tensor::new(labels.as_slice(), device)?;

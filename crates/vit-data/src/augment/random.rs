@@ -2,7 +2,7 @@
 //! from it. Every draw is a pure function of the stream's key, so an image is augmented the
 //! same way whatever thread prepares it, and a resumed run draws what an uninterrupted one did.
 
-use vit_kernels::rng::{splitmix64, unit_f32};
+use vit_rng::{splitmix64, unit_f32};
 
 /// A small counter-free random stream keyed by `(seed, epoch, index)`.
 pub(crate) struct SampleRng(u64);

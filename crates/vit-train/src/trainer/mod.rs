@@ -38,7 +38,7 @@ use crate::{TrainError, metadata};
 use run_dir::RunDir;
 use state::{EpochTally, TrainState};
 use step::{ShardStep, StepOutcome, Stepper, Targets};
-use vit_kernels::rng::BatchShard;
+use vit_rng::BatchShard;
 
 /// Every parameter of `store`, the trainable ones replaced by their moving average.
 fn averaged_weights(store: &vit_blocks::SeededVarMap, ema: &ema::Ema) -> BTreeMap<String, candle_core::Tensor> {

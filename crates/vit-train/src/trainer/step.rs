@@ -261,7 +261,7 @@ mod tests {
             label_smoothing: 0.0,
             clip_grad_norm: Some(1.0),
         };
-        let images = Tensor::rand(0f32, 1., (4, 8, 8, 1), &Device::Cpu).unwrap();
+        let images = vit_rng::tensors::uniform(0f32, 1., (4, 8, 8, 1), 1, &Device::Cpu).unwrap();
         let labels = Tensor::new(&[0u32, 1, 2, 0], &Device::Cpu).unwrap();
         let targets = Targets { labels, mixed: None };
         let outcome =
