@@ -296,7 +296,7 @@ pub fn gemm(a: Strided, b: Strided, out: &mut [f32], accumulate: bool, kernel: B
     result
 }
 
-/// [`gemm`] with the right operand packed beforehand (a layer's weight, packed once).
+/// [`gemm()`] with the right operand packed beforehand (a layer's weight, packed once).
 pub fn gemm_packed(
     a: Strided,
     right: &PackedRight,
