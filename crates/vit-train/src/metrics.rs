@@ -121,6 +121,32 @@ impl Tally {
         if self.count == 0 { f64::NAN } else { hits as f64 / self.count as f64 }
     }
 
+    /// The counts a sum across ranks carries, in the one layout that the training step and the
+    /// evaluation both use: images, top-1 hits, top-5 hits, non-finite rows, loss sum (counts
+    /// below 2^24 are exact in `f32`).
+    pub(crate) fn counts_for_sum(&self) -> [f32; SUMMED_COUNTS] {
+        [self.count as f32, self.top1 as f32, self.top5 as f32, self.non_finite as f32, self.loss_sum as f32]
+    }
+
+    /// The tally summed across ranks: the counts of [`counts_for_sum`](Self::counts_for_sum),
+    /// then, with `classes > 0`, the `classes x classes` confusion matrix row by row.
+    pub(crate) fn from_sum(summed: &[f32], classes: usize) -> Self {
+        let count = |v: f32| v.round() as usize;
+        let confusion = summed[SUMMED_COUNTS..]
+            .chunks(classes.max(1))
+            .take(classes)
+            .map(|row| row.iter().map(|&v| count(v)).collect())
+            .collect();
+        Self {
+            count: count(summed[0]),
+            top1: count(summed[1]),
+            top5: count(summed[2]),
+            non_finite: count(summed[3]),
+            loss_sum: f64::from(summed[4]),
+            confusion,
+        }
+    }
+
     /// Accuracy per true class (NaN for a class with no images).
     pub fn per_class(&self) -> Vec<f64> {
         self.confusion
@@ -133,6 +159,9 @@ impl Tally {
             .collect()
     }
 }
+
+/// Values [`Tally::counts_for_sum`] lays out.
+pub(crate) const SUMMED_COUNTS: usize = 5;
 
 /// Index of the largest value (the first on ties); rows with NaN are the caller's to reject
 /// (see [`Tally`]).

@@ -7,22 +7,21 @@ use vit_model::Vit;
 use crate::TrainError;
 use crate::distributed::Collective;
 use crate::loss_scale::LossScaler;
-use crate::metrics::{Tally, cross_entropy, mixed_cross_entropy};
+use crate::metrics::{SUMMED_COUNTS, Tally, cross_entropy, mixed_cross_entropy};
 use crate::optim::{AdamW, global_grad_norm};
 
 /// What one step did.
 pub(crate) enum StepOutcome {
     /// The step ran (or, for an `f16` overflow, was skipped by the loss scaler).
     Taken {
-        /// The batch's mean loss.
+        /// The global batch's mean loss.
         loss: f32,
-        /// The logits, one row per image (of this rank's shard), for the running accuracy.
-        logits: Vec<Vec<f32>>,
+        /// The global batch's counts (images, top-1 and top-5 hits, non-finite rows).
+        counts: Tally,
+        /// Some rank was asked to stop (a signal, a step limit): all stop after this step.
+        stop: bool,
         /// The loss scaler skipped the update.
         skipped: bool,
-        /// In data-parallel training: the global batch's accuracy counts, and whether any
-        /// rank was asked to stop.
-        global: Option<GlobalCounts>,
     },
     /// The loss was NaN or infinite: nothing was updated.
     NonFiniteLoss(f32),
@@ -31,18 +30,8 @@ pub(crate) enum StepOutcome {
     NonFiniteGradient(f64),
 }
 
-/// The counts of a step over the whole global batch, summed across ranks.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct GlobalCounts {
-    pub count: usize,
-    pub top1: usize,
-    pub top5: usize,
-    pub non_finite: usize,
-    /// Some rank was asked to stop (a signal, a step limit): all stop after this step.
-    pub stop: bool,
-}
-
-/// This rank's part of a data-parallel step.
+/// This rank's part of a step: with [`SingleProcess`](crate::distributed::SingleProcess), the
+/// whole batch.
 pub(crate) struct ShardStep<'a> {
     pub comm: &'a mut dyn Collective,
     /// This shard's share of the global batch (its rows / the batch's rows).
@@ -99,9 +88,9 @@ pub(crate) struct Stepper {
 }
 
 impl Stepper {
-    /// One step of `model` on `images` (NHWC) toward `targets` at learning rate `lr`; with a
-    /// `shard`, on this rank's rows of the global batch, the gradients, loss and counts summed
-    /// across ranks before the update.
+    /// One step of `model` on `images` (NHWC, this rank's rows of the global batch) toward
+    /// `targets` at learning rate `lr`, the gradients, loss and counts summed across the
+    /// shard's ranks before the update.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
@@ -111,7 +100,7 @@ impl Stepper {
         images: &Tensor,
         targets: &Targets,
         lr: f64,
-        shard: Option<ShardStep<'_>>,
+        shard: ShardStep<'_>,
     ) -> Result<StepOutcome, TrainError> {
         let compute_model;
         let net = if self.compute_dtype == DType::F32 {
@@ -122,23 +111,19 @@ impl Stepper {
         };
         let logits = net.forward(images, true)?;
         let loss = targets.loss(&logits, self.label_smoothing)?;
-        let mut loss_value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        if shard.is_none() && !loss_value.is_finite() {
+        let loss_value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if shard.comm.is_single_process() && !loss_value.is_finite() {
+            // Alone, no rank waits for this one's sums: stop before the backward pass.
             return Ok(StepOutcome::NonFiniteLoss(loss_value));
         }
         let loss_scale = scaler.scale;
         let mut grads = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
         let logits_rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let mut global = None;
-        if let Some(shard) = shard {
-            // The ranks agree on everything below from here on: the loss, the gradients, the
-            // norm, the skip decision, the update.
-            let (loss, counts) = self.reduce(&mut grads, loss_value, &logits_rows, shard)?;
-            loss_value = loss;
-            global = Some(counts);
-            if !loss_value.is_finite() {
-                return Ok(StepOutcome::NonFiniteLoss(loss_value));
-            }
+        // The ranks agree on everything below from here on: the loss, the gradients, the norm,
+        // the skip decision, the update.
+        let (loss_value, counts, stop) = self.reduce(&mut grads, loss_value, &logits_rows, shard)?;
+        if !loss_value.is_finite() {
+            return Ok(StepOutcome::NonFiniteLoss(loss_value));
         }
         // Always measured: a finite loss can still have infinite or NaN gradients, and one
         // step with them (an infinite norm times a clip factor of 0 is NaN) poisons every weight.
@@ -154,19 +139,27 @@ impl Stepper {
         if !skipped {
             optimizer.step(&grads, lr, clip / loss_scale)?;
         }
-        Ok(StepOutcome::Taken { loss: loss_value, logits: logits_rows, skipped, global })
+        Ok(StepOutcome::Taken { loss: loss_value, counts, stop, skipped })
     }
 
     /// Sums the shard-weighted gradients, loss and counts across ranks in one fused buffer and
-    /// puts the summed gradients back in `grads`. Returns the global batch's loss and counts.
+    /// puts the summed gradients back in `grads`. Returns the global batch's loss and counts,
+    /// and whether any rank was asked to stop. A single process sums nothing.
     fn reduce(
         &self,
         grads: &mut candle_core::backprop::GradStore,
         loss: f32,
         logits: &[Vec<f32>],
         shard: ShardStep<'_>,
-    ) -> Result<(f32, GlobalCounts), TrainError> {
+    ) -> Result<(f32, Tally, bool), TrainError> {
         let weight = shard.weight;
+        let mut tally = Tally::new(logits.first().map_or(0, Vec::len));
+        tally.add(logits, shard.labels, 0.0);
+        if shard.comm.is_single_process() {
+            tally.loss_sum = f64::from(loss) * tally.count as f64;
+            return Ok((loss, tally, shard.stop));
+        }
+        tally.loss_sum = f64::from(loss) * weight;
         let mut parts = Vec::with_capacity(self.vars.len() + 1);
         let mut present = Vec::with_capacity(self.vars.len());
         for var in &self.vars {
@@ -180,18 +173,12 @@ impl Stepper {
                 None => present.push(false),
             }
         }
-        let mut tally = Tally::new(logits.first().map_or(0, Vec::len));
-        tally.add(logits, shard.labels, 0.0);
-        let tail = [
-            (f64::from(loss) * weight) as f32,
-            tally.top1 as f32,
-            tally.top5 as f32,
-            tally.count as f32,
-            tally.non_finite as f32,
-            f32::from(u8::from(shard.stop)),
-        ];
+        // The counts in the layout every sum across ranks uses, the loss sum standing for this
+        // shard's share of the global mean, then the stop flag.
+        let mut tail = tally.counts_for_sum().to_vec();
+        tail.push(f32::from(u8::from(shard.stop)));
         let device = self.vars.first().map_or(candle_core::Device::Cpu, |v| v.device().clone());
-        parts.push(Tensor::new(&tail, &device)?);
+        parts.push(Tensor::new(tail.as_slice(), &device)?);
         // One buffer on the gradients' device: NCCL sums it there; other backends copy it out.
         let summed = shard.comm.all_reduce_sum_tensor(&Tensor::cat(&parts, 0)?)?;
         let mut at = 0;
@@ -205,14 +192,11 @@ impl Stepper {
             at += n;
         }
         let rest = summed.narrow(0, at, tail.len())?.to_vec1::<f32>()?;
-        let counts = GlobalCounts {
-            top1: rest[1].round() as usize,
-            top5: rest[2].round() as usize,
-            count: rest[3].round() as usize,
-            non_finite: rest[4].round() as usize,
-            stop: rest[5] > 0.0,
-        };
-        Ok((rest[0], counts))
+        let mut counts = Tally::from_sum(&rest[..SUMMED_COUNTS], 0);
+        // Each shard added its share of the global batch's mean loss.
+        let loss = counts.loss_sum as f32;
+        counts.loss_sum = f64::from(loss) * counts.count as f64;
+        Ok((loss, counts, rest[SUMMED_COUNTS] > 0.0))
     }
 }
 
@@ -222,6 +206,7 @@ mod tests {
     use vit_model::{HeadKind, VitConfig};
 
     use super::*;
+    use crate::distributed::SingleProcess;
     use crate::optim::{AdamWConfig, params_of};
 
     #[test]
@@ -264,8 +249,9 @@ mod tests {
         let images = vit_rng::tensors::uniform(0f32, 1., (4, 8, 8, 1), 1, &Device::Cpu).unwrap();
         let labels = Tensor::new(&[0u32, 1, 2, 0], &Device::Cpu).unwrap();
         let targets = Targets { labels, mixed: None };
+        let shard = ShardStep { comm: &mut SingleProcess, weight: 1.0, labels: &[0, 1, 2, 0], stop: false };
         let outcome =
-            stepper.step(&model, &mut optimizer, &mut LossScaler::disabled(), &images, &targets, 1e-3, None).unwrap();
+            stepper.step(&model, &mut optimizer, &mut LossScaler::disabled(), &images, &targets, 1e-3, shard).unwrap();
         match outcome {
             StepOutcome::NonFiniteGradient(norm) => assert!(!norm.is_finite()),
             StepOutcome::Taken { loss, .. } => panic!("the step was taken (loss {loss})"),
