@@ -25,9 +25,11 @@ pub struct MlpConfig {
 /// after each, whose output is added to a residual stream inside the module.
 ///
 /// In the Keras example a block ends with `x = mlp(LayerNorm(x2)) + x2`. Here the MLP owns that
-/// addition ([`forward_residual`](Self::forward_residual)): a block is two residual units,
-/// each closed by one module, and the addition happens where the last layer's output is made
-/// rather than as a separate step of the block. Parameters: `layers.{i}.weight`, `layers.{i}.bias`.
+/// addition ([`forward_residual`](Self::forward_residual): `residual + branch`, an ordinary add
+/// after the last layer's output): a block is two residual units, each closed by one module.
+/// With stochastic depth or layer scale the block takes the branch alone
+/// ([`branch_t`](Self::branch_t)), scales or drops it, and adds the residual itself.
+/// Parameters: `layers.{i}.weight`, `layers.{i}.bias`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     layers: Vec<Linear>,

@@ -6,7 +6,8 @@
 //! code: a run reports its progress to a [`TrainObserver`] (the `vit` command of `vit-cli`
 //! draws progress bars and plots from it).
 //!
-//! - [`recipe`]: TOML recipes (`default`, `mnist`, `fashion-mnist`, `cifar10`, `keras-cifar100`).
+//! - [`recipe`]: TOML recipes (built in: `default`, `mnist`, `fashion-mnist`, `cifar10`,
+//!   `keras-cifar100`, `digits-0-4`, `digits-5-9`).
 //! - [`trainer`]: the loop; best/last checkpoints written atomically, exact resume (weights,
 //!   optimizer, schedule, data order, augmentation and dropout streams), a NaN guard,
 //!   `metrics.jsonl`, `summary.json`.
