@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 use vit_kernels::AttentionDims;
 use vit_rng::SharedRng;
 
+use crate::ModuleTree;
 use crate::{Dropout, Linear, NamedParameter, WeightMap};
 
 /// Shape and regularisation of a [`MultiHeadAttention`].
@@ -77,33 +78,6 @@ impl MultiHeadAttention {
         })
     }
 
-    /// The same layer outside autograd.
-    pub fn detached(&self) -> Self {
-        Self {
-            query: self.query.detached(),
-            key: self.key.detached(),
-            value: self.value.detached(),
-            output: self.output.detached(),
-            ..self.clone()
-        }
-    }
-
-    /// The same layer with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        Ok(Self {
-            query: self.query.map_weights(f)?,
-            key: self.key.map_weights(f)?,
-            value: self.value.map_weights(f)?,
-            output: self.output.map_weights(f)?,
-            ..self.clone()
-        })
-    }
-
-    /// Its parameters, projection by projection.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        [&self.query, &self.key, &self.value, &self.output].iter().flat_map(|l| l.parameters()).collect()
-    }
-
     /// Self-attention over the tokens of `x`; dropout only when `train`.
     ///
     /// # Shapes
@@ -156,6 +130,24 @@ impl MultiHeadAttention {
 
     fn dims(&self, batch: usize, tokens: usize) -> AttentionDims {
         AttentionDims { batch, tokens, heads: self.num_heads, key_dim: self.key_dim, value_dim: self.value_dim }
+    }
+}
+
+impl ModuleTree for MultiHeadAttention {
+    /// The same layer with `f` applied to each parameter.
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self {
+            query: self.query.map_weights(f)?,
+            key: self.key.map_weights(f)?,
+            value: self.value.map_weights(f)?,
+            output: self.output.map_weights(f)?,
+            ..self.clone()
+        })
+    }
+
+    /// Its parameters, projection by projection.
+    fn parameters(&self) -> Vec<NamedParameter> {
+        [&self.query, &self.key, &self.value, &self.output].iter().flat_map(|l| l.parameters()).collect()
     }
 }
 

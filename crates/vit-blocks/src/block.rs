@@ -4,6 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use vit_rng::SharedRng;
 
+use crate::ModuleTree;
 use crate::{
     AttentionConfig, DropPath, LayerNorm, LayerScale, Mlp, MlpConfig, MultiHeadAttention, NamedParameter, WeightMap,
 };
@@ -65,52 +66,6 @@ impl TransformerBlock {
             layer_scale,
             drop_path,
         })
-    }
-
-    /// The same block with its parameters outside autograd, for inference: they share storage
-    /// with the trained variables, but no operation records its inputs for a backward pass, so
-    /// each activation is freed as soon as the next one is computed instead of living until the
-    /// output is dropped (at batch 256 on the Keras example, gigabytes).
-    pub fn detached(&self) -> Self {
-        Self {
-            norm1: self.norm1.detached(),
-            attention: self.attention.detached(),
-            norm2: self.norm2.detached(),
-            mlp: self.mlp.detached(),
-            layer_scale: self.layer_scale.as_ref().map(|(a, b)| (a.detached(), b.detached())),
-            drop_path: self.drop_path.clone(),
-        }
-    }
-
-    /// The same block with `f` applied to each parameter; the result shares the dropout stream.
-    /// With `|w| w.to_dtype(DType::BF16)` it is the block for a mixed-precision step: the `f32`
-    /// variables stay the master weights and receive `f32` gradients through the cast.
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        Ok(Self {
-            norm1: self.norm1.map_weights(f)?,
-            attention: self.attention.map_weights(f)?,
-            norm2: self.norm2.map_weights(f)?,
-            mlp: self.mlp.map_weights(f)?,
-            layer_scale: self
-                .layer_scale
-                .as_ref()
-                .map(|(a, b)| Ok::<_, candle_core::Error>((a.map_weights(f)?, b.map_weights(f)?)))
-                .transpose()?,
-            drop_path: self.drop_path.clone(),
-        })
-    }
-
-    /// Its parameters.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        let mut out = self.norm1.parameters();
-        out.extend(self.attention.parameters());
-        out.extend(self.norm2.parameters());
-        out.extend(self.mlp.parameters());
-        if let Some((a, b)) = &self.layer_scale {
-            out.extend(a.parameters());
-            out.extend(b.parameters());
-        }
-        out
     }
 
     /// The attention layer, e.g. to read attention maps.
@@ -193,6 +148,39 @@ impl TransformerBlock {
             None => branch,
         };
         self.drop_path.forward_t(&branch, train)
+    }
+}
+
+impl ModuleTree for TransformerBlock {
+    /// The same block with `f` applied to each parameter; the result shares the dropout stream.
+    /// With `|w| w.to_dtype(DType::BF16)` it is the block for a mixed-precision step: the `f32`
+    /// variables stay the master weights and receive `f32` gradients through the cast.
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self {
+            norm1: self.norm1.map_weights(f)?,
+            attention: self.attention.map_weights(f)?,
+            norm2: self.norm2.map_weights(f)?,
+            mlp: self.mlp.map_weights(f)?,
+            layer_scale: self
+                .layer_scale
+                .as_ref()
+                .map(|(a, b)| Ok::<_, candle_core::Error>((a.map_weights(f)?, b.map_weights(f)?)))
+                .transpose()?,
+            drop_path: self.drop_path.clone(),
+        })
+    }
+
+    /// Its parameters.
+    fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = self.norm1.parameters();
+        out.extend(self.attention.parameters());
+        out.extend(self.norm2.parameters());
+        out.extend(self.mlp.parameters());
+        if let Some((a, b)) = &self.layer_scale {
+            out.extend(a.parameters());
+            out.extend(b.parameters());
+        }
+        out
     }
 }
 

@@ -3,6 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::ModuleTree;
 use crate::{NamedParameter, WeightMap};
 
 /// A learned per-channel scale on a residual branch (CaiT, DeiT III), initialised to a small
@@ -22,26 +23,23 @@ impl LayerScale {
         Ok(Self { gamma, prefix: vb.prefix(), name: name.to_string() })
     }
 
-    /// The same layer with `f` applied to its parameter.
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        Ok(Self { gamma: f.tensor(&self.gamma)?, ..self.clone() })
-    }
-
-    /// The same layer outside autograd.
-    pub fn detached(&self) -> Self {
-        Self { gamma: self.gamma.detach(), ..self.clone() }
-    }
-
-    /// Its parameter (no weight decay).
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        vec![NamedParameter::new(&self.prefix, &self.name, &self.gamma, false)]
-    }
-
     /// Scales `branch` channel by channel.
     ///
     /// # Shapes
     /// - `branch`: `[.., dim]`; returns the same shape.
     pub fn forward(&self, branch: &Tensor) -> Result<Tensor> {
         branch.broadcast_mul(&self.gamma)
+    }
+}
+
+impl ModuleTree for LayerScale {
+    /// The same layer with `f` applied to its parameter.
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self { gamma: f.tensor(&self.gamma)?, ..self.clone() })
+    }
+
+    /// Its parameter (no weight decay).
+    fn parameters(&self) -> Vec<NamedParameter> {
+        vec![NamedParameter::new(&self.prefix, &self.name, &self.gamma, false)]
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use vit_blocks::{AttentionConfig, BlockConfig, MlpConfig, SeededVarMap, SharedRng, TransformerBlock};
+//! use vit_blocks::{AttentionConfig, BlockConfig, MlpConfig, ModuleTree, SeededVarMap, SharedRng, TransformerBlock};
 //!
 //! let store = SeededVarMap::new(42);
 //! let vb = store.var_builder(DType::F32, &Device::Cpu);
@@ -71,7 +71,7 @@ pub use drop_path::DropPath;
 pub use dropout::Dropout;
 pub use init::{SeededVarMap, SourceOutcome};
 pub use layer_scale::LayerScale;
-pub use linear::{Linear, PackBf16, QuantizeInt8, WeightMap};
+pub use linear::{Detach, Linear, ModuleTree, PackBf16, QuantizeInt8, WeightMap};
 pub use mlp::{Mlp, MlpConfig};
 pub use norm::LayerNorm;
 pub use parameters::NamedParameter;

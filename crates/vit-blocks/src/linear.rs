@@ -1,4 +1,5 @@
-//! A dense layer that is correct on any input layout.
+//! A dense layer that is correct on any input layout, and the walks over a module tree
+//! ([`ModuleTree`], [`WeightMap`]) that every module, this one first, implements.
 
 use std::sync::Arc;
 
@@ -27,6 +28,47 @@ pub trait WeightMap {
 impl<F: Fn(&Tensor) -> Result<Tensor>> WeightMap for F {
     fn tensor(&self, t: &Tensor) -> Result<Tensor> {
         self(t)
+    }
+}
+
+/// A module, or a tree of them (a block, a whole model): its parameters, and the same tree with
+/// a function of each weight applied.
+pub trait ModuleTree: Sized {
+    /// Every parameter with its checkpoint name and whether weight decay applies, in the order
+    /// of the tree. An optimizer takes these instead of guessing from names.
+    fn parameters(&self) -> Vec<NamedParameter>;
+
+    /// The same tree with `f` applied to each parameter and each dense layer (a cast for mixed
+    /// precision, int8 or packed bf16 dense layers for inference); it shares the dropout
+    /// stream.
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self>;
+
+    /// The same tree with its parameters outside autograd, for inference. It shares storage
+    /// with the trained variables, but no operation keeps its inputs for a backward pass, so
+    /// activations are freed as they are consumed (inference at batch 256 on the Keras example
+    /// needs a fraction of the memory). Train with the tree itself; evaluate with this.
+    fn detached(&self) -> Self {
+        self.map_weights(&Detach).expect("detaching a tensor cannot fail")
+    }
+}
+
+/// Every parameter outside autograd; a dense layer keeps its packed int8 or bf16 form, made
+/// from the same values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detach;
+
+impl WeightMap for Detach {
+    fn tensor(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.detach())
+    }
+
+    fn linear(&self, layer: &Linear) -> Result<Linear> {
+        Ok(Linear {
+            weight: layer.weight.detach(),
+            bias: layer.bias.as_ref().map(Tensor::detach),
+            prefix: layer.prefix.clone(),
+            packed: layer.packed.clone(),
+        })
     }
 }
 
@@ -96,22 +138,6 @@ impl Linear {
     /// A layer from existing tensors, its parameters named `prefix.weight` and `prefix.bias`.
     pub fn from_weights(prefix: &str, weight: Tensor, bias: Option<Tensor>) -> Self {
         Self { weight, bias, prefix: prefix.to_string(), packed: None }
-    }
-
-    /// The same layer outside autograd (see [`crate::TransformerBlock::detached`]).
-    pub fn detached(&self) -> Self {
-        Self {
-            weight: self.weight.detach(),
-            bias: self.bias.as_ref().map(Tensor::detach),
-            prefix: self.prefix.clone(),
-            packed: self.packed.clone(),
-        }
-    }
-
-    /// The layer as `f` maps dense layers ([`WeightMap::linear`]; see
-    /// [`crate::TransformerBlock::map_weights`]).
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        f.linear(self)
     }
 
     /// The same layer with `f` applied to its weight and bias; a packed form is dropped, since
@@ -185,13 +211,6 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// Its parameters: the weight decays, the bias does not.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        let mut out = vec![NamedParameter::new(&self.prefix, "weight", &self.weight, true)];
-        out.extend(self.bias.iter().map(|b| NamedParameter::new(&self.prefix, "bias", b, false)));
-        out
-    }
-
     /// `gelu(x W^T + b)` with the exact GELU. On the CPU in `f32` the product starts from the
     /// bias, and outside autograd (a detached layer) GELU runs on each block of the product
     /// while it is in cache.
@@ -241,6 +260,21 @@ impl Linear {
         let x = x.contiguous()?;
         let y = op(&if flat { x } else { x.reshape((rows, in_dim))? })?;
         if flat { Ok(y) } else { y.reshape(out_dims) }
+    }
+}
+
+impl ModuleTree for Linear {
+    /// The layer as `f` maps dense layers ([`WeightMap::linear`]; see
+    /// [`crate::TransformerBlock::map_weights`]).
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        f.linear(self)
+    }
+
+    /// Its parameters: the weight decays, the bias does not.
+    fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = vec![NamedParameter::new(&self.prefix, "weight", &self.weight, true)];
+        out.extend(self.bias.iter().map(|b| NamedParameter::new(&self.prefix, "bias", b, false)));
+        out
     }
 }
 

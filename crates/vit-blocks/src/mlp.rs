@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use vit_rng::SharedRng;
 
+use crate::ModuleTree;
 use crate::{Dropout, Linear, NamedParameter, WeightMap};
 
 /// Shape and regularisation of an [`Mlp`].
@@ -57,21 +58,6 @@ impl Mlp {
         Ok(Self { layers, dropout: Dropout::new(cfg.dropout, rng)?, activation_on_last: cfg.activation_on_last })
     }
 
-    /// The same layers outside autograd.
-    pub fn detached(&self) -> Self {
-        Self { layers: self.layers.iter().map(Linear::detached).collect(), ..self.clone() }
-    }
-
-    /// The same layers with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        Ok(Self { layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?, ..self.clone() })
-    }
-
-    /// Its parameters, layer by layer.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        self.layers.iter().flat_map(Linear::parameters).collect()
-    }
-
     /// The dense stack alone, without the residual: what a block scales or drops (layer
     /// scale, stochastic depth) before adding it.
     ///
@@ -103,6 +89,18 @@ impl Mlp {
     /// `x + stack(x)`: the MLP as a residual unit on its own input.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_residual_t(x, x, train)
+    }
+}
+
+impl ModuleTree for Mlp {
+    /// The same layers with `f` applied to each parameter.
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self { layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?, ..self.clone() })
+    }
+
+    /// Its parameters, layer by layer.
+    fn parameters(&self) -> Vec<NamedParameter> {
+        self.layers.iter().flat_map(Linear::parameters).collect()
     }
 }
 

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::ModuleTree;
 use crate::{NamedParameter, WeightMap};
 
 /// LayerNorm over the last dimension with a learned scale (`weight`) and shift (`bias`).
@@ -24,19 +25,16 @@ impl LayerNorm {
         let bias = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
         Ok(Self { weight, bias, eps, prefix: vb.prefix() })
     }
+}
 
-    /// The same layer outside autograd.
-    pub fn detached(&self) -> Self {
-        Self { weight: self.weight.detach(), bias: self.bias.detach(), ..self.clone() }
-    }
-
+impl ModuleTree for LayerNorm {
     /// The same layer with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
         Ok(Self { weight: f.tensor(&self.weight)?, bias: f.tensor(&self.bias)?, ..self.clone() })
     }
 
     /// Its parameters, neither with weight decay.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
+    fn parameters(&self) -> Vec<NamedParameter> {
         vec![
             NamedParameter::new(&self.prefix, "weight", &self.weight, false),
             NamedParameter::new(&self.prefix, "bias", &self.bias, false),

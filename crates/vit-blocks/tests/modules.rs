@@ -3,6 +3,7 @@
 //! to every parameter.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
+use vit_blocks::ModuleTree;
 use vit_blocks::{
     AttentionConfig, BlockConfig, Dropout, Linear, Mlp, MlpConfig, MultiHeadAttention, SeededVarMap, SharedRng,
     TransformerBlock,

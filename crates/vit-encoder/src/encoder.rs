@@ -2,6 +2,7 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use vit_blocks::ModuleTree;
 use vit_blocks::{Linear, NamedParameter, WeightMap};
 use vit_patches::{PatchSpec, extract_patch_tokens};
 
@@ -87,37 +88,6 @@ impl PatchEncoder {
         Ok(Self { projection, position, class_token, cfg: cfg.clone(), prefix: vb.prefix() })
     }
 
-    /// The same encoder outside autograd, for inference.
-    pub fn detached(&self) -> Self {
-        Self {
-            projection: self.projection.detached(),
-            position: self.position.detach(),
-            class_token: self.class_token.as_ref().map(Tensor::detach),
-            ..self.clone()
-        }
-    }
-
-    /// The same encoder with `f` applied to each parameter (a cast for mixed precision, say).
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        Ok(Self {
-            projection: self.projection.map_weights(f)?,
-            position: f.tensor(&self.position)?,
-            class_token: self.class_token.as_ref().map(|t| f.tensor(t)).transpose()?,
-            ..self.clone()
-        })
-    }
-
-    /// Its parameters: the projection (its weight decays), the learned position table and the
-    /// class token (neither decays). A sin-cos table is no parameter.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        let mut out = self.projection.parameters();
-        if self.cfg.position == PositionEmbedding::Learned {
-            out.push(NamedParameter::new(&self.prefix, "position_embedding.weight", &self.position, false));
-        }
-        out.extend(self.class_token.iter().map(|t| NamedParameter::new(&self.prefix, "class_token", t, false)));
-        out
-    }
-
     /// The configuration.
     pub fn config(&self) -> &PatchEncoderConfig {
         &self.cfg
@@ -154,6 +124,29 @@ impl PatchEncoder {
     pub fn forward_images(&self, images: &Tensor) -> Result<Tensor> {
         let tokens = extract_patch_tokens(images, &self.cfg.patch).map_err(candle_core::Error::wrap)?;
         self.forward(&tokens)
+    }
+}
+
+impl ModuleTree for PatchEncoder {
+    /// The same encoder with `f` applied to each parameter (a cast for mixed precision, say).
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self {
+            projection: self.projection.map_weights(f)?,
+            position: f.tensor(&self.position)?,
+            class_token: self.class_token.as_ref().map(|t| f.tensor(t)).transpose()?,
+            ..self.clone()
+        })
+    }
+
+    /// Its parameters: the projection (its weight decays), the learned position table and the
+    /// class token (neither decays). A sin-cos table is no parameter.
+    fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = self.projection.parameters();
+        if self.cfg.position == PositionEmbedding::Learned {
+            out.push(NamedParameter::new(&self.prefix, "position_embedding.weight", &self.position, false));
+        }
+        out.extend(self.class_token.iter().map(|t| NamedParameter::new(&self.prefix, "class_token", t, false)));
+        out
     }
 }
 

@@ -27,6 +27,7 @@
 use candle_core::{D, DType, Result, Tensor, Var};
 
 use crate::{HeadKind, ModelError, Vit};
+use vit_blocks::ModuleTree;
 
 /// Whose attention a map follows: the class token's (what a class-token head reads), or the
 /// mean over all tokens (what mean-pool and flatten heads read, every token feeding them).

@@ -2,6 +2,7 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use vit_blocks::ModuleTree;
 use vit_blocks::{Dropout, Linear, NamedParameter, SharedRng, WeightMap};
 
 use crate::{HeadKind, VitConfig};
@@ -40,29 +41,6 @@ impl ClassifierHead {
         })
     }
 
-    /// The same head outside autograd.
-    pub fn detached(&self) -> Self {
-        Self {
-            layers: self.layers.iter().map(Linear::detached).collect(),
-            classifier: self.classifier.detached(),
-            ..self.clone()
-        }
-    }
-
-    /// The same head with `f` applied to each parameter.
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        Ok(Self {
-            layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?,
-            classifier: self.classifier.map_weights(f)?,
-            ..self.clone()
-        })
-    }
-
-    /// Its parameters.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        self.layers.iter().chain([&self.classifier]).flat_map(Linear::parameters).collect()
-    }
-
     /// The classifier, the last layer.
     pub fn classifier(&self) -> &Linear {
         &self.classifier
@@ -99,5 +77,21 @@ impl ClassifierHead {
             h = layer.forward_dropout(&h, true, &self.dropout, train)?;
         }
         candle_core::Module::forward(&self.classifier, &h)
+    }
+}
+
+impl ModuleTree for ClassifierHead {
+    /// The same head with `f` applied to each parameter.
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self {
+            layers: self.layers.iter().map(|l| l.map_weights(f)).collect::<Result<_>>()?,
+            classifier: self.classifier.map_weights(f)?,
+            ..self.clone()
+        })
+    }
+
+    /// Its parameters.
+    fn parameters(&self) -> Vec<NamedParameter> {
+        self.layers.iter().chain([&self.classifier]).flat_map(Linear::parameters).collect()
     }
 }

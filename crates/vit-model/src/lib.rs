@@ -63,6 +63,8 @@ pub use head::ClassifierHead;
 pub use precision::InferencePrecision;
 pub use transfer::{Transfer, init_from};
 pub use vit::{Summary, Vit, group_thousands};
+/// `parameters`, `map_weights` and `detached` of a [`Vit`] and of every module in it.
+pub use vit_blocks::ModuleTree;
 /// How positions are encoded (`position` in a config), from `vit-encoder`.
 pub use vit_encoder::PositionEmbedding;
 

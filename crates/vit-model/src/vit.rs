@@ -5,6 +5,7 @@ use std::fmt;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use vit_blocks::ModuleTree;
 use vit_blocks::{
     LayerNorm, NamedParameter, PackBf16, QuantizeInt8, SeededVarMap, SharedRng, TransformerBlock, WeightMap,
 };
@@ -52,31 +53,6 @@ impl Vit {
         let store = SeededVarMap::new(seed);
         let model = Self::new(cfg, store.var_builder(DType::F32, device), SharedRng::new(seed ^ 0xD50F_u64))?;
         Ok((model, store))
-    }
-
-    /// The same model with its parameters outside autograd, for inference. It shares storage
-    /// with the trained variables, but no operation keeps its inputs for a backward pass, so
-    /// activations are freed as they are consumed: inference at batch 256 on the Keras example
-    /// needs a fraction of the memory. Train with the model itself; evaluate with this.
-    pub fn detached(&self) -> Self {
-        Self {
-            encoder: self.encoder.detached(),
-            blocks: self.blocks.iter().map(TransformerBlock::detached).collect(),
-            norm: self.norm.detached(),
-            head: self.head.detached(),
-            ..self.clone()
-        }
-    }
-
-    /// The same model with `f` applied to each parameter; it shares the dropout stream.
-    pub fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
-        Ok(Self {
-            encoder: self.encoder.map_weights(f)?,
-            blocks: self.blocks.iter().map(|b| b.map_weights(f)).collect::<Result<_>>()?,
-            norm: self.norm.map_weights(f)?,
-            head: self.head.map_weights(f)?,
-            ..self.clone()
-        })
     }
 
     /// The model computing in `dtype` (`bf16` or `f16` for mixed precision): each parameter is
@@ -150,16 +126,6 @@ impl Vit {
     /// The classification head.
     pub fn head(&self) -> &ClassifierHead {
         &self.head
-    }
-
-    /// Every parameter with its checkpoint name and whether weight decay applies, in the order
-    /// of the module tree. An optimizer takes these instead of guessing from names.
-    pub fn parameters(&self) -> Vec<NamedParameter> {
-        let mut out = self.encoder.parameters();
-        out.extend(self.blocks.iter().flat_map(TransformerBlock::parameters));
-        out.extend(self.norm.parameters());
-        out.extend(self.head.parameters());
-        out
     }
 
     /// The names of the parameters that take no weight decay (biases, norms, position
@@ -291,6 +257,29 @@ impl Vit {
     /// A one-screen summary, like Keras' `model.summary()`.
     pub fn summary(&self) -> Summary {
         Summary::of(&self.cfg)
+    }
+}
+
+impl ModuleTree for Vit {
+    /// The same model with `f` applied to each parameter; it shares the dropout stream.
+    fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        Ok(Self {
+            encoder: self.encoder.map_weights(f)?,
+            blocks: self.blocks.iter().map(|b| b.map_weights(f)).collect::<Result<_>>()?,
+            norm: self.norm.map_weights(f)?,
+            head: self.head.map_weights(f)?,
+            ..self.clone()
+        })
+    }
+
+    /// Every parameter with its checkpoint name and whether weight decay applies, in the order
+    /// of the module tree. An optimizer takes these instead of guessing from names.
+    fn parameters(&self) -> Vec<NamedParameter> {
+        let mut out = self.encoder.parameters();
+        out.extend(self.blocks.iter().flat_map(TransformerBlock::parameters));
+        out.extend(self.norm.parameters());
+        out.extend(self.head.parameters());
+        out
     }
 }
 

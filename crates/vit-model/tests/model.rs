@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use vit_blocks::ModuleTree;
 use vit_model::checkpoint::{self, CheckpointMeta};
 use vit_model::{HeadKind, ModelError, PositionEmbedding, Summary, Vit, VitConfig, group_thousands};
 

@@ -3,6 +3,7 @@
 //! on the CPU (f32 tensors, bf16 products, gradients reaching the f32 variables).
 
 use candle_core::{DType, Device, Tensor};
+use vit_blocks::ModuleTree;
 use vit_model::{HeadKind, InferencePrecision, Vit, VitConfig};
 use vit_rng::{splitmix64, unit_f32};
 

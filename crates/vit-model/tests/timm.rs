@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use vit_blocks::ModuleTree;
 use vit_model::HeadKind;
 use vit_model::import::timm;
 

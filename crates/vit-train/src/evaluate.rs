@@ -8,6 +8,7 @@ use vit_model::{Vit, VitConfig};
 
 use crate::TrainError;
 use crate::metrics::{Tally, cross_entropy};
+use vit_blocks::ModuleTree;
 
 /// Checks that `data` has the channels and classes the model `cfg` takes.
 pub fn check_fits(data: &Dataset, cfg: &VitConfig) -> Result<(), TrainError> {

@@ -7,6 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use vit_blocks::ModuleTree;
 use vit_blocks::SeededVarMap;
 use vit_model::Vit;
 

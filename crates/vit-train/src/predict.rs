@@ -11,6 +11,7 @@ use vit_model::{CheckpointMeta, InferencePrecision, Vit};
 use crate::TrainError;
 use crate::metadata::{pipeline_of, resize_of};
 use crate::metrics::top_k;
+use vit_blocks::ModuleTree;
 
 /// A model ready to classify images as its checkpoint says they were prepared: the input size
 /// of the training data, the normalisation, the class names.
