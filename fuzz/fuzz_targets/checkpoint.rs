@@ -1,5 +1,5 @@
-//! A checkpoint file: safetensors with the metadata of `vit_model::checkpoint`, built into a
-//! model when it reads, and the preprocessing metadata that `vit eval`/`predict` read from it.
+//! A checkpoint file: safetensors with the metadata of `vit_model::checkpoint` (its
+//! preprocessing entries included), built into a model when it reads.
 #![no_main]
 
 use std::path::Path;
@@ -11,6 +11,5 @@ fuzz_target!(|data: &[u8]| {
     let path = Path::new("fuzz.safetensors");
     if let Ok(checkpoint) = vit_model::checkpoint::from_bytes(data, path, &Device::Cpu) {
         let _ = vit_model::Vit::from_checkpoint(&checkpoint, &Device::Cpu);
-        let _ = vit_train::metadata::pipeline_of(&checkpoint.meta, path);
     }
 });

@@ -228,7 +228,8 @@ fn pretrained_timm_weights_import_and_predict_with_their_preprocessing() {
     let run = vit(&["import", &s(&source), "-o", &s(&out)]);
     assert!(run.status.success(), "{}", text(&run));
     let log = text(&run);
-    assert!(log.contains("timm ViT") && log.contains("4 classes") && log.contains("\"mean\":[0.5,0.5,0.5]"), "{log}");
+    assert!(log.contains("timm ViT") && log.contains("4 classes") && log.contains("mean [0.5, 0.5, 0.5]"), "{log}");
+    assert!(log.contains("resized (bicubic) with a centre crop of 0.9"), "{log}");
     let picture = data.join("picture.png");
     image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 90])).save(&picture).unwrap();
     let predicted = vit(&["predict", &s(&out), &s(&picture), "--top", "4"]);

@@ -3,8 +3,6 @@
 
 use std::path::Path;
 
-use image::imageops::FilterType;
-
 use crate::error::DataError;
 
 /// Decodes one image file and resizes it to `height x width` with `channels` (1: grey, 3: RGB).
@@ -23,11 +21,7 @@ pub fn decode_image(
     channels: usize,
 ) -> Result<Vec<u8>, DataError> {
     let img = decode_full(bytes, path, (height, width), channels)?;
-    let (w, h) = (width as u32, height as u32);
-    Ok(match channels {
-        1 => image::imageops::resize(&img.to_luma8(), w, h, FilterType::Triangle).into_raw(),
-        _ => image::imageops::resize(&img.to_rgb8(), w, h, FilterType::Triangle).into_raw(),
-    })
+    Ok(resized(&img, (height, width), channels))
 }
 
 /// Decodes `bytes` at its own size after checking the size it is to be brought to and the
@@ -60,4 +54,15 @@ pub(crate) fn decode_full(
     limits.max_alloc = Some(1 << 28);
     reader.limits(limits);
     reader.decode().map_err(|e| unreadable(e.to_string()))
+}
+
+/// The image converted to `channels` (1: grey, else RGB), then resized (bilinear, as PIL's)
+/// to `(height, width)`.
+pub(crate) fn resized(image: &image::DynamicImage, (height, width): (usize, usize), channels: usize) -> Vec<u8> {
+    use image::imageops::{FilterType, resize};
+    let (w, h) = (width as u32, height as u32);
+    match channels {
+        1 => resize(&image.to_luma8(), w, h, FilterType::Triangle).into_raw(),
+        _ => resize(&image.to_rgb8(), w, h, FilterType::Triangle).into_raw(),
+    }
 }

@@ -64,6 +64,7 @@ mod folder;
 pub mod idx;
 mod loader;
 pub mod mix;
+mod preprocessing;
 mod resize;
 mod shuffle;
 
@@ -81,6 +82,7 @@ pub use error::DataError;
 pub use folder::{FolderOptions, SkippedImage, load_folder, load_folder_with};
 pub use loader::{Batch, Loader, Pipeline};
 pub use mix::{Mix, MixKind, mix_images};
+pub use preprocessing::{DATA_SIZE_KEY, NORMALIZER_KEY, PREPROCESSING_KEYS, PreparedImage, Preprocessing, RESIZE_KEY};
 pub use resize::{Interpolation, ResizeSpec, decode_with};
 pub use shuffle::shuffled;
 

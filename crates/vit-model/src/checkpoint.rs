@@ -8,6 +8,7 @@ use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use vit_blocks::{SeededVarMap, SharedRng};
+use vit_data::{PREPROCESSING_KEYS, Preprocessing};
 
 use crate::{ModelError, Vit, VitConfig};
 
@@ -19,15 +20,6 @@ pub const CLASS_NAMES_KEY: &str = "vit.class_names";
 pub const FORMAT_KEY: &str = "vit.format";
 /// The current format tag.
 pub const FORMAT: &str = "vit-rs/1";
-/// Metadata key of the normalisation an image needs before the model (JSON
-/// `{"mean": [..], "std": [..]}`, per channel, of pixels scaled to `[0, 1]`).
-pub const NORMALIZER_KEY: &str = "data.normalizer";
-/// Metadata key of the `[height, width]` images are read at before resizing to the model.
-pub const DATA_SIZE_KEY: &str = "data.image_size";
-/// Metadata key: how an image of any size is brought to the model's input, as the source of
-/// imported weights declares it: `{"interpolation": "bicubic", "crop_pct": 0.9}` (JSON; a
-/// missing `crop_pct` stretches the image to the input size).
-pub const RESIZE_KEY: &str = "data.resize";
 /// Tensors whose names start with this belong to a training run's state (the optimizer's
 /// moments, in a run's `last.safetensors`), not to the model: loading a model leaves them out.
 pub const TRAINING_PREFIX: &str = "train.";
@@ -39,8 +31,27 @@ pub struct CheckpointMeta {
     pub config: VitConfig,
     /// One name per class, in logit order.
     pub class_names: Vec<String>,
+    /// How an image becomes the model's input, where the checkpoint records it (a training
+    /// run's normalisation and data size; an import's normalisation, resize and crop); see
+    /// [`CheckpointMeta::preprocessing`] for what inference uses.
+    pub preprocessing: Option<Preprocessing>,
     /// Any other string entries (e.g. training state), kept as they are.
     pub extra: BTreeMap<String, String>,
+}
+
+impl CheckpointMeta {
+    /// Metadata of a model with no recorded preprocessing and no other entries.
+    pub fn new(config: VitConfig, class_names: Vec<String>) -> Self {
+        Self { config, class_names, preprocessing: None, extra: BTreeMap::new() }
+    }
+
+    /// How to prepare an image for this model: the recorded preprocessing, or, where the
+    /// checkpoint records none, the model's input size with no normalisation.
+    pub fn preprocessing(&self) -> Preprocessing {
+        self.preprocessing.clone().unwrap_or_else(|| {
+            Preprocessing::identity((self.config.image_size[0], self.config.image_size[1]), self.config.channels)
+        })
+    }
 }
 
 /// A checkpoint read from disk.
@@ -96,7 +107,22 @@ pub fn save_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, meta: &Chec
             format!("is {} but {} class names were given", meta.config.num_classes, meta.class_names.len()),
         ));
     }
+    if let Some(key) = meta.extra.keys().find(|k| PREPROCESSING_KEYS.contains(&k.as_str())) {
+        return Err(ModelError::Metadata {
+            path: path.into(),
+            key: key.clone(),
+            message: "belongs in CheckpointMeta::preprocessing, not among the extra entries".into(),
+        });
+    }
     let mut metadata: HashMap<String, String> = meta.extra.clone().into_iter().collect();
+    if let Some(prep) = &meta.preprocessing {
+        prep.validate().map_err(|(key, message)| ModelError::Metadata {
+            path: path.into(),
+            key: key.into(),
+            message,
+        })?;
+        metadata.extend(prep.to_metadata());
+    }
     metadata.insert(FORMAT_KEY.into(), FORMAT.into());
     metadata.insert(CONFIG_KEY.into(), serde_json::to_string(&meta.config).expect("config serialises"));
     metadata.insert(CLASS_NAMES_KEY.into(), serde_json::to_string(&meta.class_names).expect("names serialise"));
@@ -240,7 +266,12 @@ fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(CheckpointMeta, safetensor
             ),
         });
     }
-    let meta = CheckpointMeta { config, class_names, extra: metadata.into_iter().collect() };
+    let mut extra: BTreeMap<String, String> = metadata.into_iter().collect();
+    let input = (config.image_size[0], config.image_size[1]);
+    let preprocessing = Preprocessing::from_metadata(&extra, input, config.channels)
+        .map_err(|(key, message)| ModelError::Metadata { path: path.into(), key: key.into(), message })?;
+    extra.retain(|key, _| !PREPROCESSING_KEYS.contains(&key.as_str()));
+    let meta = CheckpointMeta { config, class_names, preprocessing, extra };
     Ok((meta, st))
 }
 

@@ -88,6 +88,9 @@ pub enum ModelError {
         /// What is wrong with it.
         message: String,
     },
+    /// An image that cannot be read or prepared.
+    #[error(transparent)]
+    Data(#[from] vit_data::DataError),
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

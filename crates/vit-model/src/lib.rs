@@ -24,11 +24,7 @@
 //! let dir = std::env::temp_dir().join(format!("vit-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir)?;
 //! let path = dir.join("model.safetensors");
-//! let meta = checkpoint::CheckpointMeta {
-//!     config: cfg.clone(),
-//!     class_names: (0..10).map(|d| d.to_string()).collect(),
-//!     extra: Default::default(),
-//! };
+//! let meta = checkpoint::CheckpointMeta::new(cfg.clone(), (0..10).map(|d| d.to_string()).collect());
 //! checkpoint::save(&path, store.varmap(), &meta)?;
 //! let (reloaded, _, meta) = Vit::load(&path, &Device::Cpu)?;
 //! assert_eq!(meta.config, cfg);
@@ -38,11 +34,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! To run a checkpoint (a run's, or one `vit import` wrote) on encoded images in memory,
-//! batched, prepared as the checkpoint says (its resize, crop and normalisation), use
-//! `vit_train::predict::Classifier` (`load`, `classify`, `prepare`, `explain`): preparing
-//! images needs the decoders and data pipeline of `vit-data`, which this crate does not
-//! depend on. Its crate docs run that path as a doctest.
+//! To run a checkpoint (a run's, or one `vit import` wrote) on images, encoded or already
+//! decoded, batched, prepared as the checkpoint says (its resize, crop and normalisation:
+//! [`Preprocessing`]), use [`inference::Classifier`] (`load`, `classify`, `classify_pixels`,
+//! `prepare`, `explain`): a server needs this crate, not the trainer.
 //!
 //! [candle]: https://github.com/huggingface/candle
 
@@ -52,6 +47,7 @@ mod error;
 pub mod explain;
 mod head;
 pub mod import;
+pub mod inference;
 mod precision;
 mod transfer;
 mod vit;
@@ -65,6 +61,8 @@ pub use transfer::{Transfer, init_from};
 pub use vit::{Summary, Vit, group_thousands};
 /// `parameters`, `map_weights` and `detached` of a [`Vit`] and of every module in it.
 pub use vit_blocks::ModuleTree;
+/// How an image becomes the model's input, as a checkpoint records it, from `vit-data`.
+pub use vit_data::Preprocessing;
 /// How positions are encoded (`position` in a config), from `vit-encoder`.
 pub use vit_encoder::PositionEmbedding;
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
+use vit_data::augment::Normalizer;
 use vit_model::HeadKind;
 use vit_model::import::hf;
 use vit_patches::extract_patch_tokens;
@@ -97,13 +98,12 @@ fn hugging_face_vit_imports_with_the_conv_kernel_permuted() {
     // The preprocessing goes with the weights: ViTImageProcessor's mean = std = 0.5 without a
     // preprocessor_config.json, its own values with one, and a processor this crate cannot
     // follow is an error, not pixels fed in another scale.
-    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
-    assert_eq!(normalizer, serde_json::json!({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}));
+    let normalizer = meta.preprocessing.as_ref().unwrap().normalizer.clone();
+    assert_eq!(normalizer, Normalizer { mean: vec![0.5; 3], std: vec![0.5; 3] });
     let processor = dir.join("preprocessor_config.json");
     std::fs::write(&processor, r#"{"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}"#).unwrap();
     let (_, _, meta) = hf::load(dir.join("config.json"), &weights, &dev).unwrap();
-    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
-    assert_eq!(normalizer["std"], serde_json::json!([0.229, 0.224, 0.225]));
+    assert_eq!(meta.preprocessing.as_ref().unwrap().normalizer.std, [0.229, 0.224, 0.225]);
     std::fs::write(&processor, r#"{"rescale_factor": 1.0}"#).unwrap();
     let err = hf::load(dir.join("config.json"), &weights, &dev).err().unwrap().to_string();
     assert!(err.contains("preprocessor_config.json") && err.contains("rescales pixels by 1"), "{err}");
@@ -147,8 +147,8 @@ fn a_transformers_checkpoint_imports_and_gives_its_logits() {
     let (model, store, meta) = hf::load(dir.join("config.json"), dir.join("model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(meta.class_names, ["cat", "dog", "owl"]);
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
-    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
-    assert_eq!(normalizer, serde_json::json!({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}));
+    let normalizer = meta.preprocessing.as_ref().unwrap().normalizer.clone();
+    assert_eq!(normalizer, Normalizer { mean: vec![0.5; 3], std: vec![0.5; 3] });
     // The processor's pixel values are ours: (pixel - mean) / std.
     let images = ((&expected["images"] - 0.5).unwrap() / 0.5).unwrap();
     let nchw = images.permute((0, 3, 1, 2)).unwrap();

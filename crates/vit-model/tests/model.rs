@@ -36,6 +36,7 @@ fn meta(config: &VitConfig) -> CheckpointMeta {
     CheckpointMeta {
         config: config.clone(),
         class_names: (0..config.num_classes).map(|i| format!("c{i}")).collect(),
+        preprocessing: None,
         extra: BTreeMap::from([("note".to_string(), "kept".to_string())]),
     }
 }
@@ -316,4 +317,52 @@ fn the_detached_model_gives_the_same_logits_without_a_graph() {
     let detached = model.detached().forward(&x, false).unwrap();
     assert_eq!(tracked.to_vec2::<f32>().unwrap(), detached.to_vec2::<f32>().unwrap());
     assert!(tracked.track_op() && !detached.track_op());
+}
+
+/// The metadata entries of a checkpoint file as written, read without this crate, each value
+/// as the JSON it holds (or the string).
+fn raw_metadata(path: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let json = |v: String| serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+    header.metadata().clone().unwrap_or_default().into_iter().map(|(k, v)| (k, json(v))).collect()
+}
+
+#[test]
+fn checkpoints_written_before_typed_preprocessing_read_and_write_the_same_entries() {
+    use vit_data::augment::Normalizer;
+    use vit_data::{Interpolation, Preprocessing, ResizeSpec};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/written_by_8ad85a7");
+    let out = tmp_dir("typed-preprocessing");
+
+    let (_, store, meta) = Vit::load(dir.join("run.safetensors"), &Device::Cpu).unwrap();
+    let expected = Preprocessing {
+        read_size: (28, 28),
+        normalizer: Normalizer { mean: vec![0.125_515_97], std: vec![0.302_118_1] },
+        ..Preprocessing::identity((28, 28), 1)
+    };
+    assert_eq!(meta.preprocessing.as_ref(), Some(&expected));
+    assert!(meta.extra.contains_key("train.recipe"), "the other entries are kept");
+    assert!(!meta.extra.keys().any(|k| k.starts_with("data.")), "{:?}", meta.extra.keys());
+    checkpoint::save(out.join("run.safetensors"), store.varmap(), &meta).unwrap();
+    assert_eq!(raw_metadata(&out.join("run.safetensors")), raw_metadata(&dir.join("run.safetensors")));
+
+    let (_, store, meta) = Vit::load(dir.join("timm_import.safetensors"), &Device::Cpu).unwrap();
+    let prep = meta.preprocessing.clone().unwrap();
+    assert_eq!(prep.resize, Some(ResizeSpec { interpolation: Interpolation::Bicubic, crop_pct: Some(0.9) }));
+    assert_eq!((prep.normalizer.mean, prep.input, prep.channels), (vec![0.5; 3], (8, 8), 3));
+    checkpoint::save(out.join("timm.safetensors"), store.varmap(), &meta).unwrap();
+    let (mut old, new) =
+        (raw_metadata(&dir.join("timm_import.safetensors")), raw_metadata(&out.join("timm.safetensors")));
+    // Written again, the import also records the size it reads images at: its input.
+    old.insert("data.image_size".into(), serde_json::json!([8, 8]));
+    assert_eq!(new, old);
+    assert_eq!(checkpoint::read_meta(out.join("timm.safetensors")).unwrap(), meta);
+
+    // The entries have one owner: metadata that puts them among the extra ones is refused.
+    let mut stray = meta.clone();
+    stray.extra.insert("data.normalizer".into(), "{}".into());
+    let err = checkpoint::save(out.join("stray.safetensors"), store.varmap(), &stray).unwrap_err().to_string();
+    assert!(err.contains("data.normalizer") && err.contains("CheckpointMeta::preprocessing"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
 }

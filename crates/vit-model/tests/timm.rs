@@ -60,7 +60,7 @@ fn bare_state_dicts_import_with_the_architecture_named() {
             timm::load_state_dict(dir.join("model.safetensors"), "vit_tiny_patch16_224", Some(2), None, &Device::Cpu)
                 .unwrap();
         assert_eq!((meta.config.head, meta.config.image_size, meta.config.num_layers), (head, [8, 8], 2));
-        assert!(!meta.extra.contains_key("data.normalizer"), "no normalisation is known for a bare state dict");
+        assert_eq!(meta.preprocessing, None, "no normalisation is known for a bare state dict");
         let (hub, _, _) = timm::load(&dir, &Device::Cpu).unwrap();
         let x = vit_rng::tensors::uniform(0f32, 1., (2, 8, 8, 3), 2, &Device::Cpu).unwrap();
         assert_eq!(
@@ -95,8 +95,7 @@ fn check(dir: &Path, head: HeadKind, fc_norm: bool) {
     assert_eq!((cfg.num_heads, cfg.key_dim, cfg.num_classes, cfg.head, cfg.fc_norm), (2, 8, 4, head, fc_norm));
     assert_eq!(cfg.mlp_units, [64, 16]);
     assert_eq!(meta.class_names.len(), 4);
-    let normalizer: serde_json::Value = serde_json::from_str(&meta.extra["data.normalizer"]).unwrap();
-    assert_eq!(normalizer["mean"], serde_json::json!([0.5, 0.5, 0.5]));
+    assert_eq!(meta.preprocessing.as_ref().unwrap().normalizer.mean, [0.5; 3]);
     assert_eq!(store.vars().len(), model.parameters().len());
 
     let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();

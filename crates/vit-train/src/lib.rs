@@ -2,7 +2,8 @@
 //!
 //! Train and evaluate the Vision Transformers of [`vit_model`] on the data of [`vit_data`]:
 //! recipes, the training loop with exact resume, AdamW over the parameters the model lists,
-//! the learning-rate schedule, metrics, evaluation and prediction. No printing or terminal
+//! the learning-rate schedule, metrics and evaluation over data sets (classifying images
+//! without a trainer is `vit_model::inference`). No printing or terminal
 //! code: a run reports its progress to a [`TrainObserver`] (the `vit` command of `vit-cli`
 //! draws progress bars and plots from it).
 //!
@@ -13,8 +14,8 @@
 //!   `metrics.jsonl`, `summary.json`.
 //! - [`optim`]: AdamW with decoupled weight decay on the parameters the model says decay
 //!   (`Vit::parameters`); [`schedule`]: warm-up + cosine; [`loss_scale`]: `f16` loss scaling.
-//! - [`metrics`], [`evaluate()`], [`predict`]: loss with label smoothing, top-k, the confusion
-//!   matrix; inference over a data set; the top classes of image files.
+//! - [`metrics`], [`evaluate()`]: loss with label smoothing, top-k, the confusion matrix;
+//!   inference over a data set.
 //! - [`distributed`]: data-parallel training ([`train_with`] over a
 //!   [`distributed::Collective`]): MPI between processes (feature `mpi`), NCCL between GPUs
 //!   (feature `nccl`).
@@ -53,10 +54,8 @@ pub mod distributed;
 mod error;
 pub mod evaluate;
 pub mod loss_scale;
-pub mod metadata;
 pub mod metrics;
 pub mod optim;
-pub mod predict;
 pub mod recipe;
 pub mod schedule;
 pub mod trainer;

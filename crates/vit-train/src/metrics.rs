@@ -169,12 +169,8 @@ pub fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
-/// Indices and values of the `k` largest entries, largest first.
-pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| (i, row[i])).collect()
-}
+/// Indices and values of the `k` largest entries, largest first (from `vit_model::inference`).
+pub use vit_model::inference::top_k;
 
 #[cfg(test)]
 mod tests {

@@ -267,7 +267,7 @@ fn a_model_with_nan_weights_scores_no_hit_and_says_so() {
     for var in store.vars().values() {
         var.set(&(var.as_tensor() * f64::NAN).unwrap()).unwrap();
     }
-    let (normalizer, _) = vit_train::metadata::pipeline_of(&meta, &run.join("best.safetensors")).unwrap();
+    let normalizer = meta.preprocessing().normalizer;
     let (_, test) = vit_data::load_splits(&vit_data::DatasetKind::Mnist, Some(&data), (8, 8), 1).unwrap();
     let pipeline = vit_data::Pipeline { size: (8, 8), normalizer };
     let tally = vit_train::evaluate(&model, &Arc::new(test), &pipeline, 7, &Device::Cpu).unwrap();
@@ -382,7 +382,7 @@ fn fine_tuning_starts_from_a_checkpoint_with_a_new_head_at_a_new_resolution() {
     assert_eq!(report.test_images, 6);
     // The images were normalised as the source's weights expect, not by the folder's own
     // statistics (which differ: other images, other classes).
-    let normalizer = |path: &Path| vit_model::checkpoint::read_meta(path).unwrap().extra["data.normalizer"].clone();
+    let normalizer = |path: &Path| vit_model::checkpoint::read_meta(path).unwrap().preprocessing().normalizer;
     assert_eq!(normalizer(&data.join("tuned/best.safetensors")), normalizer(&source));
     let scratch = recipe.replace(&format!("init_from = \"{}\"\n", source.display()), "");
     train(options(&scratch, &data.join("scratch"), false, None)).unwrap();

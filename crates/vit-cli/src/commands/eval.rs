@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 use vit_data::{DatasetKind, Pipeline, load_splits};
-use vit_model::{InferencePrecision, Vit};
-use vit_train::metadata::pipeline_of;
+use vit_model::InferencePrecision;
+use vit_model::inference::Classifier;
 use vit_train::{check_fits, evaluate_against, evaluate_observed};
 
 use crate::progress::EvalProgress;
@@ -39,12 +39,13 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs, device: Device) -> Result<()> {
-    let (model, _, meta) = Vit::load(&args.checkpoint, &device)?;
+    let classifier = Classifier::load(&args.checkpoint, &device)?;
+    let (meta, prep) = (classifier.meta(), classifier.preprocessing());
     let cfg = &meta.config;
-    let (normalizer, data_size) = pipeline_of(&meta, &args.checkpoint)?;
-    let (_, test) = load_splits(&args.data, args.data_dir.as_deref(), data_size, cfg.channels)?;
+    let (_, test) = load_splits(&args.data, args.data_dir.as_deref(), prep.read_size, cfg.channels)?;
     check_fits(&test, cfg).with_context(|| args.checkpoint.display().to_string())?;
-    let pipeline = Pipeline { size: (cfg.image_size[0], cfg.image_size[1]), normalizer };
+    let pipeline = Pipeline { size: prep.input, normalizer: prep.normalizer.clone() };
+    let model = classifier.model();
     let test = Arc::new(test);
     let mut progress = EvalProgress::start("test", test.len(), false, std::time::Duration::from_secs(30));
     let reference = model.for_inference(InferencePrecision::F32)?;

@@ -7,7 +7,7 @@ use candle_core::Device;
 use clap::Args;
 use vit_model::InferencePrecision;
 use vit_model::explain::Target;
-use vit_train::predict::Classifier;
+use vit_model::inference::Classifier;
 
 use crate::render::{attention::explanation_picture, save_png};
 

@@ -76,7 +76,21 @@ pub fn run(mut args: ImportArgs) -> Result<()> {
 }
 
 fn report(library: &str, args: &ImportArgs, model: &vit_model::Vit, meta: &vit_model::CheckpointMeta) -> Result<()> {
-    let normalizer = meta.extra.get(checkpoint::NORMALIZER_KEY).map_or("none recorded", String::as_str);
+    let normalizer = match &meta.preprocessing {
+        None => "none recorded".to_string(),
+        Some(prep) => {
+            let resize = match prep.resize {
+                None => String::new(),
+                Some(spec) => match spec.crop_pct {
+                    Some(crop) => {
+                        format!(", resized ({}) with a centre crop of {crop}", interpolation_name(spec.interpolation))
+                    }
+                    None => format!(", stretched ({})", interpolation_name(spec.interpolation)),
+                },
+            };
+            format!("mean {:?} std {:?}{resize}", prep.normalizer.mean, prep.normalizer.std)
+        }
+    };
     println!(
         "{library} ViT from {}: {} parameters, {} classes, {}x{} input, normalisation {normalizer}; wrote {}",
         args.source.display(),
@@ -87,4 +101,13 @@ fn report(library: &str, args: &ImportArgs, model: &vit_model::Vit, meta: &vit_m
         args.output.display()
     );
     Ok(())
+}
+
+/// The filter's name as timm writes it.
+fn interpolation_name(interpolation: vit_data::Interpolation) -> &'static str {
+    match interpolation {
+        vit_data::Interpolation::Nearest => "nearest",
+        vit_data::Interpolation::Bilinear => "bilinear",
+        vit_data::Interpolation::Bicubic => "bicubic",
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 use vit_model::InferencePrecision;
-use vit_train::predict::predict_files;
+use vit_model::inference::predict_files;
 
 #[derive(Args)]
 pub struct PredictArgs {

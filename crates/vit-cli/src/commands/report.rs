@@ -11,7 +11,6 @@ use vit_data::Dataset;
 use vit_data::augment::prepare;
 use vit_model::Vit;
 use vit_model::explain::{Target, explain};
-use vit_train::metadata::pipeline_of;
 use vit_train::metrics::top_k;
 use vit_train::trainer::{load_recipe_splits, read_run};
 
@@ -52,7 +51,7 @@ pub fn write_report(
     let run = read_run(run_dir)?;
     let (model, _, meta) = Vit::load(&run.checkpoint, device)?;
     let cfg = meta.config.clone();
-    let (normalizer, _) = pipeline_of(&meta, &run.checkpoint)?;
+    let normalizer = meta.preprocessing().normalizer;
     let (_, test, _) = load_recipe_splits(&run.recipe, &cfg, data_dir)
         .with_context(|| format!("the test split of {} (for the pictures)", run.recipe_path.display()))?;
     let names = &meta.class_names;

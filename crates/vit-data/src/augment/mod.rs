@@ -203,6 +203,12 @@ impl Normalizer {
     /// How many images of a streamed data set [`fit`](Self::fit) looks at.
     pub const STREAMED_SAMPLE: usize = 10_000;
 
+    /// Statistics given in `f64`, as configs write them (rounded to `f32`).
+    pub fn from_f64(mean: &[f64], std: &[f64]) -> Self {
+        let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect();
+        Self { mean: narrow(mean), std: narrow(std) }
+    }
+
     /// Identity: mean 0, std 1 for `channels` channels.
     pub fn identity(channels: usize) -> Self {
         Self { mean: vec![0.0; channels], std: vec![1.0; channels] }
@@ -232,10 +238,27 @@ pub fn prepare(
     normalizer: &Normalizer,
     augment: Option<(&AugmentConfig, u64, u64)>,
 ) -> Result<Vec<f32>, DataError> {
-    let (h, w, c) = (data.height, data.width, data.channels);
-    let (oh, ow) = out;
     let src = data.image(index)?;
-    let src: &[u8] = &src;
+    Ok(prepare_pixels(&src, (data.height, data.width, data.channels), index, out, normalizer, augment))
+}
+
+/// [`prepare`] of one image's pixels in memory, `src` being `height x width x channels` bytes
+/// (HWC); `index` seeds its random draws as an image's index in a data set does.
+///
+/// # Panics
+/// When `src` does not hold `height * width * channels` bytes, or the normaliser has
+/// another number of channels: both are the caller's own sizes, checked where they entered.
+pub fn prepare_pixels(
+    src: &[u8],
+    (h, w, c): (usize, usize, usize),
+    index: usize,
+    out: (usize, usize),
+    normalizer: &Normalizer,
+    augment: Option<(&AugmentConfig, u64, u64)>,
+) -> Vec<f32> {
+    assert_eq!(src.len(), h * w * c, "an image of {h}x{w}x{c} bytes");
+    assert_eq!(normalizer.mean.len(), c, "a normaliser of {c} channels");
+    let (oh, ow) = out;
     let scale: Vec<(f32, f32)> =
         normalizer.mean.iter().zip(&normalizer.std).map(|(m, s)| (1.0 / (255.0 * s), -m / s)).collect();
     let mut pixels = vec![0f32; oh * ow * c];
@@ -245,7 +268,7 @@ pub fn prepare(
             let (a, b) = scale[i % c];
             *p = f32::from(v) * a + b;
         }
-        return Ok(pixels);
+        return pixels;
     }
     // The inverse map: output offset from the centre -> source coordinates.
     let (mut flip, mut cos, mut sin, mut zoom_y, mut dy, mut dx) = (1f32, 1f32, 0f32, 1f32, 0f32, 0f32);
@@ -303,7 +326,7 @@ pub fn prepare(
         let mut rng = SampleRng::fork(seed, epoch, index as u64, ERASE_STREAM);
         erase::erase(&mut pixels, out, c, cfg.erase_probability, cfg.erase_mode, &mut rng);
     }
-    Ok(pixels)
+    pixels
 }
 
 #[cfg(test)]

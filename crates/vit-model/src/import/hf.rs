@@ -12,7 +12,10 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use vit_blocks::SeededVarMap;
 
-use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, RESIZE_KEY};
+use vit_data::augment::Normalizer;
+use vit_data::{Interpolation, Preprocessing, ResizeSpec};
+
+use crate::checkpoint::CheckpointMeta;
 use crate::{ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
@@ -168,11 +171,10 @@ fn block_key(key: &str) -> Option<String> {
 
 /// The preprocessing a Hugging Face ViT expects, from the `preprocessor_config.json` beside
 /// its `config.json`, or, without one, `ViTImageProcessor`'s defaults: the normalisation
-/// ([`NORMALIZER_KEY`]: `image_mean`, `image_std` of pixels rescaled to `[0, 1]`; mean 0.5 and
-/// std 0.5 per channel by default, as Google's ViTs were trained) and the resize
-/// ([`RESIZE_KEY`]: the image stretched to `size`, which must be the model's, with
-/// `resample`, bilinear by default), as checkpoint metadata entries.
-pub fn preprocessing_from_hf(config_json: &Path, cfg: &VitConfig) -> Result<BTreeMap<String, String>, ModelError> {
+/// (`image_mean`, `image_std` of pixels rescaled to `[0, 1]`; mean 0.5 and std 0.5 per channel
+/// by default, as Google's ViTs were trained) and the resize (the image stretched to `size`,
+/// which must be the model's, with `resample`, bilinear by default).
+pub fn preprocessing_from_hf(config_json: &Path, cfg: &VitConfig) -> Result<Preprocessing, ModelError> {
     let channels = cfg.channels;
     #[derive(Deserialize)]
     struct Processor {
@@ -229,8 +231,8 @@ pub fn preprocessing_from_hf(config_json: &Path, cfg: &VitConfig) -> Result<BTre
     if mean.len() != channels || std.len() != channels || std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
         return Err(bad(format!("image_mean {mean:?} and image_std {std:?} do not fit {channels} channels")));
     }
-    let normalizer = serde_json::json!({ "mean": mean, "std": std }).to_string();
-    let mut out = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer)]);
+    let mut prep = Preprocessing::identity((cfg.image_size[0], cfg.image_size[1]), channels);
+    prep.normalizer = Normalizer::from_f64(&mean, &std);
     if processor.do_center_crop {
         return Err(bad(
             "do_center_crop: a centre crop after the resize is not supported for Hugging Face processors".into()
@@ -246,15 +248,13 @@ pub fn preprocessing_from_hf(config_json: &Path, cfg: &VitConfig) -> Result<BTre
         }
     }
     if processor.do_resize {
-        let interpolation = match processor.resample {
-            0 => "nearest",
-            2 => "bilinear",
-            3 => "bicubic",
-            other => return Err(bad(format!("resample {other}: expected 0 (nearest), 2 (bilinear) or 3 (bicubic)"))),
-        };
-        out.insert(RESIZE_KEY.to_string(), serde_json::json!({ "interpolation": interpolation }).to_string());
+        let interpolation = Interpolation::parse(&processor.resample.to_string()).ok_or_else(|| {
+            bad(format!("resample {}: expected 0 (nearest), 2 (bilinear) or 3 (bicubic)", processor.resample))
+        })?;
+        prep.resize = Some(ResizeSpec { interpolation, crop_pct: None });
     }
-    Ok(out)
+    prep.validate().map_err(|(_, message)| bad(message))?;
+    Ok(prep)
 }
 
 /// Loads a Hugging Face ViT (`config.json`, and `model.safetensors` or the
@@ -272,6 +272,6 @@ pub fn load(
     let weights = weights.as_ref();
     let tensors = import_tensors(&super::read_weights(weights, device)?, &config, weights)?;
     let (model, store) = Vit::from_tensors(&config, tensors, weights, device)?;
-    let extra = preprocessing_from_hf(config_json, &config)?;
-    Ok((model, store, CheckpointMeta { config, class_names, extra }))
+    let preprocessing = Some(preprocessing_from_hf(config_json, &config)?);
+    Ok((model, store, CheckpointMeta { preprocessing, ..CheckpointMeta::new(config, class_names) }))
 }

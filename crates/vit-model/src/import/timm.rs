@@ -11,7 +11,7 @@
 //! (with or without `fc_norm`) are read; variants this model cannot express (registers, no
 //! qkv bias, positions without the class token) are errors naming the argument.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -19,7 +19,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use vit_blocks::SeededVarMap;
 
-use crate::checkpoint::{CheckpointMeta, NORMALIZER_KEY, RESIZE_KEY};
+use vit_data::augment::Normalizer;
+use vit_data::{Interpolation, Preprocessing, ResizeSpec};
+
+use crate::checkpoint::CheckpointMeta;
 use crate::{HeadKind, ModelError, Vit, VitConfig};
 
 #[derive(Deserialize)]
@@ -37,9 +40,6 @@ struct TimmConfig {
     label_names: Option<Vec<String>>,
 }
 
-/// Checkpoint metadata entries saying how images are prepared (normalisation, resize).
-pub type Preprocessing = BTreeMap<String, String>;
-
 /// `(width, depth, heads)` of timm's named ViT sizes.
 fn named_size(size: &str) -> Option<(usize, usize, usize)> {
     Some(match size {
@@ -52,10 +52,9 @@ fn named_size(size: &str) -> Option<(usize, usize, usize)> {
     })
 }
 
-/// Reads a timm `config.json` into a [`VitConfig`], the class names and the preprocessing
-/// metadata entries of its `pretrained_cfg`: the normalisation ([`NORMALIZER_KEY`]) and the
-/// resize with its centre crop ([`RESIZE_KEY`]; timm's defaults, bilinear and 0.875, where the
-/// config names none).
+/// Reads a timm `config.json` into a [`VitConfig`], the class names and the preprocessing of
+/// its `pretrained_cfg`: the normalisation and the resize with its centre crop (timm's
+/// defaults, bilinear and 0.875, where the config names none).
 pub fn config_from_timm(path: &Path) -> Result<(VitConfig, Vec<String>, Preprocessing), ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
     config_from_json(&text, path)
@@ -152,8 +151,20 @@ fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, 
         Some(names) if names.len() == cfg.num_classes => names,
         _ => (0..cfg.num_classes).map(|i| format!("class_{i}")).collect(),
     };
+    let preprocessing = preprocessing_from_timm(&timm.pretrained_cfg, &cfg, &bad)?;
+    Ok((cfg, names, preprocessing))
+}
+
+/// The preprocessing timm's `pretrained_cfg` declares for a model of `cfg`: the normalisation
+/// (ImageNet's where it names none) and the resize with its centre crop (bilinear and 0.875
+/// where it names none). `bad` turns a message into the error naming the config file.
+fn preprocessing_from_timm(
+    pretrained_cfg: &serde_json::Map<String, Value>,
+    cfg: &VitConfig,
+    bad: &dyn Fn(String) -> ModelError,
+) -> Result<Preprocessing, ModelError> {
     let channel_stats = |key: &str| -> Result<Vec<f64>, ModelError> {
-        match timm.pretrained_cfg.get(key) {
+        match pretrained_cfg.get(key) {
             None => Ok(vec![if key == "mean" { 0.485 } else { 0.229 }; cfg.channels]),
             Some(v) => serde_json::from_value::<Vec<f64>>(v.clone())
                 .ok()
@@ -165,34 +176,39 @@ fn config_from_json(text: &str, path: &Path) -> Result<(VitConfig, Vec<String>, 
     if std.iter().any(|s| *s <= 0.0) {
         return Err(bad(format!("pretrained_cfg.std {std:?} must be positive")));
     }
-    let normalizer = serde_json::json!({ "mean": mean, "std": std }).to_string();
     let text_of = |key: &str, default: &str| -> Result<String, ModelError> {
-        match timm.pretrained_cfg.get(key) {
+        match pretrained_cfg.get(key) {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s.clone()),
             Some(v) => Err(bad(format!("pretrained_cfg.{key} = {v}: expected a string"))),
         }
     };
     let interpolation = text_of("interpolation", "bilinear")?;
-    if !["bilinear", "bicubic", "nearest"].contains(&interpolation.as_str()) {
-        return Err(bad(format!(
-            "pretrained_cfg.interpolation `{interpolation}`: expected bilinear, bicubic or nearest"
-        )));
-    }
+    let interpolation = match interpolation.as_str() {
+        "bilinear" | "bicubic" | "nearest" => Interpolation::parse(&interpolation).expect("a name it parses"),
+        _ => {
+            return Err(bad(format!(
+                "pretrained_cfg.interpolation `{interpolation}`: expected bilinear, bicubic or nearest"
+            )));
+        }
+    };
     let crop_mode = text_of("crop_mode", "center")?;
     if crop_mode != "center" {
         return Err(bad(format!("pretrained_cfg.crop_mode `{crop_mode}`: only `center` is supported")));
     }
-    let crop_pct = match timm.pretrained_cfg.get("crop_pct") {
+    let crop_pct = match pretrained_cfg.get("crop_pct") {
         None => 0.875,
         Some(v) => v
             .as_f64()
             .filter(|c| *c > 0.0 && *c <= 1.0)
             .ok_or_else(|| bad(format!("pretrained_cfg.crop_pct = {v}: expected a number in (0, 1]")))?,
     };
-    let resize = serde_json::json!({ "interpolation": interpolation, "crop_pct": crop_pct }).to_string();
-    let preprocessing = BTreeMap::from([(NORMALIZER_KEY.to_string(), normalizer), (RESIZE_KEY.to_string(), resize)]);
-    Ok((cfg, names, preprocessing))
+    let preprocessing = Preprocessing {
+        resize: Some(ResizeSpec { interpolation, crop_pct: Some(crop_pct) }),
+        normalizer: Normalizer::from_f64(&mean, &std),
+        ..Preprocessing::identity((cfg.image_size[0], cfg.image_size[1]), cfg.channels)
+    };
+    Ok(preprocessing)
 }
 
 /// Renames and reshapes timm's tensors into this crate's parameter names; a tensor it does
@@ -261,11 +277,15 @@ pub fn import_tensors(
 /// else `class_<i>`) and the normalisation of its `pretrained_cfg` in the metadata.
 pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Vit, SeededVarMap, CheckpointMeta), ModelError> {
     let dir = dir.as_ref();
-    let (config, class_names, extra) = config_from_timm(&dir.join("config.json"))?;
+    let (config, class_names, preprocessing) = config_from_timm(&dir.join("config.json"))?;
     let weights = super::weights_in(dir)?;
     let tensors = import_tensors(&super::read_weights(&weights, device)?, &config, &weights)?;
     let (model, store) = Vit::from_tensors(&config, tensors, &weights, device)?;
-    Ok((model, store, CheckpointMeta { config, class_names, extra }))
+    Ok((
+        model,
+        store,
+        CheckpointMeta { preprocessing: Some(preprocessing), ..CheckpointMeta::new(config, class_names) },
+    ))
 }
 
 /// Loads a bare timm state dict (a safetensors file of timm's tensor names, no config) as
@@ -328,12 +348,15 @@ pub fn load_state_dict(
     let tensors = import_tensors(&timm, &cfg, weights)?;
     drop(timm);
     let (model, store) = Vit::from_tensors(&cfg, tensors, weights, device)?;
-    let mut extra = BTreeMap::new();
+    let mut meta = CheckpointMeta::new(cfg, class_names);
     if let Some((mean, std)) = mean_std {
-        if mean.len() != cfg.channels || std.len() != cfg.channels || std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-            return Err(bad(format!("mean {mean:?} and std {std:?} do not fit {} channels", cfg.channels)));
+        let channels = meta.config.channels;
+        if mean.len() != channels || std.len() != channels || std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(bad(format!("mean {mean:?} and std {std:?} do not fit {channels} channels")));
         }
-        extra.insert(NORMALIZER_KEY.to_string(), serde_json::json!({ "mean": mean, "std": std }).to_string());
+        let mut prep = meta.preprocessing();
+        prep.normalizer = Normalizer::from_f64(&mean, &std);
+        meta.preprocessing = Some(prep);
     }
-    Ok((model, store, CheckpointMeta { config: cfg, class_names, extra }))
+    Ok((model, store, meta))
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use vit_blocks::SeededVarMap;
+use vit_data::Preprocessing;
 use vit_data::augment::Normalizer;
 use vit_model::{CheckpointMeta, Vit, VitConfig};
 
@@ -21,12 +22,12 @@ use super::run_dir::RunDir;
 use super::state::TrainState;
 use super::step::Stepper;
 use super::step_log::StepLog;
+use crate::TrainError;
 use crate::distributed::Collective;
 use crate::loss_scale::LossScaler;
 use crate::optim::{AdamW, AdamWConfig, params_of, select_trainable};
 use crate::recipe::{Precision, Recipe};
 use crate::schedule::Schedule;
-use crate::{TrainError, metadata};
 
 /// Everything a run holds while it trains. The parts of the loop are its methods, one file
 /// each: the epoch of steps (`epoch.rs`), the end of an epoch and its checkpoints
@@ -199,10 +200,7 @@ fn inherited_normalizer(recipe: &Recipe, run: &RunDir, resume: bool) -> Result<O
     let recorded = if resume { Some(run.last_path()).filter(|p| p.exists()) } else { recipe.train.init_from.clone() };
     let Some(path) = recorded else { return Ok(None) };
     let meta = vit_model::checkpoint::read_meta(&path)?;
-    if !meta.extra.contains_key(vit_model::checkpoint::NORMALIZER_KEY) {
-        return Ok(None);
-    }
-    Ok(Some(metadata::pipeline_of(&meta, &path)?.0))
+    Ok(meta.preprocessing.map(|prep| prep.normalizer))
 }
 
 /// Errs unless every rank gets rows of every batch: the global batch, and the epoch's last
@@ -273,8 +271,14 @@ fn resumed(run: &RunDir, device: &Device) -> Result<Start, TrainError> {
 /// The metadata every checkpoint of the run carries: the config, the class names, how to
 /// prepare images, and the recipe.
 fn checkpoint_meta(cfg: &VitConfig, data: &Data, recipe: &Recipe) -> CheckpointMeta {
-    let mut extra = BTreeMap::new();
-    metadata::put_pipeline(&mut extra, &data.pipeline.normalizer, (data.train.height, data.train.width));
-    extra.insert("train.recipe".into(), recipe.to_toml());
-    CheckpointMeta { config: cfg.clone(), class_names: data.train.class_names.clone(), extra }
+    let preprocessing = Preprocessing {
+        read_size: (data.train.height, data.train.width),
+        normalizer: data.pipeline.normalizer.clone(),
+        ..Preprocessing::identity((cfg.image_size[0], cfg.image_size[1]), cfg.channels)
+    };
+    CheckpointMeta {
+        preprocessing: Some(preprocessing),
+        extra: BTreeMap::from([("train.recipe".into(), recipe.to_toml())]),
+        ..CheckpointMeta::new(cfg.clone(), data.train.class_names.clone())
+    }
 }

@@ -7,12 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use vit_data::{Interpolation, ResizeSpec};
 use vit_model::checkpoint;
 use vit_model::import::{hf, timm};
-use vit_train::predict::Classifier;
+use vit_model::inference::Classifier;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vit-model/tests/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// The photo prepared by `Classifier::prepare` from a checkpoint of `meta`, against the
@@ -41,15 +42,15 @@ fn compare(dir: &Path, store: vit_blocks::SeededVarMap, meta: vit_model::Checkpo
 fn a_timm_import_crops_and_resizes_a_photo_as_timm_does() {
     let dir = fixtures().join("timm_hub");
     let (_, store, meta) = timm::load(&dir, &Device::Cpu).unwrap();
-    let resize: serde_json::Value = serde_json::from_str(&meta.extra["data.resize"]).unwrap();
-    assert_eq!(resize, serde_json::json!({"interpolation": "bicubic", "crop_pct": 0.9}));
+    let resize = meta.preprocessing.as_ref().unwrap().resize;
+    assert_eq!(resize, Some(ResizeSpec { interpolation: Interpolation::Bicubic, crop_pct: Some(0.9) }));
     let mut stretched = meta.clone();
     let (max, mean) = compare(&dir, store.clone(), meta, "timm");
     // One step of 8 bits is 2/255 after normalising by std 0.5: the filters agree to a step
     // (PIL and the image crate round the resized pixels each their own way).
     assert!(max <= 0.016 && mean <= 0.005, "max {max}, mean {mean}");
     // Without the recorded crop the same photo is stretched, and comes out otherwise.
-    stretched.extra.remove("data.resize");
+    stretched.preprocessing.as_mut().unwrap().resize = None;
     let (_, mean) = compare(&dir, store, stretched, "timm-without-crop");
     assert!(mean > 0.1, "the crop must matter for this photo: mean {mean}");
 }
@@ -58,8 +59,44 @@ fn a_timm_import_crops_and_resizes_a_photo_as_timm_does() {
 fn a_hugging_face_import_stretches_a_photo_as_its_processor_does() {
     let dir = fixtures().join("hf_vit");
     let (_, store, meta) = hf::load(dir.join("config.json"), dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let resize: serde_json::Value = serde_json::from_str(&meta.extra["data.resize"]).unwrap();
-    assert_eq!(resize, serde_json::json!({"interpolation": "bilinear"}));
+    let resize = meta.preprocessing.as_ref().unwrap().resize;
+    assert_eq!(resize, Some(ResizeSpec { interpolation: Interpolation::Bilinear, crop_pct: None }));
     let (max, mean) = compare(&dir, store, meta, "hf");
     assert!(max <= 0.016 && mean <= 0.005, "max {max}, mean {mean}");
+}
+
+#[test]
+fn a_checkpoint_written_before_typed_preprocessing_classifies_as_it_did() {
+    // `vit predict` of commit 8ad85a7 on this checkpoint and photo printed these (in percent,
+    // two decimals): see tests/fixtures/written_by_8ad85a7/README.md.
+    let classifier =
+        Classifier::load(fixtures().join("written_by_8ad85a7/timm_import.safetensors"), &Device::Cpu).unwrap();
+    let photo = std::fs::read(fixtures().join("timm_hub/photo.png")).unwrap();
+    let top = classifier.classify(&[photo.as_slice()], 4).unwrap();
+    let printed = [("class_0", 0.3203), ("class_2", 0.2952), ("class_1", 0.2579), ("class_3", 0.1267)];
+    for ((name, p), (want_name, want)) in top[0].iter().zip(printed) {
+        assert_eq!(name, want_name);
+        assert!((p - want).abs() <= 5.1e-5, "{name}: {p} against {want}");
+    }
+}
+
+#[test]
+fn classifying_in_batches_gives_each_image_what_it_gets_alone() {
+    use vit_model::inference::Pixels;
+    let classifier = Classifier::load(fixtures().join("written_by_8ad85a7/run.safetensors"), &Device::Cpu).unwrap();
+    let frames: Vec<Vec<u8>> =
+        (0..5u64).map(|i| (0..20 * 30).map(|j| (vit_rng::splitmix64(i * 1000 + j) >> 56) as u8).collect()).collect();
+    let images: Vec<Pixels<'_>> = frames.iter().map(|data| Pixels { data, height: 20, width: 30 }).collect();
+    let together = classifier.with_batch_size(2).classify_pixels(&images, 10).unwrap();
+    let classifier = Classifier::load(fixtures().join("written_by_8ad85a7/run.safetensors"), &Device::Cpu).unwrap();
+    for (image, batched) in images.iter().zip(&together) {
+        let alone = &classifier.classify_pixels(std::slice::from_ref(image), 10).unwrap()[0];
+        for ((a, p), (b, q)) in alone.iter().zip(batched) {
+            assert_eq!(a, b);
+            assert!((p - q).abs() < 1e-6, "{p} against {q}");
+        }
+    }
+    let wrong = Pixels { data: &frames[0][1..], height: 20, width: 30 };
+    let err = classifier.classify_pixels(&[images[0], wrong], 1).unwrap_err().to_string();
+    assert!(err.contains("<pixels 1>") && err.contains("expected 600"), "{err}");
 }
