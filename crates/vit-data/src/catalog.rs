@@ -7,7 +7,7 @@ use crate::cifar::{Cifar100Labels, load_cifar10, load_cifar100};
 use crate::classes::{FASHION_MNIST_CLASSES, digit_names};
 use crate::dataset::Dataset;
 use crate::error::DataError;
-use crate::folder::{FolderOptions, SkippedImage, load_folder_with};
+use crate::folder::{FolderOptions, SkippedImage, class_folders, folder_names, load_folder_with};
 use crate::idx;
 
 /// Environment variable naming the data directory when no `--data-dir` is given.
@@ -86,6 +86,24 @@ pub fn resolve_dir(kind: &DatasetKind, data_dir: Option<&Path>) -> Result<PathBu
     Ok(if sub.is_dir() { sub } else { base })
 }
 
+/// The class names of a named data set, in label order, without loading its images: of an
+/// image folder, its class folders (those of `train/` when it has one); of the others, their
+/// published classes.
+pub fn class_names(kind: &DatasetKind, data_dir: Option<&Path>) -> Result<Vec<String>, DataError> {
+    let owned = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
+    Ok(match kind {
+        DatasetKind::EmbeddedMnist | DatasetKind::Mnist => digit_names(),
+        DatasetKind::FashionMnist => owned(&FASHION_MNIST_CLASSES),
+        DatasetKind::Cifar10 => owned(&crate::cifar::CIFAR10_CLASSES),
+        DatasetKind::Cifar100 => owned(&crate::cifar::CIFAR100_FINE),
+        DatasetKind::Folder => {
+            let dir = resolve_dir(kind, data_dir)?;
+            let train = dir.join("train");
+            folder_names(&class_folders(if train.is_dir() { &train } else { &dir })?)
+        }
+    })
+}
+
 /// The share of a single image folder (class folders, no `train/`) held out as its test split.
 pub const FOLDER_TEST_FRACTION: f64 = 0.2;
 /// The seed of that split: fixed, so that training, `vit eval` and every later run hold out the
@@ -152,6 +170,7 @@ fn load_image_folder(
     let train_dir = dir.join("train");
     if !train_dir.is_dir() {
         let (all, skipped) = load_folder_with(dir, h, w, channels, options)?;
+        check_classes_to_learn(&all, dir)?;
         let (mut train, mut test) = all.split_validation(FOLDER_TEST_FRACTION, FOLDER_SPLIT_SEED)?;
         train.name = format!("{}-train", all.name);
         test.name = format!("{}-test", all.name);
@@ -167,6 +186,7 @@ fn load_image_folder(
                 .into(),
         })?;
     let (train, mut skipped) = load_folder_with(&train_dir, h, w, channels, options)?;
+    check_classes_to_learn(&train, &train_dir)?;
     let (test, more) = load_folder_with(&held_out, h, w, channels, options)?;
     skipped.extend(more);
     if train.class_names != test.class_names {
@@ -176,6 +196,43 @@ fn load_image_folder(
         });
     }
     Ok((train, test, skipped))
+}
+
+/// Errs unless the training images of `dir` fall in at least two classes: with one, every
+/// prediction is right and the run would report 100%.
+fn check_classes_to_learn(train: &Dataset, dir: &Path) -> Result<(), DataError> {
+    if train.num_classes() >= 2 {
+        return Ok(());
+    }
+    Err(DataError::Malformed {
+        path: dir.into(),
+        message: format!(
+            "holds one class folder ({}): a classifier learns to tell at least two classes apart; lay the images out \
+             as <dir>/<class>/<image> with a folder per class",
+            train.class_names.join(", ")
+        ),
+    })
+}
+
+/// The test split of a named data set alone, as `vit eval` takes it: of an image folder, its
+/// `test/` (or `val/`) folder when it has one, with or without `train/` beside it, else the
+/// seeded share of its class folders that training held out ([`load_splits`]); of the other
+/// data sets, their test split. Also returns the images skipped.
+pub fn load_test_split_with(
+    kind: &DatasetKind,
+    data_dir: Option<&Path>,
+    image_size: (usize, usize),
+    channels: usize,
+    folder: &FolderOptions,
+) -> Result<(Dataset, Vec<SkippedImage>), DataError> {
+    if *kind == DatasetKind::Folder {
+        let dir = resolve_dir(kind, data_dir)?;
+        if let Some(held_out) = ["test", "val"].iter().map(|s| dir.join(s)).find(|p| p.is_dir()) {
+            return load_folder_with(&held_out, image_size.0, image_size.1, channels, folder);
+        }
+    }
+    let (_, test, skipped) = load_splits_with(kind, data_dir, image_size, channels, folder)?;
+    Ok((test, skipped))
 }
 
 #[cfg(feature = "embedded")]

@@ -220,6 +220,33 @@ impl Dataset {
         Ok(subset)
     }
 
+    /// The same images labelled by the class names of a model, `names` (in its logit order):
+    /// each of this data set's classes is matched by name, not by position, so a data set that
+    /// holds some of the model's classes, in any order, is scored on those. A class name the
+    /// model does not know is an error listing both sets.
+    pub fn relabel_by_name(&self, names: &[String]) -> Result<Self, DataError> {
+        let mut to_model = Vec::with_capacity(self.num_classes());
+        for name in &self.class_names {
+            match names.iter().position(|n| n == name) {
+                Some(i) => to_model.push(i as u32),
+                None => {
+                    return Err(DataError::Malformed {
+                        path: self.name.clone().into(),
+                        message: format!(
+                            "class `{name}` is not one of the model's; the data's classes: [{}]; the model's: [{}]",
+                            self.class_names.join(", "),
+                            names.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        let mut out = self.clone();
+        out.labels = self.labels.iter().map(|&l| to_model[l as usize]).collect();
+        out.class_names = names.to_vec();
+        Ok(out)
+    }
+
     /// Splits off `fraction` of the records as a validation set, stratified and seeded: from
     /// each class, `round(fraction * its count)` records drawn by a shuffle keyed by `seed`
     /// and the class (at least one record of every class stays for training). Both parts keep

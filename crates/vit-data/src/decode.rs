@@ -53,6 +53,9 @@ pub(crate) fn decode_full(
     limits.max_image_height = Some(1 << 13);
     limits.max_alloc = Some(1 << 28);
     reader.limits(limits);
+    if let Some(format) = reader.format() {
+        cut_off(bytes, format).map_or(Ok(()), |what| Err(unreadable(what)))?;
+    }
     reader.decode().map_err(|e| unreadable(e.to_string()))
 }
 
@@ -64,5 +67,76 @@ pub(crate) fn resized(image: &image::DynamicImage, (height, width): (usize, usiz
     match channels {
         1 => resize(&image.to_luma8(), w, h, FilterType::Triangle).into_raw(),
         _ => resize(&image.to_rgb8(), w, h, FilterType::Triangle).into_raw(),
+    }
+}
+
+/// What is missing when an encoded image stops before its format's end: a file cut off in a
+/// copy or a download. The decoders of some formats fill what is missing (the lower part of a
+/// JPEG comes out grey) rather than fail, so the end is checked here, as PIL refuses a
+/// truncated file: a PNG must reach its `IEND` chunk, a JPEG must end its last scan with an
+/// end-of-image marker, a GIF must end with its trailer byte. `None`: complete, or a format
+/// that is not checked.
+fn cut_off(bytes: &[u8], format: image::ImageFormat) -> Option<String> {
+    match format {
+        image::ImageFormat::Png => png_cut_off(bytes),
+        image::ImageFormat::Jpeg => {
+            // Markers cannot occur inside entropy-coded data (a 0xFF byte there is followed by
+            // 0x00), so the last start-of-scan must be followed by an end-of-image marker; an
+            // EXIF thumbnail's own markers come before the first scan.
+            let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+            match (last(0xDA), last(0xD9)) {
+                (Some(scan), Some(end)) if end > scan => None,
+                _ => Some("the JPEG data stops before its end-of-image marker: the file is cut off".into()),
+            }
+        }
+        image::ImageFormat::Gif if bytes.last() != Some(&0x3B) => {
+            Some("the GIF data stops before its trailer byte: the file is cut off".into())
+        }
+        _ => None,
+    }
+}
+
+/// [`cut_off`] of a PNG: its chunks (length, type, data, CRC) followed from the signature to
+/// `IEND`.
+fn png_cut_off(bytes: &[u8]) -> Option<String> {
+    let mut at = 8usize;
+    while let Some(header) = at.checked_add(8).and_then(|end| bytes.get(at..end)) {
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if &header[4..8] == b"IEND" && bytes.len() - at >= 12 {
+            return None;
+        }
+        at = at.saturating_add(12).saturating_add(length);
+    }
+    Some("the PNG data stops before its IEND chunk: the file is cut off".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// A 128x128 RGB image with detail everywhere, encoded in `format`.
+    fn encoded(format: image::ImageFormat) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(128, 128, |x, y| {
+            image::Rgb([(x * 2) as u8, (y * 2) as u8, ((x * y) % 251) as u8])
+        });
+        let mut bytes = Vec::new();
+        image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn an_image_cut_off_is_unreadable_not_padded() {
+        for format in [image::ImageFormat::Jpeg, image::ImageFormat::Gif, image::ImageFormat::Png] {
+            let whole = encoded(format);
+            assert!(decode_image(&whole, Path::new("whole"), 8, 8, 3).is_ok(), "{format:?}");
+            for keep in [whole.len() / 2, whole.len() - 1] {
+                let err = decode_image(&whole[..keep], Path::new("cut.img"), 8, 8, 3).unwrap_err();
+                let DataError::UnreadableImage { path, message } = &err else { panic!("{format:?}: {err}") };
+                assert_eq!(path, Path::new("cut.img"));
+                assert!(message.contains("cut off"), "{format:?}: {message}");
+            }
+        }
     }
 }

@@ -36,6 +36,29 @@ pub struct FolderOptions {
     pub stream: Option<bool>,
 }
 
+/// The class folders of `root`, sorted by name: the classes in label order.
+pub(crate) fn class_folders(root: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| DataError::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::MissingFiles {
+            dir: root.into(),
+            missing: "class sub-folders".into(),
+            hint: "lay the images out as <dir>/<class name>/<image file>".into(),
+        });
+    }
+    Ok(classes)
+}
+
+/// The folders' names.
+pub(crate) fn folder_names(folders: &[PathBuf]) -> Vec<String> {
+    folders.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect()
+}
+
 /// Memory the system could give this process now (Linux: `MemAvailable`), if known.
 fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -61,21 +84,8 @@ pub fn load_folder_with(
     channels: usize,
     options: &FolderOptions,
 ) -> Result<(Dataset, Vec<SkippedImage>), DataError> {
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|e| DataError::io(root, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
-    if classes.is_empty() {
-        return Err(DataError::MissingFiles {
-            dir: root.into(),
-            missing: "class sub-folders".into(),
-            hint: "lay the images out as <dir>/<class name>/<image file>".into(),
-        });
-    }
-    let class_names: Vec<String> =
-        classes.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let classes = class_folders(root)?;
+    let class_names = folder_names(&classes);
     let mut listed: Vec<(PathBuf, u32)> = Vec::new();
     for (label, dir) in classes.iter().enumerate() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -84,6 +94,12 @@ pub fn load_folder_with(
             .filter(|p| p.is_file() && is_image_file(p))
             .collect();
         files.sort();
+        if files.is_empty() {
+            return Err(DataError::Malformed {
+                path: dir.clone(),
+                message: "this class folder holds no images (png, jpg, jpeg, bmp, gif): fill it or remove it".into(),
+            });
+        }
         listed.extend(files.into_iter().map(|f| (f, label as u32)));
     }
     let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".into());
@@ -111,13 +127,7 @@ pub fn load_folder_with(
             Err(e) => return Err(e),
         }
     }
-    if labels.is_empty() {
-        return Err(DataError::MissingFiles {
-            dir: root.into(),
-            missing: "readable images".into(),
-            hint: format!("{} image files were found, none could be read", listed.len()),
-        });
-    }
+    check_every_class_readable(&labels, &classes, &skipped)?;
     Ok((Dataset::new(name, images, labels, (height, width, channels), class_names, root)?, skipped))
 }
 
@@ -154,5 +164,25 @@ fn stream_folder(
             Err(e) => return Err(e),
         }
     }
+    let classes: Vec<PathBuf> = class_names.iter().map(|n| root.join(n)).collect();
+    check_every_class_readable(&labels, &classes, &skipped)?;
     Ok((Dataset::from_files(name, files, labels, shape, class_names, root)?, skipped))
+}
+
+/// Errs when a class kept none of its images (all skipped as unreadable): a class that
+/// cannot be learned or scored, named by its folder, with the first of its files and why it
+/// could not be read.
+fn check_every_class_readable(labels: &[u32], classes: &[PathBuf], skipped: &[SkippedImage]) -> Result<(), DataError> {
+    let mut kept = vec![0usize; classes.len()];
+    for &label in labels {
+        kept[label as usize] += 1;
+    }
+    let Some(class) = kept.iter().position(|&n| n == 0) else { return Ok(()) };
+    let dir = &classes[class];
+    let lost: Vec<&SkippedImage> = skipped.iter().filter(|s| s.path.starts_with(dir)).collect();
+    let first = lost.first().map(|s| format!(" (first: {}: {})", s.path.display(), s.error)).unwrap_or_default();
+    Err(DataError::Malformed {
+        path: dir.clone(),
+        message: format!("none of the {} images of this class folder could be read{first}", lost.len()),
+    })
 }

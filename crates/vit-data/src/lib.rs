@@ -69,7 +69,8 @@ mod resize;
 mod shuffle;
 
 pub use catalog::{
-    DATA_DIR_ENV, DatasetKind, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, load_splits, load_splits_with, resolve_dir,
+    DATA_DIR_ENV, DatasetKind, FOLDER_SPLIT_SEED, FOLDER_TEST_FRACTION, class_names, load_splits, load_splits_with,
+    load_test_split_with, resolve_dir,
 };
 pub use cifar::{
     CIFAR10_CLASSES, CIFAR100_COARSE, CIFAR100_FINE, Cifar100Labels, load_cifar10, load_cifar100, parse_cifar10,

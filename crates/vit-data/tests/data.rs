@@ -369,3 +369,85 @@ fn a_streamed_folder_gives_the_batches_of_the_decoded_one_and_names_a_file_gone_
     assert!(err.contains("b/2.png"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `dir/<class>/<i>.png` for each `(class, count)`, grey 6x6 images of the image's number.
+fn write_class_folders(dir: &Path, classes: &[(&str, u8)]) {
+    for (class, count) in classes {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..*count {
+            image::GrayImage::from_pixel(6, 6, image::Luma([i * 20]))
+                .save(dir.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_class_folder_without_images_or_alone_is_an_error_naming_it() {
+    let kind = vit_data::DatasetKind::Folder;
+    let dir = tmp_dir("folder-empty-class");
+    write_class_folders(&dir, &[("cat", 5), ("dog", 5)]);
+    std::fs::create_dir_all(dir.join("owl")).unwrap();
+    std::fs::write(dir.join("owl").join("notes.txt"), b"to do").unwrap();
+    let err = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap_err();
+    assert!(matches!(&err, DataError::Malformed { path, .. } if path.ends_with("owl")), "{err}");
+    assert!(err.to_string().contains("holds no images"), "{err}");
+    std::fs::remove_dir_all(dir.join("owl")).unwrap();
+    assert!(vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).is_ok());
+
+    // A class whose every image is unreadable is no class either, even when they are skipped.
+    std::fs::create_dir_all(dir.join("owl")).unwrap();
+    std::fs::write(dir.join("owl").join("0.png"), b"not a png").unwrap();
+    let options = vit_data::FolderOptions { skip_unreadable: true, stream: Some(false) };
+    for stream in [false, true] {
+        let options = vit_data::FolderOptions { stream: Some(stream), ..options };
+        let err = vit_data::load_splits_with(&kind, Some(&dir), (4, 4), 1, &options).unwrap_err();
+        assert!(matches!(&err, DataError::Malformed { path, .. } if path.ends_with("owl")), "{err}");
+        assert!(err.to_string().contains("none of the 1 images") && err.to_string().contains("0.png"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // One class folder trains a "classifier" that is always right: refused, split or not.
+    write_class_folders(&dir, &[("cat", 5)]);
+    let err = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap_err().to_string();
+    assert!(err.contains("holds one class folder (cat)"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    write_class_folders(&dir.join("train"), &[("cat", 5)]);
+    write_class_folders(&dir.join("test"), &[("cat", 2)]);
+    let err = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap_err().to_string();
+    assert!(err.contains("train") && err.contains("holds one class folder"), "{err}");
+    // To evaluate, a folder of one class is fine: it is scored on that class.
+    let options = vit_data::FolderOptions::default();
+    let (test, _) = vit_data::load_test_split_with(&kind, Some(&dir), (4, 4), 1, &options).unwrap();
+    assert_eq!((test.len(), test.class_names.clone()), (2, vec!["cat".to_string()]));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_evaluation_folder_may_hold_test_alone_and_is_paired_with_the_model_by_class_name() {
+    let kind = vit_data::DatasetKind::Folder;
+    let options = vit_data::FolderOptions::default();
+    let dir = tmp_dir("folder-eval");
+    write_class_folders(&dir.join("val"), &[("dog", 2), ("cat", 3)]);
+    let (test, _) = vit_data::load_test_split_with(&kind, Some(&dir), (4, 4), 1, &options).unwrap();
+    assert_eq!(test.class_names, ["cat", "dog"]);
+    assert_eq!(test.labels, [0, 0, 0, 1, 1]);
+    // A model of three classes in another order: cat is its 2, dog its 0.
+    let model: Vec<String> = ["dog", "owl", "cat"].map(String::from).to_vec();
+    let paired = test.relabel_by_name(&model).unwrap();
+    assert_eq!(paired.labels, [2, 2, 2, 0, 0]);
+    assert_eq!(paired.class_names, model);
+    assert_eq!(paired.image(3).unwrap(), test.image(3).unwrap());
+    let err = test.relabel_by_name(&["dog".to_string(), "owl".to_string()]).unwrap_err().to_string();
+    assert!(
+        err.contains("`cat` is not one of the model's") && err.contains("[cat, dog]") && err.contains("[dog, owl]"),
+        "{err}"
+    );
+    // Without test/ or val/, the seeded share training held out.
+    std::fs::remove_dir_all(&dir).unwrap();
+    write_class_folders(&dir, &[("a", 10), ("b", 5)]);
+    let (held_out, _) = vit_data::load_test_split_with(&kind, Some(&dir), (4, 4), 1, &options).unwrap();
+    let (_, test) = vit_data::load_splits(&kind, Some(&dir), (4, 4), 1).unwrap();
+    assert_eq!((held_out.labels.clone(), held_out.len()), (test.labels.clone(), 3));
+    std::fs::remove_dir_all(dir).unwrap();
+}

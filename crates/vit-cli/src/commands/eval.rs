@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
-use vit_data::{DatasetKind, Pipeline, load_splits};
+use vit_data::{DatasetKind, FolderOptions, Pipeline, load_test_split_with};
 use vit_model::InferencePrecision;
 use vit_model::inference::Classifier;
 use vit_train::{check_fits, evaluate_against, evaluate_observed};
@@ -36,13 +36,24 @@ pub struct EvalArgs {
     /// f32, the f32 model runs too and the agreement of the two is printed.
     #[arg(long, default_value = "f32")]
     precision: InferencePrecision,
+    /// Image folders: skip images that cannot be read or decoded (each is listed) instead of
+    /// stopping at the first.
+    #[arg(long)]
+    skip_unreadable: bool,
 }
 
 pub fn run(args: EvalArgs, device: Device) -> Result<()> {
     let classifier = Classifier::load(&args.checkpoint, &device)?;
     let (meta, prep) = (classifier.meta(), classifier.preprocessing());
     let cfg = &meta.config;
-    let (_, test) = load_splits(&args.data, args.data_dir.as_deref(), prep.read_size, cfg.channels)?;
+    let options = FolderOptions { skip_unreadable: args.skip_unreadable, stream: None };
+    let (test, skipped) =
+        load_test_split_with(&args.data, args.data_dir.as_deref(), prep.read_size, cfg.channels, &options)?;
+    for image in &skipped {
+        eprintln!("skipped unreadable {}: {}", image.path.display(), image.error);
+    }
+    // Classes are paired by name: the data may hold some of the model's classes, in any order.
+    let test = test.relabel_by_name(&meta.class_names).with_context(|| args.checkpoint.display().to_string())?;
     check_fits(&test, cfg).with_context(|| args.checkpoint.display().to_string())?;
     let pipeline = Pipeline { size: prep.input, normalizer: prep.normalizer.clone() };
     let model = classifier.model();
@@ -84,7 +95,11 @@ pub fn run(args: EvalArgs, device: Device) -> Result<()> {
     println!("loss {:.4}  top-1 {:.4}  top-5 {:.4}", tally.loss(), tally.top1(), tally.top5());
     println!("\nper class:");
     for (name, acc) in meta.class_names.iter().zip(tally.per_class()) {
-        println!("  {name:<20} {acc:.4}");
+        if acc.is_nan() {
+            println!("  {name:<20} no images");
+        } else {
+            println!("  {name:<20} {acc:.4}");
+        }
     }
     if let Some(path) = &args.plot {
         let title = format!("{}: {} test images", test.name, tally.count);
