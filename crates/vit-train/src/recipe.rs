@@ -215,7 +215,33 @@ pub const BUILTIN: [(&str, &str); 7] = [
     ("digits-5-9", include_str!("../recipes/digits-5-9.toml")),
 ];
 
+/// The fine-tuning recipe that [`Recipe::fine_tune`] completes with a checkpoint's model and a
+/// data set's classes (its `[model]` is laid over the checkpoint's config).
+pub const FINE_TUNE: &str = include_str!("../recipes/finetune.toml");
+
 impl Recipe {
+    /// The recipe to fine-tune the checkpoint at `init` on `dataset` (in `data_dir`, else
+    /// `VIT_DATA_DIR`), with no recipe file: [`FINE_TUNE`]'s settings, the checkpoint's model
+    /// (every field of its config; `[model]` of [`FINE_TUNE`] over it) with as many outputs as
+    /// the data has classes. The result is a whole recipe: saved as a run's `config.toml`, it
+    /// repeats the run.
+    pub fn fine_tune(init: &Path, dataset: DatasetKind, data_dir: Option<&Path>) -> Result<Self, TrainError> {
+        let origin = PathBuf::from(format!("<fine-tuning recipe for {}>", init.display()));
+        let mut recipe: Self = toml::from_str(FINE_TUNE)
+            .map_err(|e| TrainError::Recipe { path: origin.clone(), message: e.to_string() })?;
+        let meta = vit_model::checkpoint::read_meta(init)?;
+        let classes = vit_data::class_names(&dataset, data_dir)?;
+        let mut model = toml::Table::try_from(&meta.config).expect("a config serialises");
+        model.extend(std::mem::take(&mut recipe.model));
+        model.insert("num_classes".into(), toml::Value::Integer(classes.len() as i64));
+        recipe.model = model;
+        recipe.data.dataset = dataset;
+        recipe.data.dir = data_dir.map(Path::to_path_buf);
+        recipe.train.init_from = Some(init.to_path_buf());
+        recipe.validate(&origin)?;
+        Ok(recipe)
+    }
+
     /// Parses TOML; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, TrainError> {
         let recipe: Self =

@@ -8,16 +8,23 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::Args;
+use vit_data::DatasetKind;
 use vit_train::{Recipe, TrainOptions, TrainOutcome, train};
 
-use crate::args::{DeviceArg, PrecisionArg, at_least_one, at_least_zero, device_name, positive_number};
+use crate::args::{DeviceArg, PrecisionArg, at_least_one, at_least_zero, dataset_parser, device_name, positive_number};
 use crate::progress::Progress;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// A built-in recipe (default, mnist, fashion-mnist, cifar10, keras-cifar100) or a TOML file.
-    #[arg(long, default_value = "default")]
-    recipe: String,
+    /// A built-in recipe (default, mnist, fashion-mnist, cifar10, keras-cifar100, digits-0-4,
+    /// digits-5-9) or a TOML file. Default: `default`; with --init, the fine-tuning recipe
+    /// (the checkpoint's model, a head for the data's classes; see `recipes/finetune.toml`).
+    #[arg(long)]
+    recipe: Option<String>,
+    /// The data set to train on, in the recipe's place (with --init and no --recipe: `folder`,
+    /// an image folder in --data-dir).
+    #[arg(long, value_parser = dataset_parser(&DatasetKind::ALL))]
+    data: Option<DatasetKind>,
     /// Data directory (else the recipe's, else $VIT_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -43,7 +50,9 @@ pub struct TrainArgs {
     /// Use only the first N training images (at least 1).
     #[arg(long, value_parser = at_least_one)]
     limit_train: Option<usize>,
-    /// Start from this checkpoint's weights (fine-tuning; the recipe's `init_from`).
+    /// Start from this checkpoint's weights (fine-tuning; the recipe's `init_from`). Without
+    /// --recipe, fine-tunes with no recipe file: `vit train --init model.safetensors
+    /// --data-dir my-images/`.
     #[arg(long, value_name = "CHECKPOINT")]
     init: Option<PathBuf>,
     /// Image folders: skip images that cannot be read or decoded (each is listed) instead of
@@ -203,8 +212,22 @@ fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
 }
 
 pub fn run(args: TrainArgs, device: DeviceArg) -> Result<()> {
-    let origin = PathBuf::from(&args.recipe);
-    let mut recipe = Recipe::load(&args.recipe)?;
+    let (origin, mut recipe) = match (&args.recipe, &args.init) {
+        (None, Some(init)) => {
+            let dataset = args.data.clone().unwrap_or(DatasetKind::Folder);
+            let recipe = Recipe::fine_tune(init, dataset, args.data_dir.as_deref())
+                .with_context(|| format!("fine-tuning {} (--init) with no --recipe", init.display()))?;
+            (PathBuf::from("<fine-tuning recipe>"), recipe)
+        }
+        (name, _) => {
+            let name = name.as_deref().unwrap_or("default");
+            let mut recipe = Recipe::load(name)?;
+            if let Some(dataset) = &args.data {
+                recipe.data.dataset = dataset.clone();
+            }
+            (PathBuf::from(name), recipe)
+        }
+    };
     if let Some(e) = args.epochs {
         recipe.train.epochs = e;
     }
