@@ -583,3 +583,50 @@ fn a_backend_alone_takes_the_data_parallel_path_and_gives_the_single_process_wei
     assert_eq!(losses(&plain), losses(&alone_run));
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn a_timm_model_without_qkv_bias_fine_tunes_on_a_folder_with_no_recipe_file() {
+    let dir = tmp_dir("timm-no-qkv-finetune");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vit-model/tests/fixtures/timm_hub_no_qkv_bias_bin");
+    let (_, store, meta) = vit_model::import::timm::load(&fixture, &Device::Cpu).unwrap();
+    assert!(!meta.config.qkv_bias);
+    let init = dir.join("imported.safetensors");
+    vit_model::checkpoint::save(&init, store.varmap(), &meta).unwrap();
+    // A folder of two classes the model never saw: red and blue 12x10 pictures.
+    let folder = dir.join("pictures");
+    for (class, colour) in [("red", [220u8, 30, 30]), ("blue", [30, 30, 220])] {
+        std::fs::create_dir_all(folder.join(class)).unwrap();
+        for i in 0..10u8 {
+            let pixel = image::Rgb([colour[0] - i * 3, colour[1] + i * 5, colour[2] - i * 2]);
+            image::RgbImage::from_pixel(12, 10, pixel).save(folder.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let mut recipe = Recipe::fine_tune(&init, vit_data::DatasetKind::Folder, Some(&folder)).unwrap();
+    recipe.train.epochs = 2;
+    recipe.train.warmup_epochs = 0.0;
+    // The recipe says what the checkpoint is: no qkv bias, its sizes, a head for two classes.
+    let cfg = recipe.model_config(Path::new("fine-tune")).unwrap();
+    assert!(!cfg.qkv_bias && cfg.num_classes == 2 && cfg.drop_path == 0.1, "{cfg:?}");
+    assert_eq!((cfg.projection_dim, cfg.num_layers, cfg.image_size), (meta.config.projection_dim, 2, [8, 8]));
+    let run = dir.join("run");
+    let opts = TrainOptions {
+        recipe,
+        recipe_origin: "fine-tune".into(),
+        data_dir: None,
+        run_dir: run.clone(),
+        device: Device::Cpu,
+        resume: false,
+        stop: Arc::new(AtomicBool::new(false)),
+        stop_after_steps: None,
+        step_metrics_every: None,
+    };
+    let TrainOutcome::Finished(report) = train(opts).unwrap() else { panic!("not finished") };
+    assert_eq!(report.test_images, 4, "20% of each class held out");
+    let weights = tensors(&run.join("best.safetensors"));
+    assert!(weights.keys().any(|k| k.contains("query.weight")));
+    assert!(!weights.keys().any(|k| k.contains("query.bias")), "{:?}", weights.keys());
+    let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(written.contains("qkv_bias = false") && written.contains("num_classes = 2"), "{written}");
+    assert!(written.contains("init_from = ") && written.contains("imported.safetensors"), "{written}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
