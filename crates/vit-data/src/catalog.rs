@@ -176,15 +176,13 @@ fn load_image_folder(
         test.name = format!("{}-test", all.name);
         return Ok((train, test, skipped));
     }
-    // The held-out images as people lay them out: `test/`, or `val/` (ImageNet's).
-    let held_out =
-        ["test", "val"].iter().map(|s| dir.join(s)).find(|p| p.is_dir()).ok_or_else(|| DataError::MissingFiles {
-            dir: dir.into(),
-            missing: "a `test/` or `val/` folder beside `train/`".into(),
-            hint: "lay the images out as <dir>/train/<class>/<image> and <dir>/test/<class>/<image>, or as \
+    let held_out = held_out_dir(dir).ok_or_else(|| DataError::MissingFiles {
+        dir: dir.into(),
+        missing: "a `test/` or `val/` folder beside `train/`".into(),
+        hint: "lay the images out as <dir>/train/<class>/<image> and <dir>/test/<class>/<image>, or as \
                    <dir>/<class>/<image> to hold out a seeded 20% as the test split"
-                .into(),
-        })?;
+            .into(),
+    })?;
     let (train, mut skipped) = load_folder_with(&train_dir, h, w, channels, options)?;
     check_classes_to_learn(&train, &train_dir)?;
     let (test, more) = load_folder_with(&held_out, h, w, channels, options)?;
@@ -196,6 +194,11 @@ fn load_image_folder(
         });
     }
     Ok((train, test, skipped))
+}
+
+/// The held-out images' folder as people lay it out: `dir/test`, else `dir/val` (ImageNet's).
+fn held_out_dir(dir: &Path) -> Option<PathBuf> {
+    ["test", "val"].iter().map(|s| dir.join(s)).find(|p| p.is_dir())
 }
 
 /// Errs unless the training images of `dir` fall in at least two classes: with one, every
@@ -227,7 +230,7 @@ pub fn load_test_split_with(
 ) -> Result<(Dataset, Vec<SkippedImage>), DataError> {
     if *kind == DatasetKind::Folder {
         let dir = resolve_dir(kind, data_dir)?;
-        if let Some(held_out) = ["test", "val"].iter().map(|s| dir.join(s)).find(|p| p.is_dir()) {
+        if let Some(held_out) = held_out_dir(&dir) {
             return load_folder_with(&held_out, image_size.0, image_size.1, channels, folder);
         }
     }
