@@ -264,6 +264,14 @@ pub fn run(root: &Path, vit: &Path, o: &Options) -> Result<(), String> {
     }
     let peak = if peak_torch.is_finite() { peak_torch.max(peak_candle) } else { peak_candle };
     println!("    candle {peak_candle:.1} GFLOP/s, torch {peak_torch:.1} GFLOP/s; peak used: {peak:.1}");
+    let mut peak_bf16 = f64::NAN;
+    if o.precisions.iter().any(|p| p == "bf16") {
+        println!("==> machine bf16 matmul peak (2048x2048, f32 sums, weight packed once)");
+        let fields = anchor(ours("K", "matmul", "bf16"), "vit bench --mode matmul --precision bf16")?;
+        peak_bf16 = num(&fields, "gflops_median").unwrap_or(f64::NAN);
+        let kernel = fields.get("kernel").map_or("?", String::as_str);
+        println!("    vit-rs {peak_bf16:.1} GFLOP/s on the {kernel} kernel (the % of peak column stays against f32)");
+    }
 
     let mut rows = Vec::new();
     for config in &o.configs {
@@ -335,9 +343,10 @@ pub fn run(root: &Path, vit: &Path, o: &Options) -> Result<(), String> {
         }
     }
     let text = format!(
-        "{{\n  \"matmul_peak_gflops\": {{\"candle\": {}, \"torch\": {}}},\n  \"threads\": {},\n  \"rounds\": {},\n  \"rows\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"matmul_peak_gflops\": {{\"candle\": {}, \"torch\": {}, \"vit_rs_bf16\": {}}},\n  \"threads\": {},\n  \"rounds\": {},\n  \"rows\": [\n{}\n  ]\n}}\n",
         json(Some(peak_candle)),
         json(Some(peak_torch)),
+        json(Some(peak_bf16)),
         o.threads,
         o.rounds,
         json_rows.join(",\n")

@@ -85,7 +85,8 @@ pub enum BenchMode {
     Infer,
     /// Batch-1 inference latency.
     Latency,
-    /// The machine's fp32 2048x2048 matmul rate through candle.
+    /// The machine's fp32 2048x2048 matmul rate through candle (`--precision bf16`: through
+    /// this project's bf16 kernel, the right operand packed once, as a layer's weight is).
     Matmul,
 }
 
@@ -150,6 +151,7 @@ pub fn run(
         BenchMode::Train => (train_batch, if big { 6 } else { 20 }, if big { 2 } else { 5 }),
         BenchMode::Infer => (256, if big { 6 } else { 20 }, if big { 2 } else { 5 }),
         BenchMode::Latency => (1, if big { 50 } else { 200 }, if big { 10 } else { 20 }),
+        BenchMode::Matmul if precision == BenchPrecision::Bf16 => return matmul_bf16(iters.max(1), device),
         BenchMode::Matmul => return matmul(iters.max(1), device),
     };
     let name = which.name();
@@ -252,6 +254,45 @@ pub fn precision_name(precision: BenchPrecision) -> &'static str {
         BenchPrecision::F16 => "f16",
         BenchPrecision::Int8 => "int8",
     }
+}
+
+/// The bf16 rate of `vit_kernels::bf16` on a 2048x2048 product (CPU only): the right operand
+/// packed once, as inference packs a weight; the left converted as it is packed, every call.
+fn matmul_bf16(iters: usize, device: &Device) -> Result<BenchResult> {
+    use vit_kernels::bf16::{PackedRight, Strided, gemm_packed};
+    use vit_kernels::isa::Bf16Kernel;
+    if !device.is_cpu() {
+        return Err(anyhow!("--mode matmul --precision bf16 measures the CPU's bf16 kernels: use --device cpu"));
+    }
+    let n = 2048;
+    // Values in [-1, 1) of a fixed pattern: the rate does not depend on them.
+    let values = |salt: u64| -> Vec<f32> {
+        (0..n * n).map(|i| (vit_rng::splitmix64(i as u64 ^ salt) >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
+    };
+    let (a, b) = (values(1), values(2));
+    let right = PackedRight::new(Strided::row_major(&b, n, n))?;
+    let kernel = Bf16Kernel::detect();
+    let mut out = vec![0f32; n * n];
+    for _ in 0..3 {
+        gemm_packed(Strided::row_major(&a, n, n), &right, &mut out, false, kernel)?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        gemm_packed(Strided::row_major(&a, n, n), &right, &mut out, false, kernel)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let med = median(times);
+    let fields = vec![
+        ("fw".to_string(), "vit-rs".to_string()),
+        ("bench".to_string(), "matmul_bf16".to_string()),
+        ("kernel".to_string(), kernel.name().to_string()),
+        ("n".to_string(), n.to_string()),
+        ("threads".to_string(), rayon::current_num_threads().to_string()),
+        ("median_ms".to_string(), format!("{:.3}", med * 1e3)),
+        ("gflops_median".to_string(), format!("{:.2}", 2.0 * (n as f64).powi(3) / med / 1e9)),
+    ];
+    Ok(BenchResult { fields })
 }
 
 fn matmul(iters: usize, device: &Device) -> Result<BenchResult> {
