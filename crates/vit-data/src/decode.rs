@@ -76,7 +76,7 @@ pub(crate) fn resized(image: &image::DynamicImage, (height, width): (usize, usiz
 /// truncated file: a PNG must reach its `IEND` chunk, a JPEG must end its last scan with an
 /// end-of-image marker, a GIF must end with its trailer byte. `None`: complete, or a format
 /// that is not checked.
-fn cut_off(bytes: &[u8], format: image::ImageFormat) -> Option<String> {
+pub(crate) fn cut_off(bytes: &[u8], format: image::ImageFormat) -> Option<String> {
     match format {
         image::ImageFormat::Png => png_cut_off(bytes),
         image::ImageFormat::Jpeg => {

@@ -144,8 +144,14 @@ fn stream_folder(
 ) -> Result<(Dataset, Vec<SkippedImage>), DataError> {
     let header = |path: &Path| -> Result<(), DataError> {
         let unreadable = |message: String| DataError::UnreadableImage { path: path.into(), message };
-        let reader = image::ImageReader::open(path).map_err(|e| DataError::io(path, e))?;
+        // The whole file is read (not decoded), so that one cut off is found now, as decoding
+        // it would find it, and skipped with the others when skipping is asked for.
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes));
         let reader = reader.with_guessed_format().map_err(|e| unreadable(e.to_string()))?;
+        if let Some(what) = reader.format().and_then(|format| crate::decode::cut_off(&bytes, format)) {
+            return Err(unreadable(what));
+        }
         let (w, h) = reader.into_dimensions().map_err(|e| unreadable(e.to_string()))?;
         if w == 0 || h == 0 || w > 1 << 13 || h > 1 << 13 {
             return Err(unreadable(format!("{w}x{h} pixels: each side must be 1 to 8192")));

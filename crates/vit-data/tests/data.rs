@@ -451,3 +451,28 @@ fn an_evaluation_folder_may_hold_test_alone_and_is_paired_with_the_model_by_clas
     assert_eq!((held_out.labels.clone(), held_out.len()), (test.labels.clone(), 3));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_jpeg_cut_off_is_skipped_when_listed_whether_the_folder_is_streamed_or_not() {
+    let dir = tmp_dir("folder-cut-jpeg");
+    write_class_folders(&dir, &[("a", 3), ("b", 3)]);
+    let img =
+        image::RgbImage::from_fn(128, 128, |x, y| image::Rgb([(x * 2) as u8, (y * 2) as u8, ((x * y) % 251) as u8]));
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    // Half a JPEG: its decoder fills the missing lower half with grey instead of failing.
+    std::fs::write(dir.join("b").join("cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    for stream in [false, true] {
+        let options = vit_data::FolderOptions { skip_unreadable: true, stream: Some(stream) };
+        let (data, skipped) = vit_data::load_folder_with(&dir, 4, 4, 1, &options).unwrap();
+        assert_eq!(data.len(), 6, "streamed: {stream}");
+        assert_eq!(skipped.len(), 1, "streamed: {stream}");
+        assert!(skipped[0].path.ends_with("b/cut.jpg") && skipped[0].error.contains("cut off"), "{skipped:?}");
+        let strict = vit_data::FolderOptions { skip_unreadable: false, stream: Some(stream) };
+        let err = vit_data::load_folder_with(&dir, 4, 4, 1, &strict).unwrap_err();
+        assert!(matches!(&err, DataError::UnreadableImage { path, .. } if path.ends_with("b/cut.jpg")), "{err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
