@@ -45,18 +45,29 @@ pub(crate) fn decode_full(
             message: format!("images can be read with 1 or 3 channels, not {channels}"),
         });
     }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| unreadable(e.to_string()))?;
+    let mut reader = complete_image(bytes, path)?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(1 << 13);
     limits.max_image_height = Some(1 << 13);
     limits.max_alloc = Some(1 << 28);
     reader.limits(limits);
-    if let Some(format) = reader.format() {
-        cut_off(bytes, format).map_or(Ok(()), |what| Err(unreadable(what)))?;
-    }
     reader.decode().map_err(|e| unreadable(e.to_string()))
+}
+
+/// A reader of the encoded image `bytes` (`path` names it in errors), its format guessed from
+/// the content, refused when the file stops before its format's end ([`cut_off`]).
+pub(crate) fn complete_image<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+) -> Result<image::ImageReader<std::io::Cursor<&'a [u8]>>, DataError> {
+    let unreadable = |message: String| DataError::UnreadableImage { path: path.into(), message };
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| unreadable(e.to_string()))?;
+    match reader.format().and_then(|format| cut_off(bytes, format)) {
+        Some(what) => Err(unreadable(what)),
+        None => Ok(reader),
+    }
 }
 
 /// The image converted to `channels` (1: grey, else RGB), then resized (bilinear, as PIL's)
@@ -76,7 +87,7 @@ pub(crate) fn resized(image: &image::DynamicImage, (height, width): (usize, usiz
 /// truncated file: a PNG must reach its `IEND` chunk, a JPEG must end its last scan with an
 /// end-of-image marker, a GIF must end with its trailer byte. `None`: complete, or a format
 /// that is not checked.
-pub(crate) fn cut_off(bytes: &[u8], format: image::ImageFormat) -> Option<String> {
+fn cut_off(bytes: &[u8], format: image::ImageFormat) -> Option<String> {
     match format {
         image::ImageFormat::Png => png_cut_off(bytes),
         image::ImageFormat::Jpeg => {

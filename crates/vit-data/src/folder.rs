@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::dataset::Dataset;
-use crate::decode::read_image;
+use crate::decode::{complete_image, read_image};
 use crate::error::DataError;
 
 /// Whether a folder's file is one of its images: not hidden (`.DS_Store`), with the extension
@@ -106,7 +106,7 @@ pub fn load_folder_with(
     let decoded_bytes = (listed.len() as u64).saturating_mul((height * width * channels) as u64);
     let stream = options.stream.unwrap_or_else(|| available_memory().is_some_and(|free| decoded_bytes > free / 2));
     if stream {
-        return stream_folder(name, listed, (height, width, channels), class_names, root, options);
+        return stream_folder(name, listed, (height, width, channels), (&classes, class_names), root, options);
     }
     // Decoded on every core (decoding, not reading, is the cost), in the listed order; the
     // first unreadable file in that order is the error.
@@ -138,7 +138,7 @@ fn stream_folder(
     name: String,
     listed: Vec<(PathBuf, u32)>,
     shape: (usize, usize, usize),
-    class_names: Vec<String>,
+    (classes, class_names): (&[PathBuf], Vec<String>),
     root: &Path,
     options: &FolderOptions,
 ) -> Result<(Dataset, Vec<SkippedImage>), DataError> {
@@ -147,11 +147,7 @@ fn stream_folder(
         // The whole file is read (not decoded), so that one cut off is found now, as decoding
         // it would find it, and skipped with the others when skipping is asked for.
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes));
-        let reader = reader.with_guessed_format().map_err(|e| unreadable(e.to_string()))?;
-        if let Some(what) = reader.format().and_then(|format| crate::decode::cut_off(&bytes, format)) {
-            return Err(unreadable(what));
-        }
+        let reader = complete_image(&bytes, path)?;
         let (w, h) = reader.into_dimensions().map_err(|e| unreadable(e.to_string()))?;
         if w == 0 || h == 0 || w > 1 << 13 || h > 1 << 13 {
             return Err(unreadable(format!("{w}x{h} pixels: each side must be 1 to 8192")));
@@ -170,8 +166,7 @@ fn stream_folder(
             Err(e) => return Err(e),
         }
     }
-    let classes: Vec<PathBuf> = class_names.iter().map(|n| root.join(n)).collect();
-    check_every_class_readable(&labels, &classes, &skipped)?;
+    check_every_class_readable(&labels, classes, &skipped)?;
     Ok((Dataset::from_files(name, files, labels, shape, class_names, root)?, skipped))
 }
 

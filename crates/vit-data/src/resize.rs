@@ -34,6 +34,15 @@ impl Interpolation {
         }
     }
 
+    /// The name as timm writes it and checkpoints record it: `nearest`, `bilinear`, `bicubic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nearest => "nearest",
+            Self::Bilinear => "bilinear",
+            Self::Bicubic => "bicubic",
+        }
+    }
+
     fn filter(self) -> FilterType {
         match self {
             Self::Nearest => FilterType::Nearest,

@@ -282,17 +282,7 @@ fn matmul_bf16(iters: usize, device: &Device) -> Result<BenchResult> {
         gemm_packed(Strided::row_major(&a, n, n), &right, &mut out, false, kernel)?;
         times.push(t.elapsed().as_secs_f64());
     }
-    let med = median(times);
-    let fields = vec![
-        ("fw".to_string(), "vit-rs".to_string()),
-        ("bench".to_string(), "matmul_bf16".to_string()),
-        ("kernel".to_string(), kernel.name().to_string()),
-        ("n".to_string(), n.to_string()),
-        ("threads".to_string(), rayon::current_num_threads().to_string()),
-        ("median_ms".to_string(), format!("{:.3}", med * 1e3)),
-        ("gflops_median".to_string(), format!("{:.2}", 2.0 * (n as f64).powi(3) / med / 1e9)),
-    ];
-    Ok(BenchResult { fields })
+    Ok(matmul_result(&[("fw", "vit-rs"), ("bench", "matmul_bf16"), ("kernel", kernel.name())], n, times))
 }
 
 fn matmul(iters: usize, device: &Device) -> Result<BenchResult> {
@@ -309,14 +299,19 @@ fn matmul(iters: usize, device: &Device) -> Result<BenchResult> {
         c.device().synchronize()?;
         times.push(t.elapsed().as_secs_f64());
     }
+    Ok(matmul_result(&[("fw", "vit-rs-candle"), ("bench", "matmul_fp32")], n, times))
+}
+
+/// The `ANCHOR` fields of an `n x n` product timed `times` (seconds): `what` first, then the
+/// size, the threads, the median time and its rate.
+fn matmul_result(what: &[(&str, &str)], n: usize, times: Vec<f64>) -> BenchResult {
     let med = median(times);
-    let fields = vec![
-        ("fw".to_string(), "vit-rs-candle".to_string()),
-        ("bench".to_string(), "matmul_fp32".to_string()),
+    let mut fields: Vec<(String, String)> = what.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    fields.extend([
         ("n".to_string(), n.to_string()),
         ("threads".to_string(), rayon::current_num_threads().to_string()),
         ("median_ms".to_string(), format!("{:.3}", med * 1e3)),
         ("gflops_median".to_string(), format!("{:.2}", 2.0 * (n as f64).powi(3) / med / 1e9)),
-    ];
-    Ok(BenchResult { fields })
+    ]);
+    BenchResult { fields }
 }

@@ -83,9 +83,9 @@ fn report(library: &str, args: &ImportArgs, model: &vit_model::Vit, meta: &vit_m
                 None => String::new(),
                 Some(spec) => match spec.crop_pct {
                     Some(crop) => {
-                        format!(", resized ({}) with a centre crop of {crop}", interpolation_name(spec.interpolation))
+                        format!(", resized ({}) with a centre crop of {crop}", spec.interpolation.name())
                     }
-                    None => format!(", stretched ({})", interpolation_name(spec.interpolation)),
+                    None => format!(", stretched ({})", spec.interpolation.name()),
                 },
             };
             format!("mean {:?} std {:?}{resize}", prep.normalizer.mean, prep.normalizer.std)
@@ -101,13 +101,4 @@ fn report(library: &str, args: &ImportArgs, model: &vit_model::Vit, meta: &vit_m
         args.output.display()
     );
     Ok(())
-}
-
-/// The filter's name as timm writes it.
-fn interpolation_name(interpolation: vit_data::Interpolation) -> &'static str {
-    match interpolation {
-        vit_data::Interpolation::Nearest => "nearest",
-        vit_data::Interpolation::Bilinear => "bilinear",
-        vit_data::Interpolation::Bicubic => "bicubic",
-    }
 }

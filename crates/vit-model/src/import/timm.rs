@@ -183,15 +183,11 @@ fn preprocessing_from_timm(
             Some(v) => Err(bad(format!("pretrained_cfg.{key} = {v}: expected a string"))),
         }
     };
-    let interpolation = text_of("interpolation", "bilinear")?;
-    let interpolation = match interpolation.as_str() {
-        "bilinear" | "bicubic" | "nearest" => Interpolation::parse(&interpolation).expect("a name it parses"),
-        _ => {
-            return Err(bad(format!(
-                "pretrained_cfg.interpolation `{interpolation}`: expected bilinear, bicubic or nearest"
-            )));
-        }
-    };
+    let name = text_of("interpolation", "bilinear")?;
+    // timm's names only (not the PIL codes or aliases `parse` also takes).
+    let interpolation = Interpolation::parse(&name)
+        .filter(|i| i.name() == name)
+        .ok_or_else(|| bad(format!("pretrained_cfg.interpolation `{name}`: expected bilinear, bicubic or nearest")))?;
     let crop_mode = text_of("crop_mode", "center")?;
     if crop_mode != "center" {
         return Err(bad(format!("pretrained_cfg.crop_mode `{crop_mode}`: only `center` is supported")));
