@@ -47,6 +47,9 @@ enum Command {
     /// Draw what a model looks at in each image: attention rollout, the last block's heads,
     /// relevance for the predicted (or a chosen) class.
     Explain(commands::explain::ExplainArgs),
+    /// Write a checkpoint as an ONNX model (opset 17, batch dynamic) with its class names and
+    /// preprocessing in the file's metadata.
+    Export(commands::export::ExportArgs),
     /// Write a run's pictures and report.html, one self-contained page.
     Report(commands::report::ReportArgs),
     /// Draw an image and its patches, as the Keras example does.
@@ -159,6 +162,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Explain(args) => commands::explain::run(args, device()?),
         Command::Report(args) => commands::report::run(args, device()?),
         Command::Import(args) => commands::import::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Patches(args) => commands::patches::run(args),
         Command::Download(args) => commands::download::run(args),
         Command::Bench { config, mode, iters, warmup, precision } => {
