@@ -96,8 +96,9 @@ impl ResizeSpec {
             (scale(width), scale(height))
         };
         let resized = image.resize_exact(new_w.max(width), new_h.max(height), filter);
-        let top = ((f64::from(resized.height() - height)) / 2.0).round() as u32;
-        let left = ((f64::from(resized.width() - width)) / 2.0).round() as u32;
+        // torchvision's `int(round((size - crop) / 2.0))`: Python rounds halves to even.
+        let top = ((f64::from(resized.height() - height)) / 2.0).round_ties_even() as u32;
+        let left = ((f64::from(resized.width() - width)) / 2.0).round_ties_even() as u32;
         resized.crop_imm(left, top, width, height)
     }
 }
@@ -135,6 +136,12 @@ mod tests {
         let out = squash.apply(&DynamicImage::ImageRgb8(img), (10, 10)).to_rgb8();
         assert!(out.get_pixel(0, 0).0[0] <= 10 && out.get_pixel(9, 0).0[0] >= 180, "{:?}", out.get_pixel(9, 0));
         assert!(ResizeSpec { crop_pct: Some(1.5), ..squash }.validate().is_err());
+        // 19 wide: 9 columns to cut, 4.5 a side; torchvision rounds that to 4 (half to even),
+        // so the crop keeps columns 4..14.
+        let odd = image::RgbImage::from_fn(19, 10, |x, _| image::Rgb([x as u8 * 10, 0, 0]));
+        let crop = ResizeSpec { interpolation: Interpolation::Nearest, crop_pct: Some(1.0) };
+        let out = crop.apply(&DynamicImage::ImageRgb8(odd), (10, 10)).to_rgb8();
+        assert_eq!((out.get_pixel(0, 0).0[0], out.get_pixel(9, 0).0[0]), (40, 130));
         assert_eq!(Interpolation::parse("3"), Some(Interpolation::Bicubic));
         assert_eq!(Interpolation::parse("lanczos"), None);
     }

@@ -29,7 +29,8 @@ pub enum Step {
         /// `nearest`, `bilinear` or `bicubic`.
         interpolation: &'static str,
     },
-    /// Cut out the centre `[height, width]` (offsets rounded to nearest).
+    /// Cut out the centre `[height, width]`: offsets `round((size - crop) / 2)` with halves
+    /// rounded to even (torchvision's, Python's `round`).
     CenterCrop {
         /// `[height, width]`.
         size: [usize; 2],
