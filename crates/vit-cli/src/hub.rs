@@ -2,12 +2,25 @@
 //! (optionally `@REVISION`) fetches what an import needs and checks it.
 //!
 //! The model's file list comes from the hub's API (`/api/models/REPO/revision/REV?blobs=true`),
-//! which names the commit and gives each file's size and, for large (LFS) files, its sha256.
-//! Files are fetched from that commit with the system's `curl` (no HTTP or TLS stack in the
-//! binary) into `CACHE/hub/ORG--NAME/COMMIT/`; every file's size is checked and every LFS
-//! file's sha256, and a file that does not match is removed. The endpoint is
-//! `https://huggingface.co`, or `$VIT_HUB_ENDPOINT` (else `$HF_ENDPOINT`): a mirror, or a
-//! `file://` directory laid out as the hub is (the tests use one). Tests never go online.
+//! which names the commit and gives each file's size, its git blob id and, for large (LFS)
+//! files, its sha256. Files are fetched from that commit with the system's `curl` (no HTTP or
+//! TLS stack in the binary); every file's size is checked and every LFS file's sha256, and a
+//! file that does not match is removed. The endpoint is `https://huggingface.co`, or
+//! `$VIT_HUB_ENDPOINT` (else `$HF_ENDPOINT`): a mirror, or a `file://` directory laid out as the
+//! hub is (the tests use one). Tests never go online.
+//!
+//! The cache is the one Python's `huggingface_hub` keeps, in its layout: `--cache DIR`, else
+//! `$HF_HUB_CACHE`, `$HF_HOME/hub`, `$XDG_CACHE_HOME/huggingface/hub` or
+//! `~/.cache/huggingface/hub`, holding `models--ORG--NAME/blobs/<etag>` (the sha256 of an LFS
+//! file, the git blob id of another), `snapshots/<commit>/<file>` (a relative link to its blob)
+//! and `refs/<revision>` (the commit). A model `huggingface_hub` fetched is found there and
+//! not fetched again (after the same checks), and one fetched here is found by
+//! `huggingface_hub`. Offline, a revision the cache knows is imported from it, said so.
+//!
+//! Why not the `hf-hub` crate: its 1.0 does not check what it downloads against the hub's
+//! checksums (this does, for every file), reads no `file://` mirror, and would bring an async
+//! runtime, an HTTP and TLS stack (rustls over aws-lc, built from C) and the Xet storage
+//! client, some 600 lines of `cargo tree`, into a binary that has no network code today.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,6 +70,16 @@ struct RemoteFile {
     name: String,
     size: Option<u64>,
     sha256: Option<String>,
+    /// The git blob id (`blobId`), which names a file that is not in LFS in the cache.
+    blob_id: Option<String>,
+}
+
+impl RemoteFile {
+    /// The name of its blob in the cache, as `huggingface_hub` names it (the file's etag):
+    /// the sha256 of an LFS file, the git blob id of another.
+    fn etag(&self) -> Option<&str> {
+        self.sha256.as_deref().or(self.blob_id.as_deref())
+    }
 }
 
 /// The commit and files of the API's answer.
@@ -76,8 +99,14 @@ fn parse_listing(json: &str, what: &str) -> Result<(String, Vec<RemoteFile>)> {
             .ok_or_else(|| anyhow!("{what}: a sibling without `rfilename`"))?;
         let lfs = s.get("lfs");
         let size = lfs.and_then(|l| l.get("size")).or_else(|| s.get("size")).and_then(|v| v.as_u64());
-        let sha256 = lfs.and_then(|l| l.get("sha256")).and_then(|v| v.as_str()).map(str::to_ascii_lowercase);
-        files.push(RemoteFile { name: name.to_string(), size, sha256 });
+        let hex = |v: &serde_json::Value| {
+            v.as_str()
+                .filter(|h| !h.is_empty() && h.len() <= 128 && h.chars().all(|c| c.is_ascii_hexdigit()))
+                .map(str::to_ascii_lowercase)
+        };
+        let sha256 = lfs.and_then(|l| l.get("sha256")).and_then(hex);
+        let blob_id = s.get("blobId").and_then(hex);
+        files.push(RemoteFile { name: name.to_string(), size, sha256, blob_id });
     }
     Ok((sha.to_string(), files))
 }
@@ -138,46 +167,151 @@ fn check(path: &Path, file: &RemoteFile) -> Result<std::result::Result<(), Strin
     Ok(Ok(()))
 }
 
-/// Fetches `repo` at `revision` into `cache` and returns the directory to import. Files
-/// already there and matching the listing are not fetched again.
+/// One model's folder in the cache: `models--ORG--NAME`.
+struct CachedModel {
+    root: PathBuf,
+}
+
+impl CachedModel {
+    fn new(cache: &Path, repo: &str) -> Self {
+        Self { root: cache.join(format!("models--{}", repo.replace('/', "--"))) }
+    }
+
+    fn snapshot(&self, commit: &str) -> PathBuf {
+        self.root.join("snapshots").join(commit)
+    }
+
+    fn blob(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(etag)
+    }
+
+    /// The commit `refs/<revision>` names, if the cache knows the revision.
+    fn commit_of(&self, revision: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.root.join("refs").join(revision)).ok()?;
+        let commit = text.trim();
+        (!commit.is_empty() && commit.chars().all(|c| c.is_ascii_hexdigit())).then(|| commit.to_string())
+    }
+
+    /// Records that `revision` is `commit` (a new file renamed over the old).
+    fn set_ref(&self, revision: &str, commit: &str) -> Result<()> {
+        if revision == commit {
+            return Ok(());
+        }
+        let path = self.root.join("refs").join(revision);
+        let dir = path.parent().expect("refs/<revision> has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let partial = dir.join(format!(".{}.{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+        std::fs::write(&partial, commit).with_context(|| format!("writing {}", partial.display()))?;
+        std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Puts the checked file at `partial` in the cache: as its blob, linked from the snapshot.
+    fn store(&self, partial: &Path, file: &RemoteFile, commit: &str) -> Result<()> {
+        let link = self.snapshot(commit).join(&file.name);
+        let _ = std::fs::remove_file(&link);
+        match file.etag() {
+            Some(etag) => {
+                let blob = self.blob(etag);
+                std::fs::rename(partial, &blob).with_context(|| format!("writing {}", blob.display()))?;
+                link_to_blob(&blob, &link, etag)
+            }
+            // Without an etag there is no blob name: the snapshot holds the file itself.
+            None => std::fs::rename(partial, &link).with_context(|| format!("writing {}", link.display())),
+        }
+    }
+}
+
+/// `link` (in `snapshots/<commit>/`) pointing at `blob` as `huggingface_hub` makes it: a
+/// relative link `../../blobs/<etag>`; a copy where links cannot be made.
+fn link_to_blob(blob: &Path, link: &Path, etag: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let _ = blob;
+        std::os::unix::fs::symlink(Path::new("../../blobs").join(etag), link)
+            .with_context(|| format!("linking {}", link.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = etag;
+        std::fs::copy(blob, link).map(|_| ()).with_context(|| format!("writing {}", link.display()))
+    }
+}
+
+/// Fetches `repo` at `revision` into the hub cache `cache` and returns the snapshot folder to
+/// import. Files already there (fetched by this or by `huggingface_hub`) and matching the
+/// listing are not fetched again.
 pub fn fetch(repo: &str, revision: &str, cache: &Path) -> Result<PathBuf> {
     let endpoint = endpoint()?;
+    let model = CachedModel::new(cache, repo);
     let listing_url = format!("{endpoint}/api/models/{repo}/revision/{revision}?blobs=true");
-    let staging = cache.join("hub").join(".listings");
+    let staging = model.root.join("blobs");
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let listing = staging.join(format!("{}-{}.json", repo.replace('/', "--"), std::process::id()));
-    curl(&listing_url, &listing)?;
-    let text = std::fs::read_to_string(&listing).with_context(|| format!("reading {}", listing.display()))?;
+    let listing = staging.join(format!(".listing.{}", std::process::id()));
+    let fetched = curl(&listing_url, &listing);
+    let text = std::fs::read_to_string(&listing);
     let _ = std::fs::remove_file(&listing);
+    let text = match (fetched, text) {
+        (Ok(()), Ok(text)) => text,
+        (Err(offline), _) => return cached_offline(&model, repo, revision, offline),
+        (Ok(()), Err(e)) => return Err(e).with_context(|| format!("reading the listing of {listing_url}")),
+    };
     let (commit, files) = parse_listing(&text, &listing_url)?;
-    let dir = cache.join("hub").join(repo.replace('/', "--")).join(&commit);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let snapshot = model.snapshot(&commit);
+    std::fs::create_dir_all(&snapshot).with_context(|| format!("creating {}", snapshot.display()))?;
     for file in wanted(&files)? {
-        let path = dir.join(&file.name);
+        let path = snapshot.join(&file.name);
         if path.exists() && check(&path, file)?.is_ok() {
             continue;
         }
         let url = format!("{endpoint}/{repo}/resolve/{commit}/{}", file.name);
         eprintln!("downloading {url}");
-        let partial = dir.join(format!(".{}.part", file.name));
+        let partial = staging.join(format!("{}.incomplete", file.etag().unwrap_or(&file.name)));
         curl(&url, &partial)?;
         if let Err(why) = check(&partial, file)? {
             let _ = std::fs::remove_file(&partial);
             bail!("{url}: {why}; removed");
         }
-        std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+        model.store(&partial, file, &commit)?;
     }
-    Ok(dir)
+    model.set_ref(revision, &commit)?;
+    Ok(snapshot)
 }
 
-/// Where models are cached: `$VIT_CACHE_DIR`, else `$HOME/.cache/vit-rs`.
-pub fn default_cache() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("VIT_CACHE_DIR") {
-        return Ok(PathBuf::from(dir));
+/// The snapshot of `revision` the cache already holds, when the hub cannot be reached: what
+/// `huggingface_hub` does offline. The files are not checked again (there is no listing).
+fn cached_offline(model: &CachedModel, repo: &str, revision: &str, offline: anyhow::Error) -> Result<PathBuf> {
+    let commit = model.commit_of(revision).or_else(|| {
+        let is_commit = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
+        is_commit.then(|| revision.to_string())
+    });
+    let snapshot = commit.as_ref().map(|c| model.snapshot(c)).filter(|s| s.join("config.json").is_file());
+    match snapshot {
+        Some(snapshot) => {
+            eprintln!(
+                "the hub cannot be reached ({offline}); using {repo}@{revision} from the cache: {}",
+                snapshot.display()
+            );
+            Ok(snapshot)
+        }
+        None => Err(offline.context(format!("{repo}@{revision} is not in the cache {}", model.root.display()))),
     }
-    let home =
-        std::env::var_os("HOME").ok_or_else(|| anyhow!("neither VIT_CACHE_DIR nor HOME is set: pass --cache DIR"))?;
-    Ok(PathBuf::from(home).join(".cache").join("vit-rs"))
+}
+
+/// The hub cache `huggingface_hub` uses: `$HF_HUB_CACHE` (or its old name
+/// `$HUGGINGFACE_HUB_CACHE`), else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+/// `$HOME/.cache/huggingface/hub`.
+pub fn default_cache() -> Result<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
+        return Ok(dir);
+    }
+    if let Some(home) = var("HF_HOME") {
+        return Ok(home.join("hub"));
+    }
+    let cache = var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".cache")))
+        .ok_or_else(|| anyhow!("none of HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME, HOME is set: pass --cache DIR"))?;
+    Ok(cache.join("huggingface").join("hub"))
 }
 
 #[cfg(test)]
@@ -208,7 +342,12 @@ mod tests {
         assert_eq!(commit, "abc123");
         assert_eq!(
             files[1],
-            RemoteFile { name: "model.safetensors".into(), size: Some(100), sha256: Some("abcd".into()) }
+            RemoteFile {
+                name: "model.safetensors".into(),
+                size: Some(100),
+                sha256: Some("abcd".into()),
+                blob_id: None
+            }
         );
         let names: Vec<&str> = wanted(&files).unwrap().iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["config.json", "model.safetensors"]);

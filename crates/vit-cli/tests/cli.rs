@@ -318,7 +318,7 @@ fn a_model_is_fetched_from_a_hub_checked_and_imported() {
             "sha": commit,
             "siblings": [
                 {"rfilename": "README.md"},
-                {"rfilename": "config.json", "size": config_size},
+                {"rfilename": "config.json", "size": config_size, "blobId": "c0ffee0123456789abcdef0123456789abcdef01"},
                 {"rfilename": "model.safetensors", "size": weights.len(), "lfs": {"sha256": sha256, "size": weights.len()}},
             ]
         })
@@ -341,7 +341,8 @@ fn a_model_is_fetched_from_a_hub_checked_and_imported() {
     let out = import("bad.safetensors");
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("sha256") && text(&out).contains("removed"), "{}", text(&out));
-    let cached = cache.join("hub/timm--tiny-test").join(commit);
+    let model_dir = cache.join("models--timm--tiny-test");
+    let cached = model_dir.join("snapshots").join(commit);
     assert!(!cached.join("model.safetensors").exists());
 
     std::fs::write(api.join("main"), listing(&sha)).unwrap();
@@ -349,6 +350,14 @@ fn a_model_is_fetched_from_a_hub_checked_and_imported() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("downloading") && text(&out).contains("timm ViT from"), "{}", text(&out));
     assert!(cached.join("model.safetensors").is_file() && cached.join("config.json").is_file());
+    // In the layout of Python's huggingface_hub: blobs named by etag (an LFS file's sha256, a
+    // git blob id), the snapshot's files relative links to them, the branch's commit in refs/.
+    assert_eq!(std::fs::read_link(cached.join("model.safetensors")).unwrap(), Path::new("../../blobs").join(&sha));
+    assert_eq!(std::fs::read(model_dir.join("blobs").join(&sha)).unwrap(), weights);
+    let config_blob = model_dir.join("blobs/c0ffee0123456789abcdef0123456789abcdef01");
+    assert_eq!(std::fs::read(&config_blob).unwrap(), std::fs::read(fixture.join("config.json")).unwrap());
+    assert_eq!(std::fs::read_to_string(model_dir.join("refs/main")).unwrap(), commit);
+    hub_python_finds(&cache, commit);
     // The imported checkpoint equals the import of the same files from disk.
     let from_disk = vit_model::Vit::load(root.join("tiny.safetensors"), &candle_core::Device::Cpu).unwrap().2;
     let (_, _, local) = vit_model::import::timm::load(&fixture, &candle_core::Device::Cpu).unwrap();
@@ -356,7 +365,44 @@ fn a_model_is_fetched_from_a_hub_checked_and_imported() {
     // Cached and still matching: nothing is fetched again.
     let out = import("again.safetensors");
     assert!(out.status.success() && !text(&out).contains("downloading"), "{}", text(&out));
+    // Offline (the hub answers nothing): the revision the cache knows is imported from it, as
+    // huggingface_hub does; one it does not know is an error saying so.
+    std::fs::remove_file(api.join("main")).unwrap();
+    let out = import("offline.safetensors");
+    assert!(out.status.success() && text(&out).contains("cannot be reached"), "{}", text(&out));
+    std::fs::remove_file(model_dir.join("refs/main")).unwrap();
+    let out = import("unknown.safetensors");
+    assert!(!out.status.success() && text(&out).contains("is not in the cache"), "{}", text(&out));
     std::fs::remove_dir_all(root).unwrap();
+}
+
+/// Python's huggingface_hub, where the test machine has it (CI installs it beside onnx), reads
+/// the cache `vit import` wrote: the file of `main` is found, and its cache scan sees one
+/// model, one revision, and nothing it would call corrupted.
+fn hub_python_finds(cache: &Path, commit: &str) {
+    let python = std::env::var_os("VIT_TEST_PYTHON").map_or_else(|| std::path::PathBuf::from("python3"), Into::into);
+    let script = r#"
+import sys
+from huggingface_hub import scan_cache_dir, try_to_load_from_cache
+cache, commit = sys.argv[1], sys.argv[2]
+path = try_to_load_from_cache("timm/tiny-test", "model.safetensors", cache_dir=cache, revision="main")
+assert isinstance(path, str) and path.endswith(f"snapshots/{commit}/model.safetensors"), path
+info = scan_cache_dir(cache)
+assert not info.warnings, info.warnings
+(repo,) = info.repos
+assert repo.repo_id == "timm/tiny-test" and [r.commit_hash for r in repo.revisions] == [commit], repo
+assert {f.file_name for r in repo.revisions for f in r.files} == {"config.json", "model.safetensors"}
+print("OK")
+"#;
+    let has_hub =
+        Command::new(&python).args(["-c", "import huggingface_hub"]).output().is_ok_and(|o| o.status.success());
+    if !has_hub {
+        assert!(std::env::var_os("CI").is_none(), "CI must have huggingface_hub: .ci/run installs it");
+        eprintln!("not checked with huggingface_hub: no python3 with it (set $VIT_TEST_PYTHON)");
+        return;
+    }
+    let out = Command::new(&python).args(["-c", script]).arg(cache).arg(commit).output().unwrap();
+    assert!(out.status.success() && text(&out).contains("OK"), "{}", text(&out));
 }
 
 /// `dir/<digit>/<i>.png` for `per_class` images of each digit of `digits`, from the embedded

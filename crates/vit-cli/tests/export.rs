@@ -25,10 +25,10 @@ fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// An interpreter with `onnx`, `onnxruntime` and `numpy`: `$VIT_ONNX_PYTHON`, else `python3`
+/// An interpreter with `onnx`, `onnxruntime` and `numpy`: `$VIT_TEST_PYTHON`, else `python3`
 /// if it has them.
 fn onnx_python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("VIT_ONNX_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let candidate = std::env::var_os("VIT_TEST_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
     let works = Command::new(&candidate)
         .args(["-c", "import onnx, onnxruntime, numpy"])
         .output()
@@ -112,7 +112,7 @@ fn exported_models_compute_the_logits_of_vit_in_onnx_runtime() {
     let Some(python) = onnx_python() else {
         // CI installs them (.ci/run), so there a missing runtime is a failure.
         assert!(std::env::var_os("CI").is_none(), "CI must have onnx and onnxruntime: .ci/run installs them");
-        eprintln!("skipped: no python3 with onnx, onnxruntime and numpy (set $VIT_ONNX_PYTHON)");
+        eprintln!("skipped: no python3 with onnx, onnxruntime and numpy (set $VIT_TEST_PYTHON)");
         return;
     };
     let dir = tmp_dir("export");

@@ -1,7 +1,7 @@
 """The ONNX file `vit export` writes against the one PyTorch exports, for the same timm ViT, in
 ONNX Runtime, in one run: the same logits, and the speed of each.
 
-usage: python speed_vs_torch_export.py --vit PATH/TO/vit [--model tiny|small|base] [--threads 2] [--rounds 3]
+usage: python speed_vs_torch_export.py --vit PATH/TO/vit [--model tiny|small|base] [--threads 2] [--rounds 3] [--int8]
 
 1. timm's vit_{model}_patch16_224 with random weights (seed 0), saved as timm saves it for the hub.
 2. `vit import` of that folder, then `vit export` of the checkpoint: ours.onnx (NHWC input).
@@ -12,6 +12,9 @@ usage: python speed_vs_torch_export.py --vit PATH/TO/vit [--model tiny|small|bas
    inter-op 1): the largest logit difference on one random batch, then latency (batch 1, 5 warm-up
    runs, median of 30) and throughput (batch 32, 2 warm-up runs, median of 5), the two files
    alternating, --rounds times; the median of the rounds is printed.
+5. With --int8, two more sides: `vit export --precision int8` (vit's int8 scheme: a scale per
+   token) and the anchors' ort-int8 (quantize_dynamic(weight_type=QInt8) of the PyTorch export:
+   one scale per tensor, ONNX Runtime's fused kernels).
 
 Needs: pip install torch timm onnx onnxruntime safetensors. Prints one RESULT line per mode.
 """
@@ -27,6 +30,7 @@ ap.add_argument("--vit", required=True, help="the vit binary")
 ap.add_argument("--model", choices=["tiny", "small", "base"], default="small")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--int8", action="store_true", help="also the int8 exports")
 a = ap.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(a.threads)
 
@@ -51,6 +55,13 @@ torch.onnx.export(model, torch.rand(1, 3, 224, 224), theirs, input_names=["x"], 
                   dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, opset_version=17, dynamo=False)
 
 
+if a.int8:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    ours_int8, theirs_int8 = os.path.join(work, "ours-int8.onnx"), os.path.join(work, "torch-int8.onnx")
+    subprocess.run([a.vit, "export", checkpoint, "-o", ours_int8, "--precision", "int8"], check=True)
+    quantize_dynamic(theirs, theirs_int8, weight_type=QuantType.QInt8)
+
+
 def session(path):
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
@@ -59,13 +70,18 @@ def session(path):
 
 
 sessions = {"vit-export": (session(ours), "images", True), "torch-export": (session(theirs), "x", False)}
+if a.int8:
+    sessions["vit-export-int8"] = (session(ours_int8), "images", True)
+    sessions["torch-export-ort-int8"] = (session(theirs_int8), "x", False)
 x = torch.rand(4, 3, 224, 224)
 with torch.inference_mode():
     reference = model(x).numpy()
 for side, (sess, input_name, nhwc) in sessions.items():
     feed = x.permute(0, 2, 3, 1).contiguous().numpy() if nhwc else x.numpy()
     out = sess.run(None, {input_name: feed})[0]
-    print(f"{side}: largest logit difference from timm in PyTorch: {float(np.abs(out - reference).max()):.3e}")
+    same_class = float((out.argmax(1) == reference.argmax(1)).mean())
+    print(f"{side}: largest logit difference from timm in PyTorch: {float(np.abs(out - reference).max()):.3e}, "
+          f"same top-1 class on {same_class:.0%} of {len(out)} images")
 
 
 def median_seconds(sess, input_name, feed, warm, iters):

@@ -14,7 +14,8 @@ pub struct ImportArgs {
     /// Hugging Face `transformers` ViT, or a timm ViT saved for the hub); or `hf://ORG/NAME`
     /// (`@REVISION`), fetched from the hub and checked first (online).
     source: PathBuf,
-    /// Where `hf://` models are cached (default: $VIT_CACHE_DIR, else ~/.cache/vit-rs).
+    /// The hub cache `hf://` models are kept in, shared with Python's `huggingface_hub`
+    /// (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).
     #[arg(long)]
     cache: Option<PathBuf>,
     /// The checkpoint to write (.safetensors): the weights, the config, the class names and
