@@ -82,6 +82,24 @@ impl std::fmt::Debug for Int8Weight {
     }
 }
 
+/// The weight quantization of the scheme (see the module): `weight: [out, in]` row-major to
+/// its int8 values (the same layout) and one scale per output channel, `s_c = max |W[c, :]| /
+/// 127` (1 for a row of zeros), `w_q = round(w / s_c)`, halves away from zero. Exporters that
+/// write the scheme in another format take it from here.
+pub fn quantize_per_output_channel(weight: &[f32], out_dim: usize, in_dim: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut values = vec![0i8; out_dim * in_dim];
+    let mut scales = vec![0f32; out_dim];
+    for (c, row) in weight.chunks_exact(in_dim.max(1)).take(out_dim).enumerate() {
+        let max = row.iter().fold(0f32, |m, w| m.max(w.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales[c] = scale;
+        for (q, &w) in values[c * in_dim..(c + 1) * in_dim].iter_mut().zip(row) {
+            *q = (w / scale).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (values, scales)
+}
+
 impl Int8Weight {
     /// Quantizes `weight: [out, in]` (row-major) and keeps `bias: [out]`.
     ///
@@ -107,17 +125,12 @@ impl Int8Weight {
         let groups = groups_of(in_dim);
         let panels = out_dim.div_ceil(PANEL);
         let mut packed = vec![0i8; panels * groups * PANEL * 4];
-        let mut scales = vec![0f32; out_dim];
         let mut column_sums = vec![0i32; out_dim];
+        let (values, scales) = quantize_per_output_channel(weight, out_dim, in_dim);
         for c in 0..out_dim {
-            let row = &weight[c * in_dim..(c + 1) * in_dim];
-            let max = row.iter().fold(0f32, |m, w| m.max(w.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            scales[c] = scale;
             let (panel, lane) = (c / PANEL, c % PANEL);
             let mut sum = 0i32;
-            for (k, &w) in row.iter().enumerate() {
-                let q = (w / scale).round().clamp(-127.0, 127.0) as i8;
+            for (k, &q) in values[c * in_dim..(c + 1) * in_dim].iter().enumerate() {
                 sum += i32::from(q);
                 packed[((panel * groups + k / 4) * PANEL + lane) * 4 + k % 4] = q;
             }

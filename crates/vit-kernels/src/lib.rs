@@ -62,7 +62,7 @@ mod testing;
 pub use composed::AttentionDims;
 pub use dense_bf16::Bf16Weight;
 pub use dropout::DropoutMask;
-pub use int8::Int8Weight;
+pub use int8::{Int8Weight, quantize_per_output_channel};
 pub use isa::{Bf16Kernel, Int8Kernel, with_bf16_matmuls};
 pub use ops::{
     attention, attention_with_probe, attention_with_weights, dense, dense_bf16, dense_bf16_with, dense_dropout,

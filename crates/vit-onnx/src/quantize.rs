@@ -25,18 +25,15 @@ pub(crate) struct QuantizedWeight {
     pub(crate) column_sums: Vec<i64>,
 }
 
-/// `weight: [out, in]` row-major, quantized as `vit_kernels::Int8Weight::quantize` does.
+/// `weight: [out, in]` row-major, quantized by `vit_kernels`' own function and laid out
+/// `[in, out]`.
 pub(crate) fn quantize_per_output_channel(weight: &[f32], out_dim: usize, in_dim: usize) -> QuantizedWeight {
+    let (by_row, scales) = vit_kernels::quantize_per_output_channel(weight, out_dim, in_dim);
     let mut values = vec![0i8; in_dim * out_dim];
-    let mut scales = vec![0f32; out_dim];
     let mut column_sums = vec![0i64; out_dim];
     for c in 0..out_dim {
-        let row = &weight[c * in_dim..(c + 1) * in_dim];
-        let max = row.iter().fold(0f32, |m, w| m.max(w.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        scales[c] = scale;
-        for (k, &w) in row.iter().enumerate() {
-            let q = (w / scale).round().clamp(-127.0, 127.0) as i8;
+        for k in 0..in_dim {
+            let q = by_row[c * in_dim + k];
             column_sums[c] += i64::from(q);
             values[k * out_dim + c] = q;
         }
