@@ -346,16 +346,13 @@ pub(crate) unsafe fn gemm_serial(
     let mut sums = [[0f32; PANEL]; BLOCK_ROWS];
     #[cfg(target_arch = "x86_64")]
     let _tiles = (kernel == Bf16Kernel::Amx && crate::isa::amx_bf16_ready()).then(amx::Tiles::configure);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _tiles = ();
     for panel in 0..right.panels {
         let weights = right.panel(panel);
         let cols = panel * PANEL..n.min((panel + 1) * PANEL);
         for (i, rows) in left.chunks_exact(BLOCK_ROWS * depth).enumerate() {
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as in `multiply`.
-                Bf16Kernel::Amx if _tiles.is_some() => unsafe { amx::block(rows, depth, weights, &mut sums) },
-                _ => portable_block(rows, depth, weights, &mut sums),
-            }
+            run_block(kernel, tiles_ready(&_tiles), rows, depth, weights, &mut sums);
             let first = i * BLOCK_ROWS;
             for (r, row_sums) in sums.iter().enumerate().take(m.saturating_sub(first)) {
                 // SAFETY: the caller's promise: row `first + r` of the destination holds n
@@ -445,17 +442,13 @@ unsafe fn multiply(
         let mut sums = [[0f32; PANEL]; BLOCK_ROWS];
         #[cfg(target_arch = "x86_64")]
         let _tiles = (kernel == Bf16Kernel::Amx && crate::isa::amx_bf16_ready()).then(amx::Tiles::configure);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _tiles = ();
         for panel in panels {
             let weights = right.panel(panel);
             let cols = panel * PANEL..n.min((panel + 1) * PANEL);
             for (i, rows) in left.chunks_exact(BLOCK_ROWS * depth).enumerate() {
-                match kernel {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the tiles are configured on this thread (`_tiles`, made when the
-                    // kernel is AMX and AMX-BF16 is ready); both slices hold whole blocks.
-                    Bf16Kernel::Amx if _tiles.is_some() => unsafe { amx::block(rows, depth, weights, &mut sums) },
-                    _ => portable_block(rows, depth, weights, &mut sums),
-                }
+                run_block(kernel, tiles_ready(&_tiles), rows, depth, weights, &mut sums);
                 let first = row_start + i * BLOCK_ROWS;
                 for (r, row_sums) in sums.iter_mut().enumerate().take(row_end - first) {
                     let (row, row_sums) = (first + r, &mut row_sums[..cols.len()]);
@@ -523,6 +516,42 @@ simd_kernel! {
     }
 }
 
+/// Whether this thread's AMX tiles are configured (`tiles`, made where the kernel is AMX and
+/// AMX-BF16 is ready).
+#[cfg(target_arch = "x86_64")]
+fn tiles_ready(tiles: &Option<amx::Tiles>) -> bool {
+    tiles.is_some()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn tiles_ready(_tiles: &()) -> bool {
+    false
+}
+
+/// The f32 sums of one block of 32 packed rows (`depth` bf16 each) with one panel, on
+/// `kernel`; `tiles`: whether this thread's AMX tiles are configured. The one place the bf16
+/// kernels are chosen between.
+fn run_block(
+    kernel: Bf16Kernel,
+    tiles: bool,
+    rows: &[u16],
+    depth: usize,
+    weights: &[u32],
+    sums: &mut [[f32; PANEL]; BLOCK_ROWS],
+) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the tiles are configured on this thread; both slices hold whole blocks.
+        Bf16Kernel::Amx if tiles => unsafe { amx::block(rows, depth, weights, sums) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX512F and AVX512-BF16 (checked here); whole blocks as above.
+        Bf16Kernel::Avx512Bf16 if crate::isa::cpu_has_avx512_bf16() => unsafe {
+            avx512_bf16::block(rows, depth, weights, sums)
+        },
+        _ => portable_block(rows, depth, weights, sums),
+    }
+}
+
 /// The f32 sums of 32 packed rows with one panel, in plain Rust.
 fn portable_block(rows: &[u16], depth: usize, weights: &[u32], sums: &mut [[f32; PANEL]; BLOCK_ROWS]) {
     *sums = [[0.0; PANEL]; BLOCK_ROWS];
@@ -566,6 +595,86 @@ pub(crate) fn dense_rows(
         out.set_len(len);
     }
     Ok(out)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_bf16 {
+    //! `vdpbf16ps`: for each of 16 f32 lanes, the two products of a pair of bf16 values added
+    //! to the sum. The packed layouts suit it as they are: a panel's pair `p` is 64 `u32`, a
+    //! column's two values each (four vectors), and a packed row's pair `p` is one `u32`,
+    //! broadcast to every lane.
+
+    use std::arch::x86_64::*;
+
+    use crate::bf16::{BLOCK_ROWS, DEPTH_CHUNK, PANEL};
+
+    /// Pairs of the shared dimension per slice: a slice of the panel (16 KB) stays in L1 while
+    /// every six rows of the block pass over it.
+    const SLICE_PAIRS: usize = 64;
+
+    /// The f32 sums of 32 packed rows (`depth` bf16 each, a multiple of 32) with one panel,
+    /// a slice of the shared dimension at a time, six rows at a time within it (24 vectors of
+    /// sums in registers), the last two after.
+    ///
+    /// # Safety
+    /// The CPU has AVX512F and AVX512-BF16; `rows` holds 32 rows of `depth` values and
+    /// `weights` `depth / 2` pairs of PANEL values.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn block(rows: &[u16], depth: usize, weights: &[u32], sums: &mut [[f32; PANEL]; BLOCK_ROWS]) {
+        assert!(depth.is_multiple_of(DEPTH_CHUNK) && rows.len() >= BLOCK_ROWS * depth);
+        assert!(weights.len() >= depth / 2 * PANEL);
+        *sums = [[0.0; PANEL]; BLOCK_ROWS];
+        for start in (0..depth / 2).step_by(SLICE_PAIRS) {
+            let pairs = start..(depth / 2).min(start + SLICE_PAIRS);
+            let mut first = 0;
+            while first + 6 <= BLOCK_ROWS {
+                // SAFETY: as this function's, for rows first..first + 6.
+                unsafe { rows_block::<6>(rows, first, depth, pairs.clone(), weights, sums) };
+                first += 6;
+            }
+            // SAFETY: likewise for the last BLOCK_ROWS % 6 rows.
+            unsafe { rows_block::<{ BLOCK_ROWS % 6 }>(rows, first, depth, pairs, weights, sums) };
+        }
+    }
+
+    /// Adds the products over `pairs` of rows `first..first + N` to their sums.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn rows_block<const N: usize>(
+        rows: &[u16],
+        first: usize,
+        depth: usize,
+        pairs: std::ops::Range<usize>,
+        weights: &[u32],
+        sums: &mut [[f32; PANEL]; BLOCK_ROWS],
+    ) {
+        let starts: [*const u16; N] = std::array::from_fn(|r| rows[(first + r) * depth..].as_ptr());
+        let w = weights.as_ptr();
+        // SAFETY: row first + r of the sums holds 64 values, 16 from 16 * j.
+        let mut acc: [[__m512; 4]; N] = std::array::from_fn(|r| {
+            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(sums[first + r].as_ptr().add(16 * j)) })
+        });
+        for p in pairs {
+            // SAFETY: pair p < depth / 2 of the panel (64 u32) and of each row (two u16, read
+            // as one u32 wherever it lies) are inside the slices, as the caller promised.
+            unsafe {
+                let run = w.add(p * PANEL).cast::<__m512i>();
+                let b: [__m512bh; 4] = std::array::from_fn(|j| std::mem::transmute(_mm512_loadu_si512(run.add(j))));
+                for r in 0..N {
+                    let pair = starts[r].add(2 * p).cast::<u32>().read_unaligned();
+                    let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
+                    for j in 0..4 {
+                        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
+                    }
+                }
+            }
+        }
+        for (r, row_acc) in acc.iter().enumerate() {
+            for (j, &v) in row_acc.iter().enumerate() {
+                // SAFETY: as the loads above.
+                unsafe { _mm512_storeu_ps(sums[first + r].as_mut_ptr().add(16 * j), v) };
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -2,6 +2,7 @@
 //! detected at run time: a build for a generic x86-64 runs the AVX-512 kernels where the CPU
 //! has them and the portable kernels elsewhere.
 //!
+//! `VIT_KERNELS=no-amx` leaves AMX out (the kernels a CPU with AVX-512 but no AMX runs).
 //! `VIT_KERNELS=portable` in the environment forces the portable kernels (tests and
 //! comparisons run both on any machine); the kernels themselves also take the choice as an
 //! argument, so a test can run each path in one process.
@@ -33,7 +34,7 @@ impl Int8Kernel {
         *CHOICE.get_or_init(|| {
             if forced_portable() {
                 Self::Portable
-            } else if amx_ready() {
+            } else if amx_ready() && !forced_no_amx() {
                 Self::Amx
             } else if cpu_has_avx512_vnni() {
                 Self::Avx512Vnni
@@ -70,6 +71,9 @@ impl Int8Kernel {
 pub enum Bf16Kernel {
     /// AMX-BF16: `tdpbf16ps` on 16 x 32-value tiles, f32 sums.
     Amx,
+    /// AVX512-BF16: `vdpbf16ps`, 16 f32 sums of bf16 pair products per instruction (CPUs with
+    /// AVX512-BF16 and no AMX, such as AMD Zen 4 and Intel Cooper Lake).
+    Avx512Bf16,
     /// Plain Rust: the same bf16 products summed in f32 (in another order).
     Portable,
 }
@@ -78,22 +82,36 @@ impl Bf16Kernel {
     /// The fastest kernel this CPU runs, unless `VIT_KERNELS=portable`.
     pub fn detect() -> Self {
         static CHOICE: OnceLock<Bf16Kernel> = OnceLock::new();
-        *CHOICE.get_or_init(|| if !forced_portable() && amx_bf16_ready() { Self::Amx } else { Self::Portable })
+        *CHOICE.get_or_init(|| {
+            if forced_portable() {
+                Self::Portable
+            } else if amx_bf16_ready() && !forced_no_amx() {
+                Self::Amx
+            } else if cpu_has_avx512_bf16() {
+                Self::Avx512Bf16
+            } else {
+                Self::Portable
+            }
+        })
     }
 
     /// Every kernel this CPU can run, for tests that compare them.
     pub fn available() -> Vec<Self> {
         let mut out = vec![Self::Portable];
+        if cpu_has_avx512_bf16() {
+            out.push(Self::Avx512Bf16);
+        }
         if amx_bf16_ready() {
             out.push(Self::Amx);
         }
         out
     }
 
-    /// A short name for reports: `amx-bf16` or `portable`.
+    /// A short name for reports: `amx-bf16`, `avx512-bf16` or `portable`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Amx => "amx-bf16",
+            Self::Avx512Bf16 => "avx512-bf16",
             Self::Portable => "portable",
         }
     }
@@ -103,6 +121,25 @@ impl Bf16Kernel {
 pub fn forced_portable() -> bool {
     static FORCED: OnceLock<bool> = OnceLock::new();
     *FORCED.get_or_init(|| std::env::var(FORCE_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("portable")))
+}
+
+/// Whether `VIT_KERNELS=no-amx` is set (read once): the fastest kernels without AMX, as a CPU
+/// with AVX-512 but no AMX runs them (to measure that path on a machine with AMX).
+pub fn forced_no_amx() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var(FORCE_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("no-amx")))
+}
+
+/// Whether the CPU runs the AVX512-BF16 kernel (AVX512F and AVX512-BF16).
+pub fn cpu_has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Whether the CPU runs the AVX512-VNNI int8 kernel (AVX512F, AVX512BW and AVX512-VNNI).
@@ -185,7 +222,13 @@ pub fn describe() -> String {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let features = std::env::consts::ARCH.to_string();
-    let forced = if forced_portable() { format!(" ({FORCE_ENV}=portable)") } else { String::new() };
+    let forced = if forced_portable() {
+        format!(" ({FORCE_ENV}=portable)")
+    } else if forced_no_amx() {
+        format!(" ({FORCE_ENV}=no-amx)")
+    } else {
+        String::new()
+    };
     format!(
         "int8 kernel: {}, bf16 kernel: {}, row kernels: {}{forced}; cpu: {features}",
         Int8Kernel::detect().name(),
