@@ -2,6 +2,7 @@
 
 #[path = "../../vit-data/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -380,7 +381,7 @@ fn a_model_is_fetched_from_a_hub_checked_and_imported() {
 /// the cache `vit import` wrote: the file of `main` is found, and its cache scan sees one
 /// model, one revision, and nothing it would call corrupted.
 fn hub_python_finds(cache: &Path, commit: &str) {
-    let python = std::env::var_os("VIT_TEST_PYTHON").map_or_else(|| std::path::PathBuf::from("python3"), Into::into);
+    let Some(python) = support::test_python("huggingface_hub") else { return };
     let script = r#"
 import sys
 from huggingface_hub import scan_cache_dir, try_to_load_from_cache
@@ -394,13 +395,6 @@ assert repo.repo_id == "timm/tiny-test" and [r.commit_hash for r in repo.revisio
 assert {f.file_name for r in repo.revisions for f in r.files} == {"config.json", "model.safetensors"}
 print("OK")
 "#;
-    let has_hub =
-        Command::new(&python).args(["-c", "import huggingface_hub"]).output().is_ok_and(|o| o.status.success());
-    if !has_hub {
-        assert!(std::env::var_os("CI").is_none(), "CI must have huggingface_hub: .ci/run installs it");
-        eprintln!("not checked with huggingface_hub: no python3 with it (set $VIT_TEST_PYTHON)");
-        return;
-    }
     let out = Command::new(&python).args(["-c", script]).arg(cache).arg(commit).output().unwrap();
     assert!(out.status.success() && text(&out).contains("OK"), "{}", text(&out));
 }

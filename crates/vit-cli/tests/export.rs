@@ -5,8 +5,9 @@
 
 #[path = "../../vit-data/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
@@ -23,17 +24,6 @@ fn text(out: &Output) -> String {
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
-}
-
-/// An interpreter with `onnx`, `onnxruntime` and `numpy`: `$VIT_TEST_PYTHON`, else `python3`
-/// if it has them.
-fn onnx_python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("VIT_TEST_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    let works = Command::new(&candidate)
-        .args(["-c", "import onnx, onnxruntime, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    works.then_some(candidate)
 }
 
 fn write_f32(path: &Path, values: &[f32]) {
@@ -109,12 +99,7 @@ fn flatten_checkpoint(path: &Path) {
 
 #[test]
 fn exported_models_compute_the_logits_of_vit_in_onnx_runtime() {
-    let Some(python) = onnx_python() else {
-        // CI installs them (.ci/run), so there a missing runtime is a failure.
-        assert!(std::env::var_os("CI").is_none(), "CI must have onnx and onnxruntime: .ci/run installs them");
-        eprintln!("skipped: no python3 with onnx, onnxruntime and numpy (set $VIT_TEST_PYTHON)");
-        return;
-    };
+    let Some(python) = support::test_python("onnx, onnxruntime, numpy") else { return };
     let dir = tmp_dir("export");
     // The default run's checkpoint (the default recipe, cut to one short epoch).
     let run = dir.join("run");
