@@ -293,7 +293,11 @@ fn cached_offline(model: &CachedModel, repo: &str, revision: &str, offline: anyh
             );
             Ok(snapshot)
         }
-        None => Err(offline.context(format!("{repo}@{revision} is not in the cache {}", model.root.display()))),
+        None => Err(offline.context(format!(
+            "{repo}@{revision}: the hub gave no listing (offline, or no such model or revision), and it is not in \
+             the cache {}",
+            model.root.display()
+        ))),
     }
 }
 
