@@ -18,7 +18,6 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use crate::activation::gelu_rows_in_place;
 use crate::isa::Bf16Kernel;
 use crate::simd::simd_kernel;
 
@@ -450,24 +449,25 @@ unsafe fn multiply(
             for (i, rows) in left.chunks_exact(BLOCK_ROWS * depth).enumerate() {
                 run_block(kernel, tiles_ready(&_tiles), rows, depth, weights, &mut sums);
                 let first = row_start + i * BLOCK_ROWS;
-                for (r, row_sums) in sums.iter_mut().enumerate().take(row_end - first) {
-                    let (row, row_sums) = (first + r, &mut row_sums[..cols.len()]);
+                let count = BLOCK_ROWS.min(row_end - first);
+                let mut outs: [&mut [f32]; BLOCK_ROWS] = std::array::from_fn(|r| -> &mut [f32] {
+                    if r >= count {
+                        return &mut [];
+                    }
                     // SAFETY: tasks write disjoint (row, column) blocks of the output, which
                     // holds m x n values (and with `Accumulate`, values to read).
-                    let out_row = unsafe {
-                        std::slice::from_raw_parts_mut((dst as *mut f32).add(row * n + cols.start), cols.len())
-                    };
-                    match epilogue {
-                        Epilogue::Store => store(out_row, row_sums),
-                        Epilogue::Accumulate => add_in_place(out_row, row_sums),
-                        Epilogue::Bias { bias, gelu: false } => store_sum(out_row, row_sums, &bias[cols.clone()]),
-                        Epilogue::Bias { bias, gelu: true } => {
-                            add_in_place(row_sums, &bias[cols.clone()]);
-                            gelu_rows_in_place(row_sums);
-                            store(out_row, row_sums);
-                        }
+                    unsafe {
+                        std::slice::from_raw_parts_mut((dst as *mut f32).add((first + r) * n + cols.start), cols.len())
                     }
-                }
+                });
+                let (finish, bias) = match epilogue {
+                    Epilogue::Store => (Finish::Store, &[][..]),
+                    Epilogue::Accumulate => (Finish::Accumulate, &[][..]),
+                    Epilogue::Bias { bias, gelu } => {
+                        (if gelu { Finish::BiasGelu } else { Finish::Bias }, &bias[cols.clone()])
+                    }
+                };
+                finish_block(&mut outs, &sums, bias, finish);
             }
         }
         if shared.is_none() {
@@ -480,12 +480,34 @@ unsafe fn multiply(
     Ok(())
 }
 
-/// `out[i] = sums[i]`: a plain loop, which the compiler inlines (a `memcpy` call per 64 values
-/// cost a tenth of a ViT-S inference).
-#[inline(always)]
-fn store(out: &mut [f32], sums: &[f32]) {
-    for (o, &s) in out.iter_mut().zip(sums) {
-        *o = s;
+/// What [`finish_block`] does with each sum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Store,
+    Accumulate,
+    Bias,
+    BiasGelu,
+}
+
+simd_kernel! {
+    /// A block of sums into its output rows (`outs`, each as long as the block's columns;
+    /// empty past the last row): written, added, or with the bias added (and GELU), in one
+    /// call per block, so that the choice of build and the loops' set-up are paid once for its
+    /// 32 rows, not for each.
+    fn finish_block(outs: &mut [&mut [f32]; BLOCK_ROWS], sums: &[[f32; PANEL]; BLOCK_ROWS], bias: &[f32], finish: Finish) {
+        for (out, row) in outs.iter_mut().zip(sums) {
+            let row = &row[..out.len()];
+            match finish {
+                Finish::Store => out.iter_mut().zip(row).for_each(|(o, &v)| *o = v),
+                Finish::Accumulate => out.iter_mut().zip(row).for_each(|(o, &v)| *o += v),
+                Finish::Bias => out.iter_mut().zip(row).zip(bias).for_each(|((o, &v), &b)| *o = v + b),
+                Finish::BiasGelu => out
+                    .iter_mut()
+                    .zip(row)
+                    .zip(bias)
+                    .for_each(|((o, &v), &b)| *o = crate::simd::gelu_and_grad::<FMA>(v + b).0),
+            }
+        }
     }
 }
 
@@ -494,24 +516,6 @@ simd_kernel! {
     fn store_scaled(out: &mut [f32], sums: &[f32], alpha: f32) {
         for (o, &s) in out.iter_mut().zip(sums) {
             *o = alpha * s;
-        }
-    }
-}
-
-simd_kernel! {
-    /// `out[i] = sums[i] + bias[i]`.
-    fn store_sum(out: &mut [f32], sums: &[f32], bias: &[f32]) {
-        for ((o, &s), &b) in out.iter_mut().zip(sums).zip(bias) {
-            *o = s + b;
-        }
-    }
-}
-
-simd_kernel! {
-    /// `x[i] += y[i]`.
-    fn add_in_place(x: &mut [f32], y: &[f32]) {
-        for (a, &b) in x.iter_mut().zip(y) {
-            *a += b;
         }
     }
 }
