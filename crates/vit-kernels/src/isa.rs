@@ -130,6 +130,24 @@ pub fn forced_no_amx() -> bool {
     *FORCED.get_or_init(|| std::env::var(FORCE_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("no-amx")))
 }
 
+/// Whether rounding f32 to bf16 runs on AVX512-BF16's conversion instruction: the CPU has it
+/// and `VIT_KERNELS=portable` is not set (read once).
+pub fn bf16_conversions() -> bool {
+    static YES: OnceLock<bool> = OnceLock::new();
+    *YES.get_or_init(|| {
+        !forced_portable() && cpu_has_avx512_bf16() && {
+            #[cfg(target_arch = "x86_64")]
+            {
+                std::is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                false
+            }
+        }
+    })
+}
+
 /// Whether the CPU runs the AVX512-BF16 kernel (AVX512F and AVX512-BF16).
 pub fn cpu_has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]

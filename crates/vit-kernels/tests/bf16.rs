@@ -227,3 +227,33 @@ fn a_dense_layer_with_a_packed_bf16_weight_computes_what_the_unpacked_one_does()
     assert!(vit_kernels::dense_bf16(&randn(&[3, k + 1], 955), &packed, false).is_err());
     assert!(vit_kernels::Bf16Weight::from_tensors(&w, Some(&randn(&[n + 1], 956))).is_err());
 }
+
+/// Runs of values rounded to bf16 (AVX512-BF16's conversion instruction where the CPU has it)
+/// are `to_bf16` of each: ties to even, infinities, signed zeros, NaN kept NaN, a tail that is
+/// not a whole vector; only values below f32's normal range differ, flushed to zero there.
+#[test]
+fn runs_round_to_bf16_as_each_value_does() {
+    let mut values: Vec<f32> = host(&randn(&[1000], 77)).iter().map(|v| v * 1e3).collect();
+    let ties = [1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -(1.0 + 1.0 / 256.0), 65504.0, 3.0e38];
+    values.extend(ties);
+    values.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN_POSITIVE]);
+    // Below the normal range, first (inside a whole vector of 16) and last (in the tail).
+    let tiny = f32::MIN_POSITIVE / 4.0;
+    values.insert(0, tiny);
+    values.push(tiny);
+    let mut out = vec![0u16; values.len()];
+    vit_kernels::bf16::to_bf16_run(&mut out, &values);
+    let fast = vit_kernels::isa::bf16_conversions();
+    for (i, (&v, &o)) in values.iter().zip(&out).enumerate() {
+        if v.is_nan() {
+            assert!(from_bf16(o).is_nan(), "NaN at {i} became {o:#06x}");
+        } else if v == tiny && fast && i < values.len() - values.len() % 16 {
+            assert_eq!(from_bf16(o), 0.0, "{v} at {i}: flushed by the instruction");
+        } else {
+            assert_eq!(o, to_bf16(v), "{v} at {i}");
+        }
+    }
+    // Ties round to even: 1 + 2^-8 lies halfway between 1 and 1 + 2^-7.
+    assert_eq!(from_bf16(out[1001]), 1.0);
+    assert_eq!(from_bf16(out[1002]), 1.0 + 4.0 / 256.0);
+}
