@@ -286,16 +286,16 @@ impl PackedRight {
                 dst.iter_mut().zip(row(b.rows - 1)).for_each(|(d, &v)| *d = pair(v, 0.0));
             }
         } else {
-            // Columns in memory (`W^T` of a dense layer) or arbitrary strides.
+            // Columns in memory (`W^T` of a dense layer, `K^T` in attention) or arbitrary
+            // strides. A column in memory is rounded as a run (a vector instruction per 16
+            // values where the CPU has one), its pairs then placed down the panel.
+            let mut rounded = vec![0u16; if b.row_stride == 1 { b.rows.next_multiple_of(2) } else { 0 }];
             for c in 0..cols {
                 let col = first_col + c;
                 if b.row_stride == 1 {
-                    let column = &b.data[col * b.col_stride..][..b.rows];
-                    for (pr, two) in column.chunks_exact(2).enumerate() {
-                        panel[pr * PANEL + c] = pair(two[0], two[1]);
-                    }
-                    if b.rows % 2 == 1 {
-                        panel[full_pairs * PANEL + c] = pair(column[b.rows - 1], 0.0);
+                    to_bf16_run(&mut rounded[..b.rows], &b.data[col * b.col_stride..][..b.rows]);
+                    for (pr, two) in rounded.chunks_exact(2).enumerate() {
+                        panel[pr * PANEL + c] = u32::from(two[0]) | (u32::from(two[1]) << 16);
                     }
                 } else {
                     for pr in 0..b.rows.div_ceil(2) {
