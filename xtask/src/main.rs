@@ -105,10 +105,13 @@ fn cargo() -> Command {
     command
 }
 
-/// Runs one named step, printing it first; a failure names the step.
+/// Runs one named step, printing it first and its wall time after (CI has a time budget, and
+/// the log should say which step spends it); a failure names the step.
 fn step(name: &str, mut command: Command) -> Result<(), String> {
     println!("==> {name}");
+    let started = std::time::Instant::now();
     let status = command.status().map_err(|e| format!("step `{name}` could not start: {e}"))?;
+    println!("==> {name}: {:.0} s", started.elapsed().as_secs_f64());
     if status.success() { Ok(()) } else { Err(format!("step `{name}` failed ({status})")) }
 }
 
