@@ -71,7 +71,7 @@ pub use drop_path::DropPath;
 pub use dropout::Dropout;
 pub use init::{SeededVarMap, SourceOutcome};
 pub use layer_scale::LayerScale;
-pub use linear::{Detach, Linear, ModuleTree, PackBf16, QuantizeInt8, WeightMap};
+pub use linear::{Detach, Linear, ModuleTree, PackBf16, QuantizeInt8, TransposeF32, WeightMap};
 pub use mlp::{Mlp, MlpConfig};
 pub use norm::LayerNorm;
 pub use parameters::NamedParameter;

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use vit_kernels::{Bf16Weight, Int8Weight};
+use vit_kernels::{Bf16Weight, F32Weight, Int8Weight};
 
 use crate::{Dropout, NamedParameter};
 
 /// What `map_weights` applies to a module tree: a function of each parameter (a cast to the
 /// compute dtype for mixed precision, a detach, a move to another device), and of each dense
 /// layer as a whole, which by default is that function of its weight and bias. Any
-/// `Fn(&Tensor) -> Result<Tensor>` is one; [`QuantizeInt8`] and [`PackBf16`] replace each dense
-/// layer by its int8 or packed bf16 form.
+/// `Fn(&Tensor) -> Result<Tensor>` is one; [`QuantizeInt8`], [`PackBf16`] and
+/// [`TransposeF32`] replace each dense layer by its int8, packed bf16 or transposed `f32` form.
 pub trait WeightMap {
     /// The new value of one parameter.
     fn tensor(&self, t: &Tensor) -> Result<Tensor>;
@@ -87,6 +87,21 @@ impl WeightMap for PackBf16 {
     }
 }
 
+/// Every dense layer's `f32` weight stored transposed for inference
+/// ([`Linear::transposed_f32`]); other parameters stay as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransposeF32;
+
+impl WeightMap for TransposeF32 {
+    fn tensor(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn linear(&self, layer: &Linear) -> Result<Linear> {
+        layer.transposed_f32()
+    }
+}
+
 /// Every dense layer quantized to int8 for inference ([`Linear::quantized_int8`]); other
 /// parameters stay as they are.
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,8 +129,9 @@ pub struct Linear {
     bias: Option<Tensor>,
     prefix: String,
     /// The packed form that the forward passes run, once
-    /// [`quantized_int8`](Self::quantized_int8) or [`packed_bf16`](Self::packed_bf16) made
-    /// one; the `f32` weight and bias stay for `parameters` and checkpoints.
+    /// [`quantized_int8`](Self::quantized_int8), [`packed_bf16`](Self::packed_bf16) or
+    /// [`transposed_f32`](Self::transposed_f32) made one; the `f32` weight and bias stay for
+    /// `parameters` and checkpoints.
     packed: Option<Packed>,
 }
 
@@ -124,6 +140,7 @@ pub struct Linear {
 enum Packed {
     Int8(Arc<Int8Weight>),
     Bf16(Arc<Bf16Weight>),
+    F32(Arc<F32Weight>),
 }
 
 impl Linear {
@@ -171,6 +188,18 @@ impl Linear {
         Ok(Self { packed: Some(Packed::Bf16(Arc::new(bf16))), ..self.detached() })
     }
 
+    /// The same layer, outside autograd, whose forward passes read the `f32` weight stored
+    /// transposed, `[in, out]` ([`vit_kernels::dense_f32_transposed`]): the same values within
+    /// f32 rounding, faster for few rows (one image). Its [`weight`](Self::weight) is a view of that
+    /// memory, so the layer holds one copy of the weight. For inference only.
+    pub fn transposed_f32(&self) -> Result<Self> {
+        self.check_cpu("f32 (transposed)")?;
+        let f32w = F32Weight::from_tensors(&self.weight, self.bias.as_ref())
+            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
+        let weight = f32w.transposed().t()?;
+        Ok(Self { weight, packed: Some(Packed::F32(Arc::new(f32w))), ..self.detached() })
+    }
+
     fn check_cpu(&self, what: &str) -> Result<()> {
         if !self.weight.device().is_cpu() {
             candle_core::bail!(
@@ -193,11 +222,18 @@ impl Linear {
         matches!(self.packed, Some(Packed::Bf16(_)))
     }
 
+    /// Whether the forward passes read the `f32` weight stored transposed
+    /// ([`transposed_f32`](Self::transposed_f32)).
+    pub fn is_transposed_f32(&self) -> bool {
+        matches!(self.packed, Some(Packed::F32(_)))
+    }
+
     /// `x W^T + b` (GELU of it with `gelu`) on the packed weight, if there is one.
     fn forward_packed(&self, rows: &Tensor, gelu: bool) -> Option<Result<Tensor>> {
         Some(match self.packed.as_ref()? {
             Packed::Int8(w) => vit_kernels::dense_int8(rows, w, gelu),
             Packed::Bf16(w) => vit_kernels::dense_bf16(rows, w, gelu),
+            Packed::F32(w) => vit_kernels::dense_f32_transposed(rows, w, gelu),
         })
     }
 
@@ -234,7 +270,7 @@ impl Linear {
         if self.packed.is_some() {
             if train {
                 candle_core::bail!(
-                    "{}: a packed (int8 or bf16) layer is for inference and cannot be trained",
+                    "{}: a layer prepared for inference (int8, packed bf16, transposed f32) cannot be trained",
                     self.prefix
                 );
             }

@@ -124,65 +124,7 @@ impl CustomOp3 for Dense {
             }
             return Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))));
         }
-        let threads = rayon::current_num_threads();
-        // SAFETY (all products below): `dst` addresses `rows` rows of out_dim values, x holds
-        // rows x in_dim from `x_at`, and W^T is W read column-wise from column `cols.start`.
-        let product = |dst: *mut f32, rows: usize, x_at: usize, cols: std::ops::Range<usize>, parallelism| unsafe {
-            gemm_f32(
-                (rows, cols.len(), in_dim),
-                dst.wrapping_add(cols.start),
-                (out_dim, 1),
-                true,
-                x.as_ptr().wrapping_add(x_at),
-                (in_dim, 1),
-                w.as_ptr().wrapping_add(cols.start * in_dim),
-                (1, in_dim),
-                1.0,
-                parallelism,
-            )
-        };
-        let out = if rows > FEW_ROWS && w.len() <= SMALL_WEIGHT {
-            // Blocks of rows, one task each, that stay in cache from the bias through the product
-            // to the activation; gemm packs the small weight again per block.
-            let block = block_rows(rows, out_dim, threads);
-            let len = rows * out_dim;
-            let mut out: Vec<f32> = Vec::with_capacity(len);
-            out.spare_capacity_mut()[..len].par_chunks_mut((block * out_dim).max(1)).enumerate().for_each(
-                |(i, part)| {
-                    write_rows(part, b);
-                    // SAFETY: every element of `part` was written just above.
-                    let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-                    let block_rows = part.len() / out_dim.max(1);
-                    product(part.as_mut_ptr(), block_rows, i * block * in_dim, 0..out_dim, Parallelism::None);
-                    if self.gelu {
-                        gelu_rows_in_place(part);
-                    }
-                },
-            );
-            // SAFETY: the blocks, whole rows, cover 0..len, and every element was written.
-            unsafe { out.set_len(len) };
-            out
-        } else {
-            let mut out = bias_rows(b, rows);
-            let dst = out.as_mut_ptr() as usize;
-            if rows <= SPLIT_COLUMNS_ROWS && threads > 1 && out_dim >= 2 * MIN_COLUMNS_PER_TASK {
-                // Few rows (one image's tokens, or a matrix-vector product): gemm splits them
-                // poorly over threads (a 197-row product of ViT-B used 1.5 of 2 cores) and
-                // streams the whole weight; each thread takes its own columns instead, and
-                // packs only its part of the weight.
-                let per_task = out_dim.div_ceil(threads).max(MIN_COLUMNS_PER_TASK);
-                (0..out_dim.div_ceil(per_task)).into_par_iter().for_each(|t| {
-                    // Tasks write disjoint columns of out.
-                    product(dst as *mut f32, rows, 0, t * per_task..out_dim.min((t + 1) * per_task), Parallelism::None);
-                });
-            } else {
-                product(dst as *mut f32, rows, 0, 0..out_dim, all_threads());
-            }
-            if self.gelu {
-                out.par_chunks_mut(BLOCK_ELEMS).for_each(gelu_rows_in_place);
-            }
-            out
-        };
+        let out = dense_f32(x, (rows, in_dim), WeightF32 { data: w, out_dim, strides: (1, in_dim) }, b, self.gelu);
         Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
     }
 
@@ -213,6 +155,89 @@ impl CustomOp3 for Dense {
         let grad_b =
             if bias.track_op() { Some(grad.apply_op1_no_bwd(&ColumnSum { cols: bias.elem_count() })?) } else { None };
         Ok((grad_x, grad_w, grad_b))
+    }
+}
+
+/// A dense layer's weight in `f32` as the forward product reads it: `W^T` (`in x out`) through
+/// `strides` (row, column) into `data`. A trained layer's `[out, in]` weight is `(1, in)`; one
+/// stored transposed once for inference ([`crate::F32Weight`]) is `(out, 1)`, which `gemm`
+/// packs with whole-vector loads instead of one value at a time (measured:
+/// `docs/measurements/cpu-2026-12-06-f32-latency.md`).
+#[derive(Clone, Copy)]
+pub(crate) struct WeightF32<'a> {
+    pub data: &'a [f32],
+    pub out_dim: usize,
+    pub strides: (usize, usize),
+}
+
+/// `x W^T + b` (GELU of it with `gelu`) for `x: [rows, in_dim]` contiguous and `b: [out]`: blocks of rows in
+/// cache for a small weight, each thread its own output columns for one image's rows, else one
+/// parallel product.
+pub(crate) fn dense_f32(
+    x: &[f32],
+    (rows, in_dim): (usize, usize),
+    w: WeightF32<'_>,
+    b: &[f32],
+    gelu: bool,
+) -> Vec<f32> {
+    let out_dim = w.out_dim;
+    let threads = rayon::current_num_threads();
+    // SAFETY (all products below): `dst` addresses `rows` rows of out_dim values, x holds
+    // rows x in_dim from `x_at`, and `w` read through its strides is W^T (in_dim x
+    // out_dim), from column `cols.start`.
+    let product = |dst: *mut f32, rows: usize, x_at: usize, cols: std::ops::Range<usize>, parallelism| unsafe {
+        gemm_f32(
+            (rows, cols.len(), in_dim),
+            dst.wrapping_add(cols.start),
+            (out_dim, 1),
+            true,
+            x.as_ptr().wrapping_add(x_at),
+            (in_dim, 1),
+            w.data.as_ptr().wrapping_add(cols.start * w.strides.1),
+            w.strides,
+            1.0,
+            parallelism,
+        )
+    };
+    if rows > FEW_ROWS && w.data.len() <= SMALL_WEIGHT {
+        // Blocks of rows, one task each, that stay in cache from the bias through the product
+        // to the activation; gemm packs the small weight again per block.
+        let block = block_rows(rows, out_dim, threads);
+        let len = rows * out_dim;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len].par_chunks_mut((block * out_dim).max(1)).enumerate().for_each(|(i, part)| {
+            write_rows(part, b);
+            // SAFETY: every element of `part` was written just above.
+            let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            let block_rows = part.len() / out_dim.max(1);
+            product(part.as_mut_ptr(), block_rows, i * block * in_dim, 0..out_dim, Parallelism::None);
+            if gelu {
+                gelu_rows_in_place(part);
+            }
+        });
+        // SAFETY: the blocks, whole rows, cover 0..len, and every element was written.
+        unsafe { out.set_len(len) };
+        out
+    } else {
+        let mut out = bias_rows(b, rows);
+        let dst = out.as_mut_ptr() as usize;
+        if rows <= SPLIT_COLUMNS_ROWS && threads > 1 && out_dim >= 2 * MIN_COLUMNS_PER_TASK {
+            // Few rows (one image's tokens, or a matrix-vector product): gemm splits them
+            // poorly over threads (a 197-row product of ViT-B used 1.5 of 2 cores) and
+            // streams the whole weight; each thread takes its own columns instead, and
+            // packs only its part of the weight.
+            let per_task = out_dim.div_ceil(threads).max(MIN_COLUMNS_PER_TASK);
+            (0..out_dim.div_ceil(per_task)).into_par_iter().for_each(|t| {
+                // Tasks write disjoint columns of out.
+                product(dst as *mut f32, rows, 0, t * per_task..out_dim.min((t + 1) * per_task), Parallelism::None);
+            });
+        } else {
+            product(dst as *mut f32, rows, 0, 0..out_dim, all_threads());
+        }
+        if gelu {
+            out.par_chunks_mut(BLOCK_ELEMS).for_each(gelu_rows_in_place);
+        }
+        out
     }
 }
 

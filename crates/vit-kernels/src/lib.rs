@@ -48,6 +48,7 @@ pub mod composed;
 mod cpu;
 mod dense;
 mod dense_bf16;
+mod dense_f32;
 mod dropout;
 mod gemm;
 pub mod int8;
@@ -61,12 +62,13 @@ mod testing;
 
 pub use composed::AttentionDims;
 pub use dense_bf16::Bf16Weight;
+pub use dense_f32::F32Weight;
 pub use dropout::DropoutMask;
 pub use int8::{Int8Weight, quantize_per_output_channel};
 pub use isa::{Bf16Kernel, Int8Kernel, with_bf16_matmuls};
 pub use ops::{
     attention, attention_with_probe, attention_with_weights, dense, dense_bf16, dense_bf16_with, dense_dropout,
-    dense_gelu, dense_int8, dense_int8_with, dropout, gelu, layer_norm, softmax_last_dim,
+    dense_f32_transposed, dense_gelu, dense_int8, dense_int8_with, dropout, gelu, layer_norm, softmax_last_dim,
 };
 pub use path::KernelPath;
 pub use simd::{erf, exp};

@@ -12,6 +12,7 @@ use crate::attention::FusedAttention;
 use crate::composed::{self, AttentionDims};
 use crate::dense::Dense;
 use crate::dense_bf16::{Bf16Weight, DenseBf16};
+use crate::dense_f32::{DenseF32, F32Weight};
 use crate::dropout::DropoutMask;
 use crate::int8::{DenseInt8, Int8Weight};
 use crate::isa::{Bf16Kernel, Int8Kernel, bf16_matmuls};
@@ -131,6 +132,26 @@ pub fn dense_bf16_with(x: &Tensor, weight: &Arc<Bf16Weight>, gelu: bool, kernel:
         );
     }
     x.contiguous()?.apply_op1(DenseBf16 { weight: weight.clone(), gelu, kernel })
+}
+
+/// A dense layer whose `f32` weight is stored transposed once ([`F32Weight`]), `x W^T + b`
+/// (GELU of it with `gelu`), for inference on the CPU: the same products as [`dense`] and
+/// [`dense_gelu`] (within f32 rounding: the order of the sums may differ), without packing
+/// the weight one value at a time on every call.
+/// The input's gradient goes through the weight (for relevance maps); the weight gets none.
+///
+/// # Shapes
+/// - `x`: `[R, in]` `f32` on the CPU; returns `[R, out]` `f32`.
+pub fn dense_f32_transposed(x: &Tensor, weight: &Arc<F32Weight>, gelu: bool) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 {
+        candle_core::bail!(
+            "dense_f32_transposed: runs on 2-D f32 input on the CPU, got {:?} {:?} on {:?}",
+            x.dims(),
+            x.dtype(),
+            x.device().location()
+        );
+    }
+    x.contiguous()?.apply_op1(DenseF32 { weight: weight.clone(), gelu })
 }
 
 /// The exact (erf) GELU, with gradients; one pass forward and backward on the CPU with `f32`.

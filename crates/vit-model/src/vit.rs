@@ -7,7 +7,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use vit_blocks::ModuleTree;
 use vit_blocks::{
-    LayerNorm, NamedParameter, PackBf16, QuantizeInt8, SeededVarMap, SharedRng, TransformerBlock, WeightMap,
+    LayerNorm, NamedParameter, PackBf16, QuantizeInt8, SeededVarMap, SharedRng, TransformerBlock, TransposeF32,
+    WeightMap,
 };
 use vit_encoder::{PatchEncoder, PositionEmbedding};
 
@@ -64,16 +65,25 @@ impl Vit {
     }
 
     /// The model outside autograd computing in `precision`, for inference: `f32` as
-    /// [`detached`](Self::detached); `bf16` on the CPU with every dense layer's weight packed
-    /// as bf16 once (elsewhere its parameters cast); `int8` with every dense layer quantized
-    /// (on the CPU only). Make it once, after loading: packing reads every weight.
+    /// [`detached`](Self::detached), on the CPU with the weights of the dense layers applied to
+    /// every token stored transposed once (the same logits within f32 rounding, faster at
+    /// batch 1); `bf16` on the
+    /// CPU with every dense layer's weight packed as bf16 once (elsewhere its parameters cast);
+    /// `int8` with every dense layer quantized (on the CPU only). Make it once, after loading:
+    /// packing reads every weight.
     pub fn for_inference(&self, precision: InferencePrecision) -> Result<Self> {
         let detached = self.detached();
+        let on_cpu = self.head.classifier().weight().device().is_cpu();
         match precision {
-            InferencePrecision::F32 => Ok(detached),
-            InferencePrecision::Bf16 if self.head.classifier().weight().device().is_cpu() => {
-                detached.map_weights(&PackBf16)?.for_compute(DType::BF16)
+            InferencePrecision::F32 if on_cpu && self.compute_dtype() == DType::F32 => {
+                // The layers applied to every token read their weights transposed; the head,
+                // one row per image, keeps `[out, in]`, which gemm's matrix-vector product at
+                // batch 1 reads faster (measured: docs/measurements/cpu-2026-12-06-f32-latency.md).
+                let blocks = detached.blocks.iter().map(|b| b.map_weights(&TransposeF32)).collect::<Result<_>>()?;
+                Ok(Self { encoder: detached.encoder.map_weights(&TransposeF32)?, blocks, ..detached })
             }
+            InferencePrecision::F32 => Ok(detached),
+            InferencePrecision::Bf16 if on_cpu => detached.map_weights(&PackBf16)?.for_compute(DType::BF16),
             InferencePrecision::Bf16 => detached.for_compute(DType::BF16),
             InferencePrecision::Int8 => detached.map_weights(&QuantizeInt8),
         }

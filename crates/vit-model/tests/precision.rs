@@ -101,3 +101,41 @@ fn a_bf16_model_on_the_cpu_keeps_f32_tensors_and_trains_its_f32_variables() {
     let inference = model.for_inference(InferencePrecision::Bf16).unwrap();
     assert_eq!(host(&inference.forward(&x, false).unwrap()), b, "inference bf16 is the same computation");
 }
+
+/// `f32` inference on the CPU stores every dense layer's weight transposed: the logits are the
+/// detached model's within f32 rounding, for every head kind, and it is for inference only.
+#[test]
+fn f32_inference_on_transposed_weights_gives_the_detached_models_logits() {
+    let configs = [
+        VitConfig { image_size: [32, 32], num_classes: 10, ..VitConfig::mnist() },
+        VitConfig { fc_norm: true, qkv_bias: false, head: HeadKind::MeanPool, ..VitConfig::mnist() },
+        VitConfig {
+            image_size: [24, 24],
+            patch_size: 6,
+            head_units: vec![64, 32],
+            num_layers: 2,
+            ..VitConfig::keras_cifar100()
+        },
+    ];
+    for (i, cfg) in configs.iter().enumerate() {
+        let (model, _store) = Vit::init(cfg, 31 + i as u64, &Device::Cpu).unwrap();
+        let inference = model.for_inference(InferencePrecision::F32).unwrap();
+        for batch in [1, 5] {
+            let x = images(batch, cfg, 17 + i as u64);
+            let want = host(&model.detached().forward(&x, false).unwrap());
+            let got = host(&inference.forward(&x, false).unwrap());
+            for (a, b) in got.iter().flatten().zip(want.iter().flatten()) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "config {i} batch {batch}: {a} vs {b}");
+            }
+        }
+        // The parameters are the trained ones (a checkpoint written from it is the same).
+        for (p, q) in inference.parameters().iter().zip(model.parameters()) {
+            assert_eq!(p.tensor.dims(), q.tensor.dims());
+            assert_eq!(
+                p.tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                q.tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
+        assert!(inference.forward(&images(2, cfg, 3), true).is_err(), "config {i}: training it is refused");
+    }
+}
