@@ -181,19 +181,27 @@ pub fn run(
     let images = Tensor::from_vec(pixels, (batch, h, w, cfg.channels), device)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7919) % cfg.num_classes as u32).collect();
     let labels = Tensor::new(labels.as_slice(), device)?;
-    let params = params_of(&model, &store).map_err(|e| anyhow!(e))?;
-    let mut optimizer = AdamW::new(&params, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() })?;
-    // Inference runs outside autograd, as `vit eval` and `vit predict` do.
-    let inference = model.for_inference(inference_precision)?;
     let dtype = train_precision.compute_dtype();
+    // Training holds the variables and the optimizer; inference runs outside autograd, as `vit
+    // eval` and `vit predict` do, on its own form of the weights only (the trained variables
+    // dropped, as `Classifier::in_precision` does), so that peak memory is what serving needs.
+    let (mut training, inference) = if train {
+        let params = params_of(&model, &store).map_err(|e| anyhow!(e))?;
+        let optimizer = AdamW::new(&params, AdamWConfig { weight_decay: 1e-4, ..AdamWConfig::default() })?;
+        (Some((model, store, optimizer)), None)
+    } else {
+        let inference = model.for_inference(inference_precision)?;
+        drop((model, store));
+        (None, Some(inference))
+    };
     let mut step = || -> Result<()> {
-        if train {
+        if let Some((model, _store, optimizer)) = training.as_mut() {
             let net = model.for_compute(dtype)?;
             let loss = cross_entropy(&net.forward(&images, true)?, &labels, 0.0)?;
             let grads = loss.backward()?;
             optimizer.step(&grads, 1e-3, 1.0)?;
             loss.to_scalar::<f32>()?;
-        } else {
+        } else if let Some(inference) = &inference {
             inference.forward(&images, false)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
         }
         Ok(())
