@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::activation::gelu_rows_in_place;
+use crate::activation::{gelu_grad_scale, gelu_rows_in_place};
 use crate::bf16::{Strided, gemm as bf16_gemm};
 use crate::cpu::{ColumnSum, chunk_rows, f32_slice};
 use crate::gemm::gemm_f32;
@@ -239,6 +239,47 @@ pub(crate) fn dense_f32(
         }
         out
     }
+}
+
+/// The forward pass of a dense layer whose weight was prepared once for inference (packed
+/// bf16, `f32` stored transposed): `x: [rows, in_dim]` checked against the weight's input
+/// width, then `rows_of(x, rows, gelu)`, the layer's product.
+pub(crate) fn prepared_fwd(
+    name: &str,
+    (storage, layout): (&CpuStorage, &Layout),
+    (in_dim, out_dim): (usize, usize),
+    gelu: bool,
+    rows_of: impl Fn(&[f32], usize, bool) -> Result<Vec<f32>>,
+) -> Result<(CpuStorage, Shape)> {
+    let x = f32_slice(storage, layout, name)?;
+    let (rows, width) = layout.shape().dims2()?;
+    if width != in_dim {
+        candle_core::bail!("{name}: input width {width}, the weight takes {in_dim}");
+    }
+    Ok((CpuStorage::F32(rows_of(x, rows, gelu)?), Shape::from((rows, out_dim))))
+}
+
+/// The input's gradient of such a layer (relevance maps): with `gelu`, the upstream gradient
+/// scaled by GELU's derivative at the product, computed again by `rows_of` (the forward pass
+/// kept only GELU's output); then that times the weight, `product` of it and `weight`.
+pub(crate) fn prepared_input_grad(
+    x: &Tensor,
+    grad: &Tensor,
+    gelu: bool,
+    rows_of: impl Fn(&[f32], usize, bool) -> Result<Vec<f32>>,
+    weight: &Tensor,
+    product: Product,
+) -> Result<Tensor> {
+    let grad = if gelu {
+        let (rows, out_dim) = grad.dims2()?;
+        let mut grad = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let pre = rows_of(&x.flatten_all()?.to_vec1::<f32>()?, rows, false)?;
+        gelu_grad_scale(&mut grad, &pre);
+        Tensor::from_vec(grad, (rows, out_dim), x.device())?
+    } else {
+        grad.contiguous()?
+    };
+    grad.apply_op2_no_bwd(weight, &product)
 }
 
 /// `op(lhs) · op(rhs)` for contiguous 2-D `f32` matrices, `op` the identity or the transpose.

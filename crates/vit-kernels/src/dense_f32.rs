@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
-use crate::activation::gelu_grad_scale;
 use crate::cpu::f32_slice;
-use crate::dense::{Product, WeightF32, dense_f32};
+use crate::dense::{Product, WeightF32, dense_f32, prepared_fwd, prepared_input_grad};
 
 /// A dense layer's `f32` weight stored transposed for inference (`x W^T + b`), with its bias.
 pub struct F32Weight {
@@ -94,29 +93,14 @@ impl CustomOp1 for DenseF32 {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(storage, layout, self.name())?;
-        let (rows, in_dim) = layout.shape().dims2()?;
-        if in_dim != self.weight.in_dim() {
-            candle_core::bail!("vit-dense-f32: input width {in_dim}, the weight takes {}", self.weight.in_dim());
-        }
-        let out = self.rows(x, rows, self.gelu)?;
-        Ok((CpuStorage::F32(out), Shape::from((rows, self.weight.out_dim()))))
+        let dims = (self.weight.in_dim(), self.weight.out_dim());
+        prepared_fwd(self.name(), (storage, layout), dims, self.gelu, |x, rows, gelu| self.rows(x, rows, gelu))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = if self.gelu {
-            // GELU's derivative at the product, computed again (the forward pass kept only
-            // GELU's output).
-            let (rows, out_dim) = grad.dims2()?;
-            let mut grad = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            let pre = self.rows(&x.flatten_all()?.to_vec1::<f32>()?, rows, false)?;
-            gelu_grad_scale(&mut grad, &pre);
-            Tensor::from_vec(grad, (rows, out_dim), x.device())?
-        } else {
-            grad.contiguous()?
-        };
         // grad · W, with W = (W^T)^T.
         let product = Product { transpose_rhs: true, ..Product::default() };
-        Ok(Some(grad.apply_op2_no_bwd(&self.weight.transposed, &product)?))
+        let rows_of = |x: &[f32], rows, gelu| self.rows(x, rows, gelu);
+        Ok(Some(prepared_input_grad(x, grad, self.gelu, rows_of, &self.weight.transposed, product)?))
     }
 }

@@ -22,10 +22,9 @@ fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
 }
 
-#[test]
-fn an_int8_model_ranks_as_the_f32_model_with_logits_close_to_its_own() {
-    // Every head kind, the Keras example's GELU on the MLP's last layer, a head MLP, fc_norm.
-    let configs = [
+/// Every head kind, the Keras example's GELU on the MLP's last layer, a head MLP, fc_norm.
+fn head_kinds() -> [VitConfig; 3] {
+    [
         VitConfig { image_size: [32, 32], num_classes: 10, ..VitConfig::mnist() },
         VitConfig { fc_norm: true, head: HeadKind::MeanPool, ..VitConfig::mnist() },
         VitConfig {
@@ -35,7 +34,12 @@ fn an_int8_model_ranks_as_the_f32_model_with_logits_close_to_its_own() {
             num_layers: 2,
             ..VitConfig::keras_cifar100()
         },
-    ];
+    ]
+}
+
+#[test]
+fn an_int8_model_ranks_as_the_f32_model_with_logits_close_to_its_own() {
+    let configs = head_kinds();
     for (i, cfg) in configs.iter().enumerate() {
         let (model, _store) = Vit::init(cfg, 11 + i as u64, &Device::Cpu).unwrap();
         let x = images(16, cfg, 7 + i as u64);
@@ -106,17 +110,8 @@ fn a_bf16_model_on_the_cpu_keeps_f32_tensors_and_trains_its_f32_variables() {
 /// detached model's within f32 rounding, for every head kind, and it is for inference only.
 #[test]
 fn f32_inference_on_transposed_weights_gives_the_detached_models_logits() {
-    let configs = [
-        VitConfig { image_size: [32, 32], num_classes: 10, ..VitConfig::mnist() },
-        VitConfig { fc_norm: true, qkv_bias: false, head: HeadKind::MeanPool, ..VitConfig::mnist() },
-        VitConfig {
-            image_size: [24, 24],
-            patch_size: 6,
-            head_units: vec![64, 32],
-            num_layers: 2,
-            ..VitConfig::keras_cifar100()
-        },
-    ];
+    let mut configs = head_kinds();
+    configs[1].qkv_bias = false;
     for (i, cfg) in configs.iter().enumerate() {
         let (model, _store) = Vit::init(cfg, 31 + i as u64, &Device::Cpu).unwrap();
         let inference = model.for_inference(InferencePrecision::F32).unwrap();
