@@ -52,6 +52,11 @@ pub struct MultiHeadAttention {
     key: Linear,
     value: Linear,
     output: Linear,
+    /// Query, key and value as one layer, their weights side by side, once an inference form
+    /// fused them ([`WeightMap::fused`]): one product of the input per block instead of three
+    /// small ones, and the attention reads its output in place. `query`, `key` and `value`
+    /// are then views of its weights, for `parameters`.
+    qkv: Option<Linear>,
     dropout: Dropout,
     num_heads: usize,
     key_dim: usize,
@@ -71,6 +76,7 @@ impl MultiHeadAttention {
             key: Linear::new(cfg.dim, h * dk, qkv_bias, vb.pp("key"))?,
             value: Linear::new(cfg.dim, h * dv, qkv_bias, vb.pp("value"))?,
             output: Linear::new(h * dv, cfg.dim, cfg.bias, vb.pp("output"))?,
+            qkv: None,
             dropout: Dropout::new(cfg.dropout, rng)?,
             num_heads: h,
             key_dim: dk,
@@ -95,8 +101,13 @@ impl MultiHeadAttention {
     pub(crate) fn forward_rows(&self, rows: &Tensor, batch: usize, tokens: usize, train: bool) -> Result<Tensor> {
         let dims = self.dims(batch, tokens);
         let mask = self.dropout.mask(batch * self.num_heads * tokens * tokens, train);
-        let (q, k, v) = (self.query.forward(rows)?, self.key.forward(rows)?, self.value.forward(rows)?);
-        let mixed = vit_kernels::attention(&q, &k, &v, &dims, mask.as_ref(), train)?;
+        let mixed = match &self.qkv {
+            Some(qkv) => vit_kernels::attention_qkv(&qkv.forward(rows)?, &dims, mask.as_ref(), train)?,
+            None => {
+                let (q, k, v) = (self.query.forward(rows)?, self.key.forward(rows)?, self.value.forward(rows)?);
+                vit_kernels::attention(&q, &k, &v, &dims, mask.as_ref(), train)?
+            }
+        };
         self.output.forward(&mixed)
     }
 
@@ -108,7 +119,7 @@ impl MultiHeadAttention {
     pub fn forward_with_weights(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let (b, n, _) = x.dims3()?;
         let mask = self.dropout.mask(b * self.num_heads * n * n, train);
-        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let (q, k, v) = self.projections(x)?;
         let (mixed, weights) = vit_kernels::attention_with_weights(&q, &k, &v, &self.dims(b, n), mask.as_ref())?;
         Ok((self.output.forward(&mixed)?, weights))
     }
@@ -123,9 +134,32 @@ impl MultiHeadAttention {
     ///   weights `[B, num_heads, N, N]`.
     pub fn forward_with_probe(&self, x: &Tensor, probe: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, n, _) = x.dims3()?;
-        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let (q, k, v) = self.projections(x)?;
         let (mixed, weights) = vit_kernels::attention_with_probe(&q, &k, &v, &self.dims(b, n), probe)?;
         Ok((self.output.forward(&mixed)?, weights))
+    }
+
+    /// Query, key and value of `x`: three products, or one when they are fused, cut into its
+    /// column blocks.
+    ///
+    /// # Shapes
+    /// - `x`: `[.., dim]`; returns `[.., H * key_dim]` twice and `[.., H * value_dim]`.
+    fn projections(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let Some(qkv) = &self.qkv else {
+            return Ok((self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?));
+        };
+        let all = qkv.forward(x)?;
+        let (last, qk) = (all.rank() - 1, self.num_heads * self.key_dim);
+        Ok((
+            all.narrow(last, 0, qk)?,
+            all.narrow(last, qk, qk)?,
+            all.narrow(last, 2 * qk, self.num_heads * self.value_dim)?,
+        ))
+    }
+
+    /// Whether query, key and value run as one fused layer ([`WeightMap::fused`]).
+    pub fn is_qkv_fused(&self) -> bool {
+        self.qkv.is_some()
     }
 
     fn dims(&self, batch: usize, tokens: usize) -> AttentionDims {
@@ -136,11 +170,20 @@ impl MultiHeadAttention {
 impl ModuleTree for MultiHeadAttention {
     /// The same layer with `f` applied to each parameter.
     fn map_weights(&self, f: &dyn WeightMap) -> Result<Self> {
+        let projections = [&self.query, &self.key, &self.value];
+        let prefix =
+            self.query.prefix().rsplit_once('.').map_or("qkv".to_string(), |(parent, _)| format!("{parent}.qkv"));
+        if let Some(qkv) = f.fused(&prefix, &projections)? {
+            let [query, key, value]: [Linear; 3] =
+                qkv.split_outputs(&projections)?.try_into().expect("three layers cut from three");
+            return Ok(Self { query, key, value, output: self.output.map_weights(f)?, qkv: Some(qkv), ..self.clone() });
+        }
         Ok(Self {
             query: self.query.map_weights(f)?,
             key: self.key.map_weights(f)?,
             value: self.value.map_weights(f)?,
             output: self.output.map_weights(f)?,
+            qkv: self.qkv.as_ref().map(|l| l.map_weights(f)).transpose()?,
             ..self.clone()
         })
     }

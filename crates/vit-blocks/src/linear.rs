@@ -23,6 +23,15 @@ pub trait WeightMap {
     fn linear(&self, layer: &Linear) -> Result<Linear> {
         layer.map_tensors(self)
     }
+
+    /// Dense layers that read the same input (query, key and value) as one layer named
+    /// `prefix`, their outputs side by side, in this map's form of a dense layer; or `None`, the
+    /// default, to map them one by one. The inference forms ([`PackBf16`], [`TransposeF32`],
+    /// [`QuantizeInt8`]) fuse them: one product of the input instead of several small ones.
+    fn fused(&self, prefix: &str, layers: &[&Linear]) -> Result<Option<Linear>> {
+        let _ = (prefix, layers);
+        Ok(None)
+    }
 }
 
 impl<F: Fn(&Tensor) -> Result<Tensor>> WeightMap for F {
@@ -85,6 +94,10 @@ impl WeightMap for PackBf16 {
     fn linear(&self, layer: &Linear) -> Result<Linear> {
         layer.packed_bf16()
     }
+
+    fn fused(&self, prefix: &str, layers: &[&Linear]) -> Result<Option<Linear>> {
+        Linear::concat(prefix, layers)?.packed_bf16().map(Some)
+    }
 }
 
 /// Every dense layer's `f32` weight stored transposed for inference
@@ -100,6 +113,10 @@ impl WeightMap for TransposeF32 {
     fn linear(&self, layer: &Linear) -> Result<Linear> {
         layer.transposed_f32()
     }
+
+    fn fused(&self, prefix: &str, layers: &[&Linear]) -> Result<Option<Linear>> {
+        Linear::concat(prefix, layers)?.transposed_f32().map(Some)
+    }
 }
 
 /// Every dense layer quantized to int8 for inference ([`Linear::quantized_int8`]); other
@@ -114,6 +131,10 @@ impl WeightMap for QuantizeInt8 {
 
     fn linear(&self, layer: &Linear) -> Result<Linear> {
         layer.quantized_int8()
+    }
+
+    fn fused(&self, prefix: &str, layers: &[&Linear]) -> Result<Option<Linear>> {
+        Linear::concat(prefix, layers)?.quantized_int8().map(Some)
     }
 }
 
@@ -155,6 +176,71 @@ impl Linear {
     /// A layer from existing tensors, its parameters named `prefix.weight` and `prefix.bias`.
     pub fn from_weights(prefix: &str, weight: Tensor, bias: Option<Tensor>) -> Self {
         Self { weight, bias, prefix: prefix.to_string(), packed: None }
+    }
+
+    /// `layers` (the same input width, on one device) as one layer named `prefix` whose outputs
+    /// are theirs side by side: their weights stacked, `[sum of out, in]`, and their biases (zeros
+    /// for a layer without one; no bias if none has one). Outside autograd: a form for inference.
+    pub fn concat(prefix: &str, layers: &[&Linear]) -> Result<Self> {
+        let Some(first) = layers.first() else {
+            candle_core::bail!("{prefix}: no dense layers to put side by side");
+        };
+        let in_dim = first.weight.dim(1)?;
+        for layer in layers {
+            if layer.weight.dim(1)? != in_dim {
+                candle_core::bail!(
+                    "{prefix}: {} takes {} inputs and {} takes {in_dim}; only layers of one input width are put side by side",
+                    layer.prefix,
+                    layer.weight.dim(1)?,
+                    first.prefix
+                );
+            }
+        }
+        let weights: Vec<Tensor> = layers.iter().map(|l| l.weight.detach()).collect();
+        let weight = Tensor::cat(&weights, 0)?;
+        let bias = if layers.iter().any(|l| l.bias.is_some()) {
+            let biases = layers
+                .iter()
+                .map(|l| match &l.bias {
+                    Some(b) => Ok(b.detach()),
+                    None => Tensor::zeros(l.weight.dim(0)?, l.weight.dtype(), l.weight.device()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, prefix: prefix.to_string(), packed: None })
+    }
+
+    /// The layers that [`concat`](Self::concat) put side by side in this one, cut out of its
+    /// weight and bias (views of the same memory, outside autograd, named and with a bias as
+    /// `like`), to stand for them in `parameters` and checkpoints.
+    pub fn split_outputs(&self, like: &[&Linear]) -> Result<Vec<Linear>> {
+        let mut start = 0;
+        let mut out = Vec::with_capacity(like.len());
+        for layer in like {
+            let width = layer.weight.dim(0)?;
+            if start + width > self.weight.dim(0)? {
+                candle_core::bail!(
+                    "{}: {} outputs, fewer than the layers cut from it",
+                    self.prefix,
+                    self.weight.dim(0)?
+                );
+            }
+            let bias = match (&layer.bias, &self.bias) {
+                (Some(_), Some(b)) => Some(b.narrow(0, start, width)?),
+                _ => None,
+            };
+            out.push(Self {
+                weight: self.weight.narrow(0, start, width)?,
+                bias,
+                prefix: layer.prefix.clone(),
+                packed: None,
+            });
+            start += width;
+        }
+        Ok(out)
     }
 
     /// The same layer with `f` applied to its weight and bias; a packed form is dropped, since
@@ -235,6 +321,11 @@ impl Linear {
             Packed::Bf16(w) => vit_kernels::dense_bf16(rows, w, gelu),
             Packed::F32(w) => vit_kernels::dense_f32_transposed(rows, w, gelu),
         })
+    }
+
+    /// The checkpoint name of its parameters, without `.weight` or `.bias`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The weight, `[out, in]`.

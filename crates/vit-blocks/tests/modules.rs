@@ -3,11 +3,11 @@
 //! to every parameter.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use vit_blocks::ModuleTree;
 use vit_blocks::{
     AttentionConfig, BlockConfig, Dropout, Linear, Mlp, MlpConfig, MultiHeadAttention, SeededVarMap, SharedRng,
     TransformerBlock,
 };
+use vit_blocks::{ModuleTree, PackBf16, QuantizeInt8, TransposeF32, WeightMap};
 use vit_kernels::composed;
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -341,4 +341,76 @@ fn drop_path_drops_whole_samples_at_its_rate_scales_the_kept_and_passes_gradient
     rng.set_state(start);
     assert_eq!(drop_path.forward_t(&x, true).unwrap().reshape((b, n * d)).unwrap().to_vec2::<f32>().unwrap(), rows);
     assert!(vit_blocks::DropPath::new(1.0, rng).is_err());
+}
+
+/// A dense-layer map that never fuses: the inference forms one layer at a time.
+struct Apart<'a>(&'a dyn WeightMap);
+
+impl WeightMap for Apart<'_> {
+    fn tensor(&self, t: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.tensor(t)
+    }
+
+    fn linear(&self, layer: &Linear) -> candle_core::Result<Linear> {
+        self.0.linear(layer)
+    }
+}
+
+#[test]
+fn inference_forms_fuse_query_key_and_value_into_one_layer_with_the_same_values() {
+    // value_dim unlike key_dim; without biases on the projections, and with.
+    for qkv_bias in [true, false] {
+        let store = SeededVarMap::new(90);
+        let cfg = AttentionConfig { value_dim: Some(6), qkv_bias, ..AttentionConfig::new(16, 3, 8) };
+        let mha =
+            MultiHeadAttention::new(&cfg, SharedRng::new(91), store.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let x = randn(&[2, 9, 16], 92);
+        let reference = mha.detached().forward(&x).unwrap();
+        let (_, reference_weights) = mha.forward_with_weights(&x, false).unwrap();
+        let maps: [(&str, &dyn WeightMap, f32); 3] =
+            [("f32", &TransposeF32, 1e-6), ("bf16", &PackBf16, 2e-2), ("int8", &QuantizeInt8, 5e-2)];
+        for (name, map, tolerance) in maps {
+            let fused = mha.map_weights(map).unwrap();
+            let apart = mha.map_weights(&Apart(map)).unwrap();
+            assert!(fused.is_qkv_fused() && !apart.is_qkv_fused(), "{name}");
+            let (y_fused, y_apart) = (fused.forward(&x).unwrap(), apart.forward(&x).unwrap());
+            // One product of the three weights side by side: the three products' values.
+            assert!(max_rel_diff(&y_fused, &y_apart) < 1e-6, "{name}: {}", max_rel_diff(&y_fused, &y_apart));
+            assert!(max_rel_diff(&y_fused, &reference) < tolerance, "{name}: {}", max_rel_diff(&y_fused, &reference));
+            // The attention maps read the fused layer's column blocks.
+            let (_, weights) = fused.forward_with_weights(&x, false).unwrap();
+            assert!(max_rel_diff(&weights, &reference_weights) < tolerance, "{name}: attention weights");
+            // The parameters are the trained ones, by name, whatever the form.
+            let (got, want) = (fused.parameters(), mha.parameters());
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!((&g.name, g.tensor.dims()), (&w.name, w.tensor.dims()), "{name}");
+                assert_eq!(max_rel_diff(&g.tensor, &w.tensor), 0.0, "{name}: {}", g.name);
+            }
+            // A second map (a detach) keeps the fused layer.
+            assert!(fused.detached().is_qkv_fused(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn layers_side_by_side_stack_weights_and_biases_and_cut_back_out() {
+    let store = SeededVarMap::new(95);
+    let vb = store.var_builder(DType::F32, &Device::Cpu);
+    let with_bias = Linear::new(5, 3, true, vb.pp("a")).unwrap();
+    let without = Linear::new(5, 2, false, vb.pp("b")).unwrap();
+    let both = Linear::concat("ab", &[&with_bias, &without]).unwrap();
+    let x = randn(&[4, 5], 96);
+    let y = both.forward(&x).unwrap();
+    let want = Tensor::cat(&[with_bias.forward(&x).unwrap(), without.forward(&x).unwrap()], 1).unwrap();
+    assert!(max_rel_diff(&y, &want) < 1e-6);
+    let bias = both.bias().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(&bias[3..], &[0.0, 0.0], "a layer without a bias adds zeros");
+    let parts = both.split_outputs(&[&with_bias, &without]).unwrap();
+    assert_eq!((parts[0].prefix(), parts[1].prefix()), ("a", "b"));
+    assert!(parts[1].bias().is_none());
+    assert_eq!(max_rel_diff(parts[0].weight(), with_bias.weight()), 0.0);
+    let narrower = Linear::new(4, 2, true, vb.pp("c")).unwrap();
+    let err = Linear::concat("ac", &[&with_bias, &narrower]).unwrap_err().to_string();
+    assert!(err.contains("c takes 4 inputs and a takes 5"), "{err}");
 }

@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, StorageRef, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
 use crate::bf16::{Strided, gemm_serial};
@@ -43,6 +43,11 @@ pub(crate) struct FusedAttention {
     /// The products of a head (two forward, four backward) in bf16 with f32 sums on this
     /// kernel; `None`: f32. The softmax and its gradient stay f32.
     pub bf16: Option<Bf16Kernel>,
+    /// Row strides in elements of `q` and `k`, and of `v`: `heads * key_dim` and
+    /// `heads * value_dim` for three matrices; the whole row's width when the three are column
+    /// blocks of one projection's output ([`crate::attention_qkv`]). The output and its
+    /// gradient are always `heads * value_dim` wide.
+    pub row_strides: (usize, usize),
 }
 
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
@@ -114,7 +119,7 @@ impl FusedAttention {
     /// The weights of head `(b, h)` after the softmax into `p`, and the dropout factors into
     /// `keep` when there is a mask. `q` and `k` point at the head's first element.
     fn weights(&self, task: usize, n: usize, q: *const f32, k: *const f32, p: &mut [f32], keep: &mut [f32]) {
-        let stride = self.heads * self.key_dim;
+        let stride = self.row_strides.0;
         // SAFETY: q and k address n rows of key_dim values, `stride` apart; p holds n * n.
         unsafe {
             matmul(self.bf16, (n, n, self.key_dim), p.as_mut_ptr(), (n, 1), q, (stride, 1), k, (1, stride), self.scale)
@@ -126,8 +131,17 @@ impl FusedAttention {
         }
     }
 
-    fn forward(&self, q: &[f32], k: &[f32], v: &[f32], batch: usize, n: usize) -> Vec<f32> {
+    /// Where head `task` (image `task / heads`) starts: in `q` and `k`, in `v`, and in the
+    /// output and its gradient.
+    fn offsets(&self, task: usize, n: usize) -> (usize, usize, usize) {
         let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
+        let (b, head) = (task / h, task % h);
+        let (qk_stride, v_stride) = self.row_strides;
+        (b * n * qk_stride + head * dk, b * n * v_stride + head * dv, b * n * h * dv + head * dv)
+    }
+
+    fn forward(&self, q: &[f32], k: &[f32], v: &[f32], batch: usize, n: usize) -> Vec<f32> {
+        let (h, dv) = (self.heads, self.value_dim);
         let len = batch * n * h * dv;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = Shared(out.as_mut_ptr());
@@ -137,8 +151,7 @@ impl FusedAttention {
         (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
             || (vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
             |(p, keep), task| {
-                let (b, head) = (task / h, task % h);
-                let (qk_at, v_at) = (b * n * h * dk + head * dk, b * n * h * dv + head * dv);
+                let (qk_at, v_at, out_at) = self.offsets(task, n);
                 self.weights(task, n, q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), p, keep);
                 if saved_len > 0 {
                     // SAFETY: each task writes its own n * n stretch of `saved`.
@@ -152,12 +165,12 @@ impl FusedAttention {
                     matmul(
                         self.bf16,
                         (n, dv, n),
-                        dst.at(v_at),
+                        dst.at(out_at),
                         (h * dv, 1),
                         p.as_ptr(),
                         (n, 1),
                         v[v_at..].as_ptr(),
-                        (h * dv, 1),
+                        (self.row_strides.1, 1),
                         1.0,
                     )
                 };
@@ -177,24 +190,52 @@ impl FusedAttention {
         out
     }
 
-    /// The gradients of `q`, `k` and `v` given that of the output, `dout`.
+    /// The gradients of `q`, `k` and `v` given that of the output, `dout`, for three separate
+    /// matrices.
     fn backward(&self, q: &[f32], k: &[f32], v: &[f32], dout: &[f32], batch: usize, n: usize) -> [Vec<f32>; 3] {
-        let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
-        let (mut dq, mut dk_, mut dv_) = (
+        let (mut dq, mut dk, mut dv) = (
             Vec::<f32>::with_capacity(q.len()),
             Vec::<f32>::with_capacity(k.len()),
             Vec::<f32>::with_capacity(v.len()),
         );
-        let (dq_ptr, dk_ptr, dv_ptr) = (Shared(dq.as_mut_ptr()), Shared(dk_.as_mut_ptr()), Shared(dv_.as_mut_ptr()));
+        let dst = [Shared(dq.as_mut_ptr()), Shared(dk.as_mut_ptr()), Shared(dv.as_mut_ptr())];
+        // SAFETY: the three buffers hold q's, k's and v's lengths, laid out as they are.
+        unsafe { self.backward_into(q, k, v, dout, batch, n, dst) };
+        // SAFETY: every head's columns of every row of dQ, dK and dV were written.
+        unsafe {
+            dq.set_len(q.len());
+            dk.set_len(k.len());
+            dv.set_len(v.len());
+        }
+        [dq, dk, dv]
+    }
+
+    /// The gradients of `q`, `k` and `v` written through `dst`, laid out as the inputs are
+    /// (`row_strides`); every head's columns of every row are written.
+    ///
+    /// # Safety
+    /// `dst` must address writable memory of the inputs' layout, aliasing none of them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn backward_into(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dout: &[f32],
+        batch: usize,
+        n: usize,
+        [dq_ptr, dk_ptr, dv_ptr]: [Shared; 3],
+    ) {
+        let (h, dk, dv) = (self.heads, self.key_dim, self.value_dim);
         let saved = self.saved_weights.as_ref().and_then(|slot| slot.get()).filter(|w| w.len() == batch * h * n * n);
         (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
             || (vec![0f32; n * n], vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
             |(p, dp, keep), task| {
-                let (b, head) = (task / h, task % h);
-                let (qk_at, v_at) = (b * n * h * dk + head * dk, b * n * h * dv + head * dv);
+                let (qk_at, v_at, out_at) = self.offsets(task, n);
                 let (qp, kp, vp, gp) =
-                    (q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), v[v_at..].as_ptr(), dout[v_at..].as_ptr());
-                let (ds, vs) = (h * dk, h * dv);
+                    (q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), v[v_at..].as_ptr(), dout[out_at..].as_ptr());
+                // Row strides: q and k (and their gradients), v (and its), the output's gradient.
+                let ((ds, vs), gs) = (self.row_strides, h * dv);
                 let p: &[f32] = match saved {
                     Some(weights) => {
                         if let Some(mask) = &self.mask {
@@ -211,7 +252,7 @@ impl FusedAttention {
                 // destinations are this task's buffers or its own head's columns.
                 unsafe {
                     // dP' = dO · V^T (the gradient of the weights after dropout).
-                    matmul(self.bf16, (n, n, dv), dp.as_mut_ptr(), (n, 1), gp, (vs, 1), vp, (1, vs), 1.0);
+                    matmul(self.bf16, (n, n, dv), dp.as_mut_ptr(), (n, 1), gp, (gs, 1), vp, (1, vs), 1.0);
                     let dropped = if self.mask.is_some() {
                         // dP = dP' ⊙ keep; then keep becomes the dropped weights P ⊙ keep.
                         mul_in_place(dp, keep);
@@ -221,7 +262,7 @@ impl FusedAttention {
                         p.as_ptr()
                     };
                     // dV = (dropped weights)^T · dO.
-                    matmul(self.bf16, (n, dv, n), dv_ptr.at(v_at), (vs, 1), dropped, (1, n), gp, (vs, 1), 1.0);
+                    matmul(self.bf16, (n, dv, n), dv_ptr.at(v_at), (vs, 1), dropped, (1, n), gp, (gs, 1), 1.0);
                 }
                 // dS = P ⊙ (dP - rowsum(dP ⊙ P)), the softmax backward, in place in dp.
                 softmax_grad_rows(dp, p, n);
@@ -252,13 +293,6 @@ impl FusedAttention {
                 }
             },
         );
-        // SAFETY: as in `forward`, each head's dQ, dK and dV columns were written in full.
-        unsafe {
-            dq.set_len(q.len());
-            dk_.set_len(k.len());
-            dv_.set_len(v.len());
-        }
-        [dq, dk_, dv_]
     }
 
     /// Heads per rayon task: enough that a task is worth its scheduling (about a million
@@ -333,6 +367,9 @@ impl CustomOp3 for FusedAttention {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (b, n) = self.dims(l1, l3)?;
+        if self.row_strides != (self.heads * self.key_dim, self.heads * self.value_dim) {
+            candle_core::bail!("fused attention: separate q, k and v are read with their own widths as row strides");
+        }
         if l2.dims() != l1.dims() {
             candle_core::bail!("fused attention: k {:?} differs from q {:?}", l2.dims(), l1.dims());
         }
@@ -370,5 +407,91 @@ impl CustomOp3 for FusedAttention {
             Some(Tensor::from_vec(dk, k.shape(), k.device())?),
             Some(Tensor::from_vec(dv, v.shape(), v.device())?),
         ))
+    }
+}
+
+/// [`FusedAttention`] on the output of one projection to query, key and value side by side,
+/// `[rows, heads * (2 * key_dim + value_dim)]`: the three are read in place as column blocks,
+/// and the backward pass writes the three gradients into one matrix of that layout. At
+/// inference a model multiplies its input by the three weights as one (one product of one
+/// image's tokens instead of three small ones).
+#[derive(Debug, Clone)]
+pub(crate) struct FusedQkvAttention(pub FusedAttention);
+
+impl FusedQkvAttention {
+    /// The projection's width.
+    fn width(&self) -> usize {
+        let a = &self.0;
+        a.heads * (2 * a.key_dim + a.value_dim)
+    }
+
+    /// Images and tokens, checked against the input's shape.
+    fn dims(&self, layout: &Layout) -> Result<(usize, usize)> {
+        let a = &self.0;
+        let (b, n, width) = (a.batch, a.tokens, self.width());
+        let fits = match layout.dims() {
+            [rows, w] => *rows == b * n && *w == width,
+            [bb, nn, w] => *bb == b && *nn == n && *w == width,
+            _ => false,
+        };
+        if !fits || a.row_strides != (width, width) {
+            candle_core::bail!(
+                "fused attention: query-key-value {:?} does not fit {b} images of {n} tokens and {} heads of \
+                 key_dim {} and value_dim {} (expected width {width})",
+                layout.dims(),
+                a.heads,
+                a.key_dim,
+                a.value_dim
+            );
+        }
+        Ok((b, n))
+    }
+
+    /// `q`, `k` and `v` as the slices from their first element on.
+    fn split<'a>(&self, qkv: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32]) {
+        let at = self.0.heads * self.0.key_dim;
+        (qkv, &qkv[at..], &qkv[2 * at..])
+    }
+}
+
+impl CustomOp1 for FusedQkvAttention {
+    fn name(&self) -> &'static str {
+        "vit-fused-qkv-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, n) = self.dims(layout)?;
+        let (q, k, v) = self.split(f32_slice(storage, layout, self.name())?);
+        Ok((CpuStorage::F32(self.0.forward(q, k, v, b, n)), self.0.out_shape(layout)))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let dqkv = {
+            let ((sx, lx), (sg, lg)) = (host_values(qkv)?, host_values(&grad)?);
+            let (b, n) = self.dims(lx)?;
+            let name = self.name();
+            let x = f32_slice(cpu(&sx), lx, name)?;
+            let (q, k, v) = self.split(x);
+            let mut dqkv = Vec::<f32>::with_capacity(x.len());
+            let at = self.0.heads * self.0.key_dim;
+            let base = Shared(dqkv.as_mut_ptr());
+            // SAFETY: dqkv has the input's length and layout; the three gradients are its
+            // column blocks, and every element of each is written.
+            unsafe {
+                self.0.backward_into(
+                    q,
+                    k,
+                    v,
+                    f32_slice(cpu(&sg), lg, name)?,
+                    b,
+                    n,
+                    [base, Shared(base.at(at)), Shared(base.at(2 * at))],
+                );
+                dqkv.set_len(x.len());
+            }
+            dqkv
+        };
+        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
     }
 }

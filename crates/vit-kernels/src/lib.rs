@@ -67,8 +67,9 @@ pub use dropout::DropoutMask;
 pub use int8::{Int8Weight, quantize_per_output_channel};
 pub use isa::{Bf16Kernel, Int8Kernel, with_bf16_matmuls};
 pub use ops::{
-    attention, attention_with_probe, attention_with_weights, dense, dense_bf16, dense_bf16_with, dense_dropout,
-    dense_f32_transposed, dense_gelu, dense_int8, dense_int8_with, dropout, gelu, layer_norm, softmax_last_dim,
+    attention, attention_qkv, attention_with_probe, attention_with_weights, dense, dense_bf16, dense_bf16_with,
+    dense_dropout, dense_f32_transposed, dense_gelu, dense_int8, dense_int8_with, dropout, gelu, layer_norm,
+    softmax_last_dim,
 };
 pub use path::KernelPath;
 pub use simd::{erf, exp};

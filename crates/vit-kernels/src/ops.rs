@@ -8,7 +8,7 @@ use candle_core::{D, DType, Result, Tensor};
 
 use crate::activation::Act;
 use crate::attached;
-use crate::attention::FusedAttention;
+use crate::attention::{FusedAttention, FusedQkvAttention};
 use crate::composed::{self, AttentionDims};
 use crate::dense::Dense;
 use crate::dense_bf16::{Bf16Weight, DenseBf16};
@@ -250,7 +250,60 @@ pub fn attention(
     if select(&[q, k, v]) != KernelPath::CpuFused {
         return Ok(attention_with_weights(q, k, v, dims, mask)?.0);
     }
-    let kernel = FusedAttention {
+    let row_strides = (dims.heads * dims.key_dim, dims.heads * dims.value_dim);
+    let kernel = fused_attention(dims, mask, train && q.track_op(), row_strides);
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, kernel)
+}
+
+/// [`attention`] on the output of one projection to query, key and value side by side,
+/// `[B * N, H * (2 * key_dim + value_dim)]` (query, then key, then value columns, each head's
+/// `key_dim` or `value_dim` columns in a row): the same values as `attention` on its three column
+/// blocks, with the gradient of the whole matrix. On the CPU with `f32` the kernel reads the
+/// blocks in place; elsewhere they are cut out and passed to [`attention`].
+///
+/// Why: at inference the three projections of a block read the same input, and one product
+/// with their weights side by side replaces three small ones (at batch 1 on ViT-Ti, three
+/// `197 x 192 x 192` products; measured in `docs/measurements/cpu-2026-12-06-qkv.md`).
+///
+/// # Shapes
+/// - `qkv`: `[B * N, H * (2 * key_dim + value_dim)]` (or `[B, N, ..]`); returns
+///   `[B * N, H * value_dim]` (or `[B, N, ..]`).
+pub fn attention_qkv(qkv: &Tensor, dims: &AttentionDims, mask: Option<&DropoutMask>, train: bool) -> Result<Tensor> {
+    let (qk_width, v_width) = (dims.heads * dims.key_dim, dims.heads * dims.value_dim);
+    let width = 2 * qk_width + v_width;
+    let last = qkv.rank().checked_sub(1).map(|d| qkv.dim(d)).transpose()?;
+    if last != Some(width) {
+        candle_core::bail!(
+            "attention_qkv: expected query, key and value side by side, {width} columns for {} heads of key_dim {} and \
+             value_dim {}, got shape {:?}",
+            dims.heads,
+            dims.key_dim,
+            dims.value_dim,
+            qkv.dims()
+        );
+    }
+    if select(&[qkv]) != KernelPath::CpuFused {
+        let axis = qkv.rank() - 1;
+        let (q, k, v) = (
+            qkv.narrow(axis, 0, qk_width)?,
+            qkv.narrow(axis, qk_width, qk_width)?,
+            qkv.narrow(axis, 2 * qk_width, v_width)?,
+        );
+        return attention(&q, &k, &v, dims, mask, train);
+    }
+    let kernel = fused_attention(dims, mask, train && qkv.track_op(), (width, width));
+    qkv.contiguous()?.apply_op1(FusedQkvAttention(kernel))
+}
+
+/// The CPU attention kernel for `dims`, reading rows `row_strides` apart (q and k, v); with
+/// `keep_weights`, it keeps the weights for the backward pass.
+fn fused_attention(
+    dims: &AttentionDims,
+    mask: Option<&DropoutMask>,
+    keep_weights: bool,
+    row_strides: (usize, usize),
+) -> FusedAttention {
+    FusedAttention {
         batch: dims.batch,
         tokens: dims.tokens,
         heads: dims.heads,
@@ -258,10 +311,10 @@ pub fn attention(
         value_dim: dims.value_dim,
         scale: dims.scale() as f32,
         mask: mask.copied(),
-        saved_weights: (train && q.track_op()).then(Arc::default),
+        saved_weights: keep_weights.then(Arc::default),
         bf16: bf16_matmuls(),
-    };
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, kernel)
+        row_strides,
+    }
 }
 
 /// [`attention`] built from this module's softmax and dropout, also returning the weights
