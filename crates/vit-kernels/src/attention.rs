@@ -119,16 +119,61 @@ impl FusedAttention {
     /// The weights of head `(b, h)` after the softmax into `p`, and the dropout factors into
     /// `keep` when there is a mask. `q` and `k` point at the head's first element.
     fn weights(&self, task: usize, n: usize, q: *const f32, k: *const f32, p: &mut [f32], keep: &mut [f32]) {
+        // SAFETY: the caller's pointers, all n query rows.
+        unsafe { self.query_weights(task, (0, n), n, q, k, p, keep) }
+    }
+
+    /// The weights of query rows `first..first + rows` of head `task` into `p` (`rows x n`),
+    /// and their dropout factors into `keep`. `q` and `k` point at the head's first element.
+    ///
+    /// # Safety
+    /// `q` and `k` must address the head's `n` rows of `key_dim` values, `row_strides.0` apart.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn query_weights(
+        &self,
+        task: usize,
+        (first, rows): (usize, usize),
+        n: usize,
+        q: *const f32,
+        k: *const f32,
+        p: &mut [f32],
+        keep: &mut [f32],
+    ) {
         let stride = self.row_strides.0;
-        // SAFETY: q and k address n rows of key_dim values, `stride` apart; p holds n * n.
+        let (p, keep) = (&mut p[..rows * n], &mut keep[..if self.mask.is_some() { rows * n } else { 0 }]);
+        let q = q.wrapping_add(first * stride);
+        // SAFETY: q and k address n rows of key_dim values, `stride` apart, of which q's rows
+        // from `first` are read; p holds rows x n.
         unsafe {
-            matmul(self.bf16, (n, n, self.key_dim), p.as_mut_ptr(), (n, 1), q, (stride, 1), k, (1, stride), self.scale)
+            matmul(
+                self.bf16,
+                (rows, n, self.key_dim),
+                p.as_mut_ptr(),
+                (n, 1),
+                q,
+                (stride, 1),
+                k,
+                (1, stride),
+                self.scale,
+            )
         };
         p.chunks_exact_mut(n).for_each(softmax_in_place);
         if let Some(mask) = &self.mask {
             // The composed path drops elements of a [B, H, N, N] tensor: the same indices here.
-            mask.factors(task * n * n, keep);
+            mask.factors(task * n * n + first * n, keep);
         }
+    }
+
+    /// Parts to cut each head's queries into so that the tasks divide evenly among the
+    /// threads: one image of ViT-Ti has 3 heads, which on 2 threads leave one idle for a third
+    /// of the attention; cut in 2, the 6 parts are 3 per thread. 1 when the heads already
+    /// divide evenly or are many (a batch).
+    fn query_parts(&self, heads: usize, n: usize) -> usize {
+        let threads = rayon::current_num_threads().max(1);
+        if heads == 0 || heads.is_multiple_of(threads) || heads >= 8 * threads || self.tasks_per_split(n) > 1 {
+            return 1;
+        }
+        (1..=threads).find(|p| (heads * p).is_multiple_of(threads)).unwrap_or(1).min(n.max(1))
     }
 
     /// Where head `task` (image `task / heads`) starts: in `q` and `k`, in `v`, and in the
@@ -148,24 +193,38 @@ impl FusedAttention {
         let saved_len = if self.saved_weights.is_some() { batch * h * n * n } else { 0 };
         let mut saved: Vec<f32> = Vec::with_capacity(saved_len);
         let saved_at = Shared(saved.as_mut_ptr());
-        (0..batch * h).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
-            || (vec![0f32; n * n], vec![0f32; if self.mask.is_some() { n * n } else { 0 }]),
-            |(p, keep), task| {
+        // Each head's queries in `parts` tasks of `per_part` rows (the last may have fewer).
+        let parts = self.query_parts(batch * h, n);
+        let per_part = n.div_ceil(parts);
+        (0..batch * h * parts).into_par_iter().with_min_len(self.tasks_per_split(n)).for_each_init(
+            || (vec![0f32; per_part * n], vec![0f32; if self.mask.is_some() { per_part * n } else { 0 }]),
+            |(p, keep), part| {
+                let (task, first) = (part / parts, (part % parts) * per_part);
+                let rows = per_part.min(n.saturating_sub(first));
+                if rows == 0 {
+                    return;
+                }
                 let (qk_at, v_at, out_at) = self.offsets(task, n);
-                self.weights(task, n, q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), p, keep);
+                // SAFETY: q and k from the head's first element hold its n rows.
+                unsafe {
+                    self.query_weights(task, (first, rows), n, q[qk_at..].as_ptr(), k[qk_at..].as_ptr(), p, keep)
+                };
+                let (p, keep) = (&mut p[..rows * n], &mut keep[..if self.mask.is_some() { rows * n } else { 0 }]);
                 if saved_len > 0 {
-                    // SAFETY: each task writes its own n * n stretch of `saved`.
-                    unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), saved_at.at(task * n * n), n * n) };
+                    // SAFETY: each task writes its own rows x n stretch of `saved`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(p.as_ptr(), saved_at.at(task * n * n + first * n), rows * n)
+                    };
                 }
                 if self.mask.is_some() {
                     mul_in_place(p, keep);
                 }
-                // SAFETY: this task writes only its own head's columns of row block b.
+                // SAFETY: this task writes only its own head's columns of its query rows.
                 unsafe {
                     matmul(
                         self.bf16,
-                        (n, dv, n),
-                        dst.at(out_at),
+                        (rows, dv, n),
+                        dst.at(out_at + first * h * dv),
                         (h * dv, 1),
                         p.as_ptr(),
                         (n, 1),

@@ -96,3 +96,31 @@ fn a_projection_of_the_wrong_width_is_an_error_naming_the_expected_one() {
     let err = vit_kernels::attention_qkv(&randn(&[5, 24], 61), &dims, None, false).unwrap_err().to_string();
     assert!(err.contains("1 images of 4 tokens"), "{err}");
 }
+
+#[test]
+fn heads_that_the_threads_do_not_divide_are_cut_by_queries_with_the_same_values() {
+    // One image of ViT-Ti's attention: 3 heads of 64 over 197 tokens. On 2 threads each head's
+    // queries run as two tasks; on 1 thread as one. Dropout and the kept weights included.
+    let dims = AttentionDims { batch: 1, tokens: 197, heads: 3, key_dim: 64, value_dim: 64 };
+    let (q, k, v) = (randn(&[197, 192], 70), randn(&[197, 192], 71), randn(&[197, 192], 72));
+    let upstream = randn(&[197, 192], 73);
+    for (p, train) in [(0.0, false), (0.1, true)] {
+        let mask = (p > 0.0).then(|| DropoutMask::draw(&SharedRng::new(74), p, 3 * 197 * 197));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let (q, k, v) =
+                    (Var::from_tensor(&q).unwrap(), Var::from_tensor(&k).unwrap(), Var::from_tensor(&v).unwrap());
+                let y = vit_kernels::attention(&q, &k, &v, &dims, mask.as_ref(), train).unwrap();
+                let grads = (&y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+                let dq = grads.get(&q).unwrap().clone();
+                (y, dq)
+            })
+        };
+        let ((one, dq_one), (two, dq_two)) = (run(1), run(2));
+        assert_eq!(bits(&one), bits(&two), "p {p}: forward");
+        assert_eq!(bits(&dq_one), bits(&dq_two), "p {p}: the backward pass reads the kept weights");
+        let (reference, _) = composed::attention(&q, &k, &v, &dims, mask.as_ref()).unwrap();
+        assert!(max_rel_diff(&two, &reference) < 1e-5, "p {p}: against composed");
+    }
+}
