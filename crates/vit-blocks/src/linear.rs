@@ -1,6 +1,7 @@
 //! A dense layer that is correct on any input layout, and the walks over a module tree
 //! ([`ModuleTree`], [`WeightMap`]) that every module, this one first, implements.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{D, Module, Result, Tensor};
@@ -146,7 +147,7 @@ impl WeightMap for QuantizeInt8 {
 /// 2-D matrix first, which is also the shape the dense kernels take.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
     prefix: String,
     /// The packed form that the forward passes run, once
@@ -154,6 +155,63 @@ pub struct Linear {
     /// [`transposed_f32`](Self::transposed_f32) made one; the `f32` weight and bias stay for
     /// `parameters` and checkpoints.
     packed: Option<Packed>,
+}
+
+/// Where a layer's `[out, in]` weight lives.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// A tensor: the variable in training, its detached value, a cast.
+    Tensor(Tensor),
+    /// Output rows of a weight stored in panels for `f32` inference ([`F32Weight`]), its only
+    /// copy: copied out when asked for (checkpoints, another form).
+    Panels(Arc<F32Weight>, Range<usize>),
+}
+
+impl Weight {
+    /// The weight as a tensor (a copy out of the panels).
+    fn tensor(&self) -> Result<Tensor> {
+        match self {
+            Self::Tensor(t) => Ok(t.clone()),
+            Self::Panels(w, rows) => w.weight_rows(rows.clone()),
+        }
+    }
+
+    fn out_dim(&self) -> Result<usize> {
+        match self {
+            Self::Tensor(t) => t.dim(0),
+            Self::Panels(_, rows) => Ok(rows.len()),
+        }
+    }
+
+    fn in_dim(&self) -> Result<usize> {
+        match self {
+            Self::Tensor(t) => t.dim(1),
+            Self::Panels(w, _) => Ok(w.in_dim()),
+        }
+    }
+
+    fn detach(&self) -> Self {
+        match self {
+            Self::Tensor(t) => Self::Tensor(t.detach()),
+            panels => panels.clone(),
+        }
+    }
+
+    /// Output rows `start..start + len`, without a copy.
+    fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(match self {
+            Self::Tensor(t) => Self::Tensor(t.narrow(0, start, len)?),
+            Self::Panels(w, rows) => Self::Panels(w.clone(), rows.start + start..rows.start + start + len),
+        })
+    }
+
+    /// Where it is, when not on the CPU.
+    fn off_cpu(&self) -> Option<candle_core::DeviceLocation> {
+        match self {
+            Self::Tensor(t) if !t.device().is_cpu() => Some(t.device().location()),
+            _ => None,
+        }
+    }
 }
 
 /// A dense layer's weight prepared once for inference on the CPU.
@@ -170,12 +228,12 @@ impl Linear {
         let bound = (6.0 / (in_dim + out_dim) as f64).sqrt();
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Uniform { lo: -bound, up: bound })?;
         let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?) } else { None };
-        Ok(Self { weight, bias, prefix: vb.prefix(), packed: None })
+        Ok(Self { weight: Weight::Tensor(weight), bias, prefix: vb.prefix(), packed: None })
     }
 
     /// A layer from existing tensors, its parameters named `prefix.weight` and `prefix.bias`.
     pub fn from_weights(prefix: &str, weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, prefix: prefix.to_string(), packed: None }
+        Self { weight: Weight::Tensor(weight), bias, prefix: prefix.to_string(), packed: None }
     }
 
     /// `layers` (the same input width, on one device) as one layer named `prefix` whose outputs
@@ -185,32 +243,32 @@ impl Linear {
         let Some(first) = layers.first() else {
             candle_core::bail!("{prefix}: no dense layers to put side by side");
         };
-        let in_dim = first.weight.dim(1)?;
+        let in_dim = first.weight.in_dim()?;
         for layer in layers {
-            if layer.weight.dim(1)? != in_dim {
+            if layer.weight.in_dim()? != in_dim {
                 candle_core::bail!(
                     "{prefix}: {} takes {} inputs and {} takes {in_dim}; only layers of one input width are put side by side",
                     layer.prefix,
-                    layer.weight.dim(1)?,
+                    layer.weight.in_dim()?,
                     first.prefix
                 );
             }
         }
-        let weights: Vec<Tensor> = layers.iter().map(|l| l.weight.detach()).collect();
+        let weights = layers.iter().map(|l| Ok(l.weight.tensor()?.detach())).collect::<Result<Vec<_>>>()?;
         let weight = Tensor::cat(&weights, 0)?;
         let bias = if layers.iter().any(|l| l.bias.is_some()) {
             let biases = layers
                 .iter()
                 .map(|l| match &l.bias {
                     Some(b) => Ok(b.detach()),
-                    None => Tensor::zeros(l.weight.dim(0)?, l.weight.dtype(), l.weight.device()),
+                    None => Tensor::zeros(l.weight.out_dim()?, weight.dtype(), weight.device()),
                 })
                 .collect::<Result<Vec<_>>>()?;
             Some(Tensor::cat(&biases, 0)?)
         } else {
             None
         };
-        Ok(Self { weight, bias, prefix: prefix.to_string(), packed: None })
+        Ok(Self { weight: Weight::Tensor(weight), bias, prefix: prefix.to_string(), packed: None })
     }
 
     /// The layers that [`concat`](Self::concat) put side by side in this one, cut out of its
@@ -220,12 +278,12 @@ impl Linear {
         let mut start = 0;
         let mut out = Vec::with_capacity(like.len());
         for layer in like {
-            let width = layer.weight.dim(0)?;
-            if start + width > self.weight.dim(0)? {
+            let width = layer.weight.out_dim()?;
+            if start + width > self.weight.out_dim()? {
                 candle_core::bail!(
                     "{}: {} outputs, fewer than the layers cut from it",
                     self.prefix,
-                    self.weight.dim(0)?
+                    self.weight.out_dim()?
                 );
             }
             let bias = match (&layer.bias, &self.bias) {
@@ -233,7 +291,7 @@ impl Linear {
                 _ => None,
             };
             out.push(Self {
-                weight: self.weight.narrow(0, start, width)?,
+                weight: self.weight.narrow(start, width)?,
                 bias,
                 prefix: layer.prefix.clone(),
                 packed: None,
@@ -247,7 +305,7 @@ impl Linear {
     /// it was made from the old values.
     pub fn map_tensors(&self, f: &(impl WeightMap + ?Sized)) -> Result<Self> {
         Ok(Self {
-            weight: f.tensor(&self.weight)?,
+            weight: Weight::Tensor(f.tensor(&self.weight.tensor()?)?),
             bias: self.bias.as_ref().map(|b| f.tensor(b)).transpose()?,
             prefix: self.prefix.clone(),
             packed: None,
@@ -259,7 +317,7 @@ impl Linear {
     /// ([`vit_kernels::dense_int8`]). For inference only: training it is an error.
     pub fn quantized_int8(&self) -> Result<Self> {
         self.check_cpu("int8")?;
-        let int8 = Int8Weight::from_tensors(&self.weight, self.bias.as_ref())
+        let int8 = Int8Weight::from_tensors(&self.weight.tensor()?, self.bias.as_ref())
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
         Ok(Self { packed: Some(Packed::Int8(Arc::new(int8))), ..self.detached() })
     }
@@ -269,30 +327,29 @@ impl Linear {
     /// training it is an error (training in bf16 packs the weights at each step instead).
     pub fn packed_bf16(&self) -> Result<Self> {
         self.check_cpu("bf16 (packed)")?;
-        let bf16 = Bf16Weight::from_tensors(&self.weight, self.bias.as_ref())
+        let bf16 = Bf16Weight::from_tensors(&self.weight.tensor()?, self.bias.as_ref())
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
         Ok(Self { packed: Some(Packed::Bf16(Arc::new(bf16))), ..self.detached() })
     }
 
     /// The same layer, outside autograd, whose forward passes read the `f32` weight stored
-    /// transposed, `[in, out]` ([`vit_kernels::dense_f32_transposed`]): the same values within
-    /// f32 rounding, faster for few rows (one image). Its [`weight`](Self::weight) is a view of that
-    /// memory, so the layer holds one copy of the weight. For inference only.
+    /// transposed in panels of 64 output channels ([`vit_kernels::F32Weight`],
+    /// [`vit_kernels::dense_f32_transposed`]): the same values within f32 rounding, faster for
+    /// few rows (one image). The panels are the layer's only copy of the weight;
+    /// [`weight`](Self::weight) and `parameters` copy it out. For inference only.
     pub fn transposed_f32(&self) -> Result<Self> {
         self.check_cpu("f32 (transposed)")?;
-        let f32w = F32Weight::from_tensors(&self.weight, self.bias.as_ref())
-            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?;
-        let weight = f32w.transposed().t()?;
-        Ok(Self { weight, packed: Some(Packed::F32(Arc::new(f32w))), ..self.detached() })
+        let f32w = Arc::new(
+            F32Weight::from_tensors(&self.weight.tensor()?, self.bias.as_ref())
+                .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.prefix)))?,
+        );
+        let weight = Weight::Panels(f32w.clone(), 0..f32w.out_dim());
+        Ok(Self { weight, packed: Some(Packed::F32(f32w)), ..self.detached() })
     }
 
     fn check_cpu(&self, what: &str) -> Result<()> {
-        if !self.weight.device().is_cpu() {
-            candle_core::bail!(
-                "{}: {what} inference runs on the CPU, and this layer is on {:?}",
-                self.prefix,
-                self.weight.device().location()
-            );
+        if let Some(location) = self.weight.off_cpu() {
+            candle_core::bail!("{}: {what} inference runs on the CPU, and this layer is on {location:?}", self.prefix);
         }
         Ok(())
     }
@@ -328,9 +385,10 @@ impl Linear {
         &self.prefix
     }
 
-    /// The weight, `[out, in]`.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The weight, `[out, in]`: for a layer stored for `f32` inference
+    /// ([`transposed_f32`](Self::transposed_f32)), a copy out of its panels.
+    pub fn weight(&self) -> Tensor {
+        self.weight.tensor().expect("the stored weight's own rows")
     }
 
     /// The bias, `[out]`.
@@ -347,7 +405,7 @@ impl Linear {
     pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
         self.on_rows(x, |rows| match self.forward_packed(rows, true) {
             Some(y) => y,
-            None => vit_kernels::dense_gelu(rows, &self.weight, self.bias.as_ref()),
+            None => vit_kernels::dense_gelu(rows, &self.weight.tensor()?, self.bias.as_ref()),
         })
     }
 
@@ -368,8 +426,8 @@ impl Linear {
             return self.on_rows(x, |rows| self.forward_packed(rows, gelu).expect("a packed layer"));
         }
         self.on_rows(x, |rows| {
-            let mask = dropout.mask(rows.dim(0)? * self.weight.dim(0)?, train);
-            vit_kernels::dense_dropout(rows, &self.weight, self.bias.as_ref(), gelu, mask.as_ref())
+            let mask = dropout.mask(rows.dim(0)? * self.weight.out_dim()?, train);
+            vit_kernels::dense_dropout(rows, &self.weight.tensor()?, self.bias.as_ref(), gelu, mask.as_ref())
         })
     }
 
@@ -380,7 +438,7 @@ impl Linear {
         let in_dim = x.dim(D::Minus1)?;
         let mut out_dims = x.dims().to_vec();
         if let Some(last) = out_dims.last_mut() {
-            *last = self.weight.dim(0)?;
+            *last = self.weight.out_dim()?;
         }
         let rows = x.elem_count() / in_dim.max(1);
         let flat = x.rank() == 2;
@@ -399,7 +457,8 @@ impl ModuleTree for Linear {
 
     /// Its parameters: the weight decays, the bias does not.
     fn parameters(&self) -> Vec<NamedParameter> {
-        let mut out = vec![NamedParameter::new(&self.prefix, "weight", &self.weight, true)];
+        let weight = self.weight();
+        let mut out = vec![NamedParameter::new(&self.prefix, "weight", &weight, true)];
         out.extend(self.bias.iter().map(|b| NamedParameter::new(&self.prefix, "bias", b, false)));
         out
     }
@@ -411,7 +470,7 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.on_rows(x, |rows| match self.forward_packed(rows, false) {
             Some(y) => y,
-            None => vit_kernels::dense(rows, &self.weight, self.bias.as_ref()),
+            None => vit_kernels::dense(rows, &self.weight.tensor()?, self.bias.as_ref()),
         })
     }
 }

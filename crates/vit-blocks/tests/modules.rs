@@ -257,7 +257,7 @@ fn detached_dense_layer_with_gelu_matches_composed() {
         let layer = Linear::new(inputs, outputs, true, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
         let x = randn(&[rows, inputs], 81);
         let fused = layer.detached().forward_gelu(&x).unwrap();
-        let reference = composed::gelu(&composed::dense(&x, layer.weight(), layer.bias()).unwrap()).unwrap();
+        let reference = composed::gelu(&composed::dense(&x, &layer.weight(), layer.bias()).unwrap()).unwrap();
         assert!(max_rel_diff(&fused, &reference) < 1e-5, "[{rows}, {inputs}] -> {outputs}");
     }
 }
@@ -409,7 +409,7 @@ fn layers_side_by_side_stack_weights_and_biases_and_cut_back_out() {
     let parts = both.split_outputs(&[&with_bias, &without]).unwrap();
     assert_eq!((parts[0].prefix(), parts[1].prefix()), ("a", "b"));
     assert!(parts[1].bias().is_none());
-    assert_eq!(max_rel_diff(parts[0].weight(), with_bias.weight()), 0.0);
+    assert_eq!(max_rel_diff(&parts[0].weight(), &with_bias.weight()), 0.0);
     let narrower = Linear::new(4, 2, true, vb.pp("c")).unwrap();
     let err = Linear::concat("ac", &[&with_bias, &narrower]).unwrap_err().to_string();
     assert!(err.contains("c takes 4 inputs and a takes 5"), "{err}");

@@ -1,13 +1,19 @@
 //! How the weight's layout changes a dense layer's `f32` product at batch 1 (197 tokens):
 //! `gemm` on `W: [out, in]` read as `W^T` (a trained layer) against `W^T` stored `[in, out]`
-//! (inference, `vit_kernels::F32Weight`), each split over two threads by output columns as
-//! the dense layer splits one image. Microseconds per product, the median of five rounds.
+//! (inference until b078a06), each split over two threads by output columns, and the
+//! inference op on the weight in panels of 64 output channels (`vit_kernels::F32Weight`, bias
+//! included). Microseconds per product, the median of five rounds; run with 2 threads
+//! (`RAYON_NUM_THREADS=2` on a larger machine).
 //! Run: `cargo run --release -p vit-kernels --example weight_layout`
 //! (figures: `docs/measurements/cpu-2026-12-06-f32-latency.md`).
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
-use std::time::Instant;
+use vit_kernels::F32Weight;
 
 #[allow(clippy::too_many_arguments)]
 unsafe fn prod(
@@ -86,22 +92,32 @@ fn main() {
                 }
             });
         };
-        let mut res = [Vec::new(), Vec::new()];
+        let panels = Arc::new(
+            F32Weight::from_tensors(&Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap(), None).unwrap(),
+        );
+        let input = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
+        let mut res = [Vec::new(), Vec::new(), Vec::new()];
         for round in 0..6 {
-            for (i, t) in [false, true].into_iter().enumerate() {
+            for (i, times) in res.iter_mut().enumerate() {
                 let iters = 200;
                 let s = Instant::now();
                 for _ in 0..iters {
-                    run(&mut out, t);
+                    match i {
+                        2 => drop(vit_kernels::dense_f32_transposed(&input, &panels, false).unwrap()),
+                        _ => run(&mut out, i == 1),
+                    }
                 }
                 if round > 0 {
-                    res[i].push(s.elapsed().as_secs_f64() * 1e6 / iters as f64);
+                    times.push(s.elapsed().as_secs_f64() * 1e6 / iters as f64);
                 }
             }
         }
         for r in res.iter_mut() {
             r.sort_by(|a, b| a.partial_cmp(b).unwrap());
         }
-        println!("{m}x{k}x{n}: W [out,in] (today) {:.1} us, W^T [in,out] {:.1} us", res[0][2], res[1][2]);
+        println!(
+            "{m}x{k}x{n}: W [out,in] {:.1} us, W^T [in,out] {:.1} us, panels (the op) {:.1} us",
+            res[0][2], res[1][2], res[2][2]
+        );
     }
 }

@@ -26,7 +26,7 @@ const MIN_COLUMNS_PER_TASK: usize = 64;
 /// pack them again: the products then run one block per task, each in cache.
 const SMALL_WEIGHT: usize = 1 << 16;
 /// Output elements of such a block (256 KB).
-const BLOCK_ELEMS: usize = 1 << 16;
+pub(crate) const BLOCK_ELEMS: usize = 1 << 16;
 /// Rows of the shared dimension worth a task of a weight gradient's split.
 const MIN_DEPTH_PER_TASK: usize = 1024;
 /// The most tasks a weight gradient's split uses. A constant, not the thread count: the
@@ -159,10 +159,8 @@ impl CustomOp3 for Dense {
 }
 
 /// A dense layer's weight in `f32` as the forward product reads it: `W^T` (`in x out`) through
-/// `strides` (row, column) into `data`. A trained layer's `[out, in]` weight is `(1, in)`; one
-/// stored transposed once for inference ([`crate::F32Weight`]) is `(out, 1)`, which `gemm`
-/// packs with whole-vector loads instead of one value at a time (measured:
-/// `docs/measurements/cpu-2026-12-06-f32-latency.md`).
+/// `strides` (row, column) into `data`; a trained layer's `[out, in]` weight is `(1, in)`. (For
+/// inference the weight is stored in panels instead, [`crate::F32Weight`].)
 #[derive(Clone, Copy)]
 pub(crate) struct WeightF32<'a> {
     pub data: &'a [f32],

@@ -134,10 +134,10 @@ pub fn dense_bf16_with(x: &Tensor, weight: &Arc<Bf16Weight>, gelu: bool, kernel:
     x.contiguous()?.apply_op1(DenseBf16 { weight: weight.clone(), gelu, kernel })
 }
 
-/// A dense layer whose `f32` weight is stored transposed once ([`F32Weight`]), `x W^T + b`
-/// (GELU of it with `gelu`), for inference on the CPU: the same products as [`dense`] and
-/// [`dense_gelu`] (within f32 rounding: the order of the sums may differ), without packing
-/// the weight one value at a time on every call.
+/// A dense layer whose `f32` weight is stored once, transposed in panels of 64 output channels
+/// ([`F32Weight`]), `x W^T + b` (GELU of it with `gelu`), for inference on the CPU: the same
+/// products as [`dense`] and [`dense_gelu`] (within f32 rounding: the order of the sums may
+/// differ), without packing the weight on every call.
 /// The input's gradient goes through the weight (for relevance maps); the weight gets none.
 ///
 /// # Shapes

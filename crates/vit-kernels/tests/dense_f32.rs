@@ -1,9 +1,9 @@
-//! A dense layer whose `f32` weight is stored transposed for inference: the trained layer's
-//! forward values within f32 rounding (the product reads the weight through other strides, and
+//! A dense layer whose `f32` weight is stored in panels for inference: the trained layer's
+//! forward values within f32 rounding (the product reads the weight in another layout, and
 //! `gemm` may then sum in another order), GELU fused likewise, both against the f64 product,
-//! and the input's gradient too, on every
-//! path of the forward product (few rows, blocks of rows under a small weight, one image's rows
-//! split over output columns, one parallel product) and with one and two threads.
+//! and the input's gradient too, on both paths of the forward product (one image's rows in
+//! chunks by panels, blocks of rows over every panel), full and narrow last panels, with one
+//! and two threads.
 
 use std::sync::Arc;
 
@@ -37,7 +37,10 @@ fn check(rows: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
     let b = with_bias.then(|| randn(&[n], seed + 2));
     let stored = Arc::new(F32Weight::from_tensors(&w, b.as_ref()).unwrap());
     assert_eq!((stored.out_dim(), stored.in_dim()), (n, k));
-    assert_eq!(host(&stored.transposed().t().unwrap()), host(&w), "the view is the weight");
+    assert_eq!(host(&stored.weight_rows(0..n).unwrap()), host(&w), "the panels hold the weight");
+    if n > 2 {
+        assert_eq!(host(&stored.weight_rows(1..n - 1).unwrap()), host(&w.narrow(0, 1, n - 2).unwrap()), "rows");
+    }
     let shape = format!("{rows}x{k}x{n} bias {with_bias}");
 
     // Forward, with and without GELU: the trained layer's values within f32 rounding.
@@ -93,16 +96,18 @@ fn check(rows: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
 }
 
 #[test]
-fn a_dense_layer_on_a_transposed_weight_computes_what_the_trained_one_does() {
+fn a_dense_layer_on_a_weight_in_panels_computes_what_the_trained_one_does() {
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             check(1, 77, 130, true, 10); // few rows
             check(3, 64, 129, false, 20); // few rows, no bias
             check(45, 77, 130, true, 30); // blocks of rows, a small weight
-            check(197, 128, 600, true, 40); // one image: split over output columns
-            check(197, 300, 100, true, 50); // too few columns to split
-            check(300, 96, 700, false, 60); // one parallel product
+            check(197, 128, 600, true, 40); // one image: chunks of rows by panels, a narrow last panel
+            check(197, 300, 100, true, 50); // two panels
+            check(48, 70, 64, true, 55); // one chunk, one panel
+            check(300, 96, 700, false, 60); // blocks of rows, every panel over each
+            check(401, 33, 130, true, 65); // blocks of rows, the last one short
         });
     }
 }

@@ -66,8 +66,8 @@ impl Vit {
 
     /// The model outside autograd computing in `precision`, for inference: `f32` as
     /// [`detached`](Self::detached), on the CPU with the weights of the dense layers applied to
-    /// every token stored transposed once (the same logits within f32 rounding, faster at
-    /// batch 1); `bf16` on the
+    /// every token stored once in panels for the CPU's product (the same logits within f32
+    /// rounding, faster at batch 1), query, key and value as one layer; `bf16` on the
     /// CPU with every dense layer's weight packed as bf16 once (elsewhere its parameters cast);
     /// `int8` with every dense layer quantized (on the CPU only). Make it once, after loading:
     /// packing reads every weight.
