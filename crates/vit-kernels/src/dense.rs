@@ -159,8 +159,9 @@ impl CustomOp3 for Dense {
 }
 
 /// A dense layer's weight in `f32` as the forward product reads it: `W^T` (`in x out`) through
-/// `strides` (row, column) into `data`; a trained layer's `[out, in]` weight is `(1, in)`. (For
-/// inference the weight is stored in panels instead, [`crate::F32Weight`].)
+/// `strides` (row, column) into `data`: a trained layer's `[out, in]` weight is `(1, in)`; a
+/// narrow one stored `[in, out]` for inference ([`crate::F32Weight`]) is `(out, 1)`, which `gemm`
+/// packs with whole-vector loads instead of one value at a time.
 #[derive(Clone, Copy)]
 pub(crate) struct WeightF32<'a> {
     pub data: &'a [f32],

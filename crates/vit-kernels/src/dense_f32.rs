@@ -1,7 +1,8 @@
 //! A dense layer whose `f32` weight is stored once for inference (`--precision f32` on the
-//! CPU) as `W^T` in panels of [`PANEL`] output channels: the weight and the op over it. The
-//! values are the trained layer's within f32 rounding (`gemm` may sum a product in another
-//! order when an operand's layout changes).
+//! CPU) as `W^T`, in panels of [`PANEL`] output channels when it is wide
+//! ([`PANELS_FROM_WIDTH`]): the weight and the op over it. The values are the trained layer's
+//! within f32 rounding (`gemm` may sum a product in another order when an operand's layout
+//! changes).
 //!
 //! Why: a trained layer keeps `W: [out, in]`, which the product reads as `W^T` column by
 //! column, and the `gemm` crate then packs it one value at a time on every call (a fifth of a
@@ -20,7 +21,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::activation::gelu_rows_in_place;
-use crate::dense::{Product, bias_rows, prepared_fwd, prepared_input_grad};
+use crate::dense::{Product, WeightF32, bias_rows, dense_f32, prepared_fwd, prepared_input_grad};
 use crate::gemm::gemm_f32;
 
 /// Output channels of a panel: 4 vectors of 16 floats, the rows of `gemm`'s AVX-512
@@ -41,10 +42,20 @@ const FEW_ROWS: usize = 256;
 /// Rows of a block of a larger input.
 const ROW_BLOCK: usize = 192;
 
+/// Weights whose inputs and outputs are both at least this wide are stored in panels; narrower
+/// ones (ViT-Ti's 192, the Keras example's 64) as `W^T: [in, out]`, whose product by a few
+/// rows `gemm` packs cheaply, and which it runs faster on these shapes (measured per layer:
+/// `docs/measurements/cpu-2026-12-06-qkv.md`; the MNIST model's batch-1 latency was 12%
+/// slower and the Keras example's batch 256 4% slower in panels).
+pub const PANELS_FROM_WIDTH: usize = 384;
+
 /// A dense layer's `f32` weight stored for inference (`x W^T + b`): `W^T` in panels of
-/// [`PANEL`] output channels (`[in, 64]` each, the last one narrower), with its bias.
+/// [`PANEL`] output channels (`[in, 64]` each, the last one narrower) when both widths are at
+/// least [`PANELS_FROM_WIDTH`], else `W^T: [in, out]`; with its bias.
 pub struct F32Weight {
-    panels: Vec<f32>,
+    /// `W^T` in panels, or `[in, out]` row-major (`in_panels` false).
+    data: Vec<f32>,
+    in_panels: bool,
     in_dim: usize,
     out_dim: usize,
     bias: Vec<f32>,
@@ -52,7 +63,8 @@ pub struct F32Weight {
 
 impl std::fmt::Debug for F32Weight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "F32Weight([{}, {}] in panels of {PANEL})", self.out_dim, self.in_dim)
+        let layout = if self.in_panels { "in panels of 64" } else { "stored [in, out]" };
+        write!(f, "F32Weight([{}, {}] {layout})", self.out_dim, self.in_dim)
     }
 }
 
@@ -74,16 +86,21 @@ impl F32Weight {
         if bias.len() != out_dim {
             candle_core::bail!("f32 weight: a bias of {} values for {out_dim} outputs", bias.len());
         }
+        let in_panels = in_dim.min(out_dim) >= PANELS_FROM_WIDTH;
+        if !in_panels {
+            let data = weight.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1::<f32>()?;
+            return Ok(Self { data, in_panels, in_dim, out_dim, bias });
+        }
         let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut panels = vec![0f32; w.len()];
+        let mut data = vec![0f32; w.len()];
         for p in 0..out_dim.div_ceil(PANEL) {
             let (first, width) = (p * PANEL, PANEL.min(out_dim - p * PANEL));
-            let panel = &mut panels[first * in_dim..][..width * in_dim];
+            let panel = &mut data[first * in_dim..][..width * in_dim];
             for (c, row) in w[first * in_dim..][..width * in_dim].chunks_exact(in_dim).enumerate() {
                 row.iter().enumerate().for_each(|(k, &v)| panel[k * width + c] = v);
             }
         }
-        Ok(Self { panels, in_dim, out_dim, bias })
+        Ok(Self { data, in_panels, in_dim, out_dim, bias })
     }
 
     /// Output channels.
@@ -107,12 +124,16 @@ impl F32Weight {
         if rows.start > rows.end || rows.end > self.out_dim {
             candle_core::bail!("f32 weight: rows {rows:?} of {} outputs", self.out_dim);
         }
-        let k = self.in_dim;
+        let (k, n) = (self.in_dim, self.out_dim);
         let mut out = Vec::with_capacity(rows.len() * k);
         for o in rows.clone() {
-            let (first, width) = (o / PANEL * PANEL, PANEL.min(self.out_dim - o / PANEL * PANEL));
-            let panel = &self.panels[first * k..][..width * k];
-            out.extend((0..k).map(|i| panel[i * width + o - first]));
+            if self.in_panels {
+                let (first, width) = (o / PANEL * PANEL, PANEL.min(n - o / PANEL * PANEL));
+                let panel = &self.data[first * k..][..width * k];
+                out.extend((0..k).map(|i| panel[i * width + o - first]));
+            } else {
+                out.extend((0..k).map(|i| self.data[i * n + o]));
+            }
         }
         Tensor::from_vec(out, (rows.len(), k), &candle_core::Device::Cpu)
     }
@@ -120,6 +141,10 @@ impl F32Weight {
     /// `x W^T + b` (GELU of it with `gelu`) for `x: [rows, in]` contiguous.
     fn rows(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
         let (k, n) = (self.in_dim, self.out_dim);
+        if !self.in_panels {
+            let weight = WeightF32 { data: &self.data, out_dim: n, strides: (n, 1) };
+            return dense_f32(x, (rows, k), weight, &self.bias, gelu);
+        }
         let panels = n.div_ceil(PANEL);
         // SAFETY (all products): `dst` addresses `r` rows of n values from the panel's first
         // column, x holds r x k values from row `first`, and the panel is k x width.
@@ -132,7 +157,7 @@ impl F32Weight {
                 true,
                 x.as_ptr().wrapping_add(first * k),
                 (k, 1),
-                self.panels.as_ptr().wrapping_add(col * k),
+                self.data.as_ptr().wrapping_add(col * k),
                 (width, 1),
                 1.0,
                 Parallelism::None,

@@ -1,9 +1,10 @@
-//! A dense layer whose `f32` weight is stored in panels for inference: the trained layer's
+//! A dense layer whose `f32` weight is stored for inference: the trained layer's
 //! forward values within f32 rounding (the product reads the weight in another layout, and
 //! `gemm` may then sum in another order), GELU fused likewise, both against the f64 product,
-//! and the input's gradient too, on both paths of the forward product (one image's rows in
-//! chunks by panels, blocks of rows over every panel), full and narrow last panels, with one
-//! and two threads.
+//! and the input's gradient too, on every path of the forward product (a narrow weight stored
+//! `[in, out]` through the trained layer's paths; a wide one in panels, one image's rows in
+//! chunks by panels or blocks of rows over every panel, a narrow last panel), with one and two
+//! threads.
 
 use std::sync::Arc;
 
@@ -37,7 +38,8 @@ fn check(rows: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
     let b = with_bias.then(|| randn(&[n], seed + 2));
     let stored = Arc::new(F32Weight::from_tensors(&w, b.as_ref()).unwrap());
     assert_eq!((stored.out_dim(), stored.in_dim()), (n, k));
-    assert_eq!(host(&stored.weight_rows(0..n).unwrap()), host(&w), "the panels hold the weight");
+    assert_eq!(format!("{stored:?}").contains("in panels"), k.min(n) >= 384, "{stored:?}");
+    assert_eq!(host(&stored.weight_rows(0..n).unwrap()), host(&w), "the stored weight is the weight");
     if n > 2 {
         assert_eq!(host(&stored.weight_rows(1..n - 1).unwrap()), host(&w.narrow(0, 1, n - 2).unwrap()), "rows");
     }
@@ -96,18 +98,20 @@ fn check(rows: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
 }
 
 #[test]
-fn a_dense_layer_on_a_weight_in_panels_computes_what_the_trained_one_does() {
+fn a_dense_layer_on_a_weight_stored_for_inference_computes_what_the_trained_one_does() {
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
+            // Narrow weights, stored [in, out]: the trained layer's paths.
             check(1, 77, 130, true, 10); // few rows
             check(3, 64, 129, false, 20); // few rows, no bias
             check(45, 77, 130, true, 30); // blocks of rows, a small weight
-            check(197, 128, 600, true, 40); // one image: chunks of rows by panels, a narrow last panel
-            check(197, 300, 100, true, 50); // two panels
-            check(48, 70, 64, true, 55); // one chunk, one panel
-            check(300, 96, 700, false, 60); // blocks of rows, every panel over each
-            check(401, 33, 130, true, 65); // blocks of rows, the last one short
+            check(197, 128, 600, true, 40); // one image split over output columns
+            check(300, 96, 700, false, 60); // one parallel product
+            // Wide weights, in panels.
+            check(197, 384, 450, true, 70); // one image: chunks of rows by panels, a narrow last panel
+            check(48, 400, 384, false, 75); // one chunk of rows
+            check(401, 390, 385, true, 80); // blocks of rows over every panel, the last block short
         });
     }
 }
