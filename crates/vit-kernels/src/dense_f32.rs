@@ -26,13 +26,13 @@ use crate::gemm::gemm_f32;
 
 /// Output channels of a panel: 4 vectors of 16 floats, the rows of `gemm`'s AVX-512
 /// microkernel (and a whole number of its AVX2 one's).
-pub const PANEL: usize = 64;
+pub(crate) const PANEL: usize = 64;
 
 /// Rows of one product over a panel at batch 1: `gemm` packs its left operand when the other
 /// has more than 8 of its 6-column blocks, 48 columns (`gemm-common` 0.19,
 /// `DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD`). Above, it packs (a copy of the panel,
 /// contiguous, cheap beside the product); the results are the same either way.
-pub const UNPACKED_ROWS: usize = 48;
+pub(crate) const UNPACKED_ROWS: usize = 48;
 
 /// Inputs of at most this many rows (one image's tokens) split each panel's product into
 /// chunks of [`UNPACKED_ROWS`]; more rows are cut into blocks of [`ROW_BLOCK`], each
@@ -47,11 +47,11 @@ const ROW_BLOCK: usize = 192;
 /// rows `gemm` packs cheaply, and which it runs faster on these shapes (measured per layer:
 /// `docs/measurements/cpu-2026-12-06-qkv.md`; the MNIST model's batch-1 latency was 12%
 /// slower and the Keras example's batch 256 4% slower in panels).
-pub const PANELS_FROM_WIDTH: usize = 384;
+pub(crate) const PANELS_FROM_WIDTH: usize = 384;
 
 /// A dense layer's `f32` weight stored for inference (`x W^T + b`): `W^T` in panels of
-/// [`PANEL`] output channels (`[in, 64]` each, the last one narrower) when both widths are at
-/// least [`PANELS_FROM_WIDTH`], else `W^T: [in, out]`; with its bias.
+/// 64 output channels (`[in, 64]` each, the last one narrower) when both widths are at least
+/// 384, else `W^T: [in, out]`; with its bias.
 pub struct F32Weight {
     /// `W^T` in panels, or `[in, out]` row-major (`in_panels` false).
     data: Vec<f32>,
