@@ -97,7 +97,7 @@ impl WeightMap for PackBf16 {
     }
 
     fn fused(&self, prefix: &str, layers: &[&Linear]) -> Result<Option<Linear>> {
-        Linear::concat(prefix, layers)?.packed_bf16().map(Some)
+        self.linear(&Linear::concat(prefix, layers)?).map(Some)
     }
 }
 
@@ -116,7 +116,7 @@ impl WeightMap for TransposeF32 {
     }
 
     fn fused(&self, prefix: &str, layers: &[&Linear]) -> Result<Option<Linear>> {
-        Linear::concat(prefix, layers)?.transposed_f32().map(Some)
+        self.linear(&Linear::concat(prefix, layers)?).map(Some)
     }
 }
 
@@ -135,7 +135,7 @@ impl WeightMap for QuantizeInt8 {
     }
 
     fn fused(&self, prefix: &str, layers: &[&Linear]) -> Result<Option<Linear>> {
-        Linear::concat(prefix, layers)?.quantized_int8().map(Some)
+        self.linear(&Linear::concat(prefix, layers)?).map(Some)
     }
 }
 

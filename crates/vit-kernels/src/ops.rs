@@ -84,6 +84,20 @@ pub fn dense(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tenso
     }
 }
 
+/// `x` as the contiguous input of a dense layer prepared for inference, which runs on 2-D
+/// `f32` on the CPU; otherwise an error naming the op `name`.
+fn cpu_rows(x: &Tensor, name: &str) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 {
+        candle_core::bail!(
+            "{name}: runs on 2-D f32 input on the CPU, got {:?} {:?} on {:?}",
+            x.dims(),
+            x.dtype(),
+            x.device().location()
+        );
+    }
+    x.contiguous()
+}
+
 /// A dense layer with int8 weights, `x W^T + b` (GELU of it with `gelu`), for inference on the
 /// CPU: `x` is quantized per row as it is packed, the products run on the fastest int8 kernel
 /// of the CPU ([`Int8Kernel::detect`]) and the dequantization, the bias and GELU are applied to
@@ -98,15 +112,7 @@ pub fn dense_int8(x: &Tensor, weight: &Arc<Int8Weight>, gelu: bool) -> Result<Te
 
 /// [`dense_int8`] on a given kernel (tests compare them).
 pub fn dense_int8_with(x: &Tensor, weight: &Arc<Int8Weight>, gelu: bool, kernel: Int8Kernel) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 {
-        candle_core::bail!(
-            "dense_int8: runs on 2-D f32 input on the CPU, got {:?} {:?} on {:?}",
-            x.dims(),
-            x.dtype(),
-            x.device().location()
-        );
-    }
-    x.contiguous()?.apply_op1(DenseInt8 { weight: weight.clone(), gelu, kernel })
+    cpu_rows(x, "dense_int8")?.apply_op1(DenseInt8 { weight: weight.clone(), gelu, kernel })
 }
 
 /// A dense layer with its weight packed once as bf16 ([`Bf16Weight`]), `x W^T + b` (GELU of
@@ -123,15 +129,7 @@ pub fn dense_bf16(x: &Tensor, weight: &Arc<Bf16Weight>, gelu: bool) -> Result<Te
 
 /// [`dense_bf16`] on a given kernel (tests compare them).
 pub fn dense_bf16_with(x: &Tensor, weight: &Arc<Bf16Weight>, gelu: bool, kernel: Bf16Kernel) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 {
-        candle_core::bail!(
-            "dense_bf16: runs on 2-D f32 input on the CPU, got {:?} {:?} on {:?}",
-            x.dims(),
-            x.dtype(),
-            x.device().location()
-        );
-    }
-    x.contiguous()?.apply_op1(DenseBf16 { weight: weight.clone(), gelu, kernel })
+    cpu_rows(x, "dense_bf16")?.apply_op1(DenseBf16 { weight: weight.clone(), gelu, kernel })
 }
 
 /// A dense layer whose `f32` weight is stored once, transposed in panels of 64 output channels
@@ -143,15 +141,7 @@ pub fn dense_bf16_with(x: &Tensor, weight: &Arc<Bf16Weight>, gelu: bool, kernel:
 /// # Shapes
 /// - `x`: `[R, in]` `f32` on the CPU; returns `[R, out]` `f32`.
 pub fn dense_f32_transposed(x: &Tensor, weight: &Arc<F32Weight>, gelu: bool) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 {
-        candle_core::bail!(
-            "dense_f32_transposed: runs on 2-D f32 input on the CPU, got {:?} {:?} on {:?}",
-            x.dims(),
-            x.dtype(),
-            x.device().location()
-        );
-    }
-    x.contiguous()?.apply_op1(DenseF32 { weight: weight.clone(), gelu })
+    cpu_rows(x, "dense_f32_transposed")?.apply_op1(DenseF32 { weight: weight.clone(), gelu })
 }
 
 /// The exact (erf) GELU, with gradients; one pass forward and backward on the CPU with `f32`.
